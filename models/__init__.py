@@ -1,0 +1,1 @@
+"""Models built only from the public API of tinygrad_rnn."""

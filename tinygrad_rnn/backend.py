@@ -1,0 +1,118 @@
+"""NumPy/CuPy backend: the only module that imports CuPy.
+
+Arrays decide the device: an op asks ``get_array_module`` for the module of its inputs,
+so the same code runs on both backends. CuPy is imported only when it is asked for (by
+``cuda.available``, ``as_cupy`` or ``to_gpu``), never when ``tinygrad_rnn`` is imported.
+"""
+import importlib.util
+import sys
+
+import numpy as np
+
+_cupy_state = {}
+
+
+def _cupy():
+    """Return the cupy module, or None where CuPy or a GPU is absent (the answer is cached)."""
+    if "module" not in _cupy_state:
+        module = None
+        if importlib.util.find_spec("cupy") is not None:
+            try:
+                import cupy
+
+                if cupy.cuda.runtime.getDeviceCount() > 0:
+                    module = cupy
+            except Exception:  # CuPy installed without a driver or a device: treat as absent
+                module = None
+        _cupy_state["module"] = module
+    return _cupy_state["module"]
+
+
+def gpu_available():
+    """True when CuPy imports and sees at least one GPU."""
+    return _cupy() is not None
+
+
+def is_cupy_array(x):
+    """True for a ``cupy.ndarray``; never imports CuPy."""
+    cupy = sys.modules.get("cupy")
+    return cupy is not None and isinstance(x, cupy.ndarray)
+
+
+def _unwrap(x):
+    """The array inside a Variable (arrays have a ``data`` attribute of their own: keep them)."""
+    if isinstance(x, np.ndarray) or is_cupy_array(x):
+        return x
+    return getattr(x, "data", x)
+
+
+def get_array_module(*xs):
+    """The array module (``numpy`` or ``cupy``) of the given arrays or Variables.
+
+    Args:
+        *xs: arrays, Variables or scalars; the first CuPy array found decides.
+    Returns:
+        module: ``cupy`` if any argument lives on the GPU, else ``numpy``.
+    """
+    for x in xs:
+        if is_cupy_array(_unwrap(x)):
+            return sys.modules["cupy"]
+    return np
+
+
+def device_of(x):
+    """A short device name for error messages: ``cpu`` or ``gpu:<id>``."""
+    x = _unwrap(x)
+    if is_cupy_array(x):
+        return f"gpu:{x.device.id}"
+    return "cpu"
+
+
+def as_numpy(x):
+    """Return ``x`` (array or Variable data) as a NumPy array, copying from the GPU if needed."""
+    x = _unwrap(x)
+    if is_cupy_array(x):
+        return x.get()
+    return np.asarray(x)
+
+
+def as_cupy(x):
+    """Return ``x`` (array or Variable data) as a CuPy array.
+
+    Raises:
+        RuntimeError: where CuPy or a GPU is absent.
+    """
+    cupy = _cupy()
+    if cupy is None:
+        raise RuntimeError(
+            "as_cupy: no GPU available (install CuPy with `pip install tinygrad_rnn[cuda12]` "
+            "or `[cuda13]` on a machine with an NVIDIA GPU)"
+        )
+    return cupy.asarray(_unwrap(x))
+
+
+def scatter_add(a, indices, b):
+    """Unbuffered ``a[indices] += b`` (duplicate indices accumulate), in place on ``a``."""
+    xp = get_array_module(a)
+    if xp is np:
+        np.add.at(a, indices, b)
+    else:
+        import cupyx
+
+        cupyx.scatter_add(a, indices, b)
+
+
+def uniform(shape, rng, xp, dtype):
+    """Uniform [0, 1) samples of ``shape`` on the device of ``xp``, drawn from ``rng``.
+
+    Args:
+        shape (tuple): output shape.
+        rng (numpy.random.Generator): the source of randomness; on the GPU it seeds a CuPy
+            generator, so one seed gives one stream on either device.
+        xp: ``numpy`` or ``cupy``.
+        dtype: float dtype of the result.
+    """
+    if xp is np:
+        return rng.random(shape, dtype=np.float32 if dtype == np.float32 else np.float64)
+    gpu_rng = xp.random.default_rng(int(rng.integers(2**63)))
+    return gpu_rng.random(shape, dtype=dtype)

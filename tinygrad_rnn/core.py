@@ -1,0 +1,445 @@
+"""Variable, Parameter, Function, the backward engine and the configuration contexts.
+
+A call of a Function on Variables runs its ``forward`` on raw arrays and, while gradients
+are enabled, records itself as the creator of its outputs. ``Variable.backward`` walks the
+recorded graph in decreasing generation order with a heap (no recursion), calling each
+Function's ``backward`` once.
+
+Plain backward passes hand raw arrays to ``Function.backward``. With ``create_graph=True``
+the same ``backward`` code receives Variables instead: the formulas are written with
+operators and methods that arrays and Variables share (``*``, ``@``, ``.T``, ``.reshape``,
+``.sum``) plus ``Function.arg``/``Function.out`` and ``dual``, so one implementation both
+computes gradients fast and records them for higher-order derivatives.
+"""
+import contextlib
+import heapq
+import itertools
+import re
+import weakref
+
+import numpy as np
+
+from tinygrad_rnn import backend
+
+
+class Config:
+    """Process-wide switches, changed only through the context managers below."""
+
+    enable_backprop = True
+    train = True
+    anomaly = False
+    scope = ()
+
+
+@contextlib.contextmanager
+def using_config(name, value):
+    """Temporarily set ``Config.<name>`` to ``value``.
+
+    Args:
+        name (str): one of ``enable_backprop``, ``train``, ``anomaly``, ``scope``.
+        value: the value inside the block.
+    """
+    if not hasattr(Config, name):
+        raise AttributeError(f"using_config: unknown setting {name!r}")
+    old = getattr(Config, name)
+    setattr(Config, name, value)
+    try:
+        yield
+    finally:
+        setattr(Config, name, old)
+
+
+def no_grad():
+    """Context manager: ops run without recording a graph (evaluation, generation)."""
+    return using_config("enable_backprop", False)
+
+
+def test_mode():
+    """Context manager: layers behave as at test time (dropout is the identity)."""
+    return using_config("train", False)
+
+
+def detect_anomaly():
+    """Context manager: raise ``FloatingPointError`` at the first Function whose forward or
+    backward produces NaN or Inf, naming the Function."""
+    return using_config("anomaly", True)
+
+
+def name_scope(name):
+    """Context manager: Functions created inside are tagged with this scope (nested scopes
+    form a path such as ``('lstm1', 't3')``); ``graph.to_dot`` draws each scope as a cluster."""
+    if not isinstance(name, str) or not name:
+        raise ValueError(f"name_scope: name must be a non-empty string, got {name!r}")
+    return using_config("scope", Config.scope + (name,))
+
+
+def _to_array(data, where="Variable"):
+    """Validate ``data`` and return it as an array; Python numbers and lists become float32."""
+    if isinstance(data, np.ndarray) or backend.is_cupy_array(data):
+        array = data
+    elif isinstance(data, np.generic):
+        array = np.asarray(data)
+    elif isinstance(data, (bool, int, float, list, tuple)):
+        try:
+            array = np.asarray(data, dtype=np.float32)
+        except (ValueError, TypeError) as e:
+            raise TypeError(f"{where}: data must be a numeric array, got a ragged or non-numeric "
+                            f"{type(data).__name__} ({e})") from None
+    else:
+        raise TypeError(f"{where}: data must be a NumPy/CuPy array or a Python number, "
+                        f"got {type(data).__name__}")
+    if array.dtype.kind not in "biuf":
+        raise TypeError(f"{where}: data must be numeric (bool, int or float), got dtype {array.dtype}")
+    return array
+
+
+class Variable:
+    """A node of the graph: an array, its gradient and the Function that created it.
+
+    Args:
+        data (ndarray | number | list): NumPy or CuPy array; Python numbers and lists become
+            float32 arrays.
+        name (str, optional): shown by ``repr`` and in graphs.
+    Raises:
+        TypeError: ``data`` is not numeric (strings, objects, ragged lists).
+    """
+
+    __slots__ = ("data", "name", "grad", "creator", "generation", "__weakref__")
+    __array_priority__ = 200  # so that ndarray <op> Variable defers to Variable's reflected operator
+
+    def __init__(self, data, name=None):
+        if type(data) is not np.ndarray or data.dtype.kind not in "biuf":
+            data = _to_array(data, type(self).__name__)
+        self.data = data
+        self.name = name
+        self.grad = None
+        self.creator = None
+        self.generation = 0
+
+    shape = property(lambda self: self.data.shape, doc="Tuple of array dimensions.")
+    ndim = property(lambda self: self.data.ndim, doc="Number of dimensions.")
+    size = property(lambda self: self.data.size, doc="Number of elements.")
+    dtype = property(lambda self: self.data.dtype, doc="Array dtype.")
+
+    def __len__(self):
+        return len(self.data)
+
+    def __repr__(self):
+        head = type(self).__name__.lower()
+        body = str(self.data).replace("\n", "\n" + " " * (len(head) + 1))
+        tail = f", name={self.name!r}" if self.name else ""
+        return f"{head}({body}, shape={self.shape}, dtype={self.dtype}, device={backend.device_of(self.data)}{tail})"
+
+    def set_creator(self, func):
+        """Record ``func`` as this Variable's creator (one generation later than it)."""
+        self.creator = func
+        self.generation = func.generation + 1
+
+    def cleargrad(self):
+        """Forget the accumulated gradient."""
+        self.grad = None
+
+    def unchain(self):
+        """Cut the link to the creator: this Variable becomes a leaf."""
+        self.creator = None
+
+    def unchain_backward(self):
+        """Cut every link of the graph behind this Variable, so that the graph is freed once
+        nothing else refers to it (what truncated BPTT needs after each backward)."""
+        stack = [self.creator] if self.creator is not None else []
+        seen = set(stack)
+        self.creator = None
+        while stack:
+            f = stack.pop()
+            for x in f.inputs:
+                if x.creator is not None and x.creator not in seen:
+                    seen.add(x.creator)
+                    stack.append(x.creator)
+                x.creator = None
+
+    def to_cpu(self):
+        """Move data (and gradient) to the CPU in place; returns self."""
+        self.data = backend.as_numpy(self.data)
+        if self.grad is not None:
+            self.grad.to_cpu()
+        return self
+
+    def to_gpu(self):
+        """Move data (and gradient) to the GPU in place; returns self.
+
+        Raises:
+            RuntimeError: no GPU available.
+        """
+        self.data = backend.as_cupy(self.data)
+        if self.grad is not None:
+            self.grad.to_gpu()
+        return self
+
+    def backward(self, retain_grad=False, create_graph=False, grad=None):
+        """Accumulate d(self)/d(x) into ``x.grad`` for every Variable ``x`` behind self.
+
+        Args:
+            retain_grad (bool): also keep gradients of intermediate Variables.
+            create_graph (bool): record the backward pass, so that gradients are Variables
+                with a graph of their own (for higher-order derivatives).
+            grad (ndarray | Variable, optional): upstream gradient, same shape as self;
+                required unless self has exactly one element.
+        Raises:
+            ValueError: self has more than one element and no ``grad`` is given, or ``grad``
+                has the wrong shape.
+        """
+        xp = backend.get_array_module(self.data)
+        if grad is None:
+            if self.data.size != 1:
+                raise ValueError(f"backward: output has shape {self.shape}; give grad= of that shape "
+                                 "(only a one-element output has an implicit gradient of 1)")
+            seed = xp.ones_like(self.data)
+        else:
+            seed = grad.data if isinstance(grad, Variable) else _to_array(grad, "backward")
+            if seed.shape != self.shape:
+                raise ValueError(f"backward: grad has shape {seed.shape}, output has shape {self.shape}")
+        with using_config("enable_backprop", create_graph):
+            _run_backward(self, Variable(seed) if create_graph else seed, retain_grad, create_graph)
+
+    # Methods shared with ndarray, so backward formulas work on both (see the module docstring).
+    @property
+    def T(self):
+        """Reversed axes (``transpose()``)."""
+        return _fn.transpose(self)
+
+    def reshape(self, *shape):
+        """``F.reshape``; accepts ``reshape(2, 3)`` or ``reshape((2, 3))``."""
+        if len(shape) == 1 and isinstance(shape[0], (tuple, list)):
+            shape = shape[0]
+        return _fn.reshape(self, tuple(shape))
+
+    def transpose(self, *axes):
+        """``F.transpose``; accepts ``transpose(1, 0)`` or ``transpose((1, 0))``; no axes reverses."""
+        if len(axes) == 1 and isinstance(axes[0], (tuple, list)):
+            axes = axes[0]
+        return _fn.transpose(self, tuple(axes) if axes else None)
+
+    def sum(self, axis=None, keepdims=False):
+        """``F.sum``."""
+        return _fn.sum(self, axis, keepdims)
+
+    def __neg__(self):
+        return _fn.neg(self)
+
+    def __add__(self, other):
+        return _fn.add(self, other)
+
+    def __radd__(self, other):
+        return _fn.add(other, self)
+
+    def __sub__(self, other):
+        return _fn.sub(self, other)
+
+    def __rsub__(self, other):
+        return _fn.sub(other, self)
+
+    def __mul__(self, other):
+        return _fn.mul(self, other)
+
+    def __rmul__(self, other):
+        return _fn.mul(other, self)
+
+    def __truediv__(self, other):
+        return _fn.div(self, other)
+
+    def __rtruediv__(self, other):
+        return _fn.div(other, self)
+
+    def __pow__(self, exponent):
+        return _fn.pow(self, exponent)
+
+    def __matmul__(self, other):
+        return _fn.matmul(self, other)
+
+    def __rmatmul__(self, other):
+        return _fn.matmul(other, self)
+
+    def __getitem__(self, index):
+        return _fn.getitem(self, index)
+
+
+class Parameter(Variable):
+    """A Variable that an optimizer updates (weights, biases); drawn shaded in graphs."""
+
+    __slots__ = ()
+
+
+def as_variable(x):
+    """Return ``x`` if it is a Variable, else wrap it (arrays, numbers)."""
+    return x if isinstance(x, Variable) else Variable(x)
+
+
+def _snake(name):
+    return re.sub(r"(?<=[a-z0-9])(?=[A-Z])", "_", name).lower()
+
+
+class Function:
+    """Base class of differentiable ops.
+
+    Subclasses implement ``forward(*arrays)`` (return one array or a tuple) and
+    ``backward(*grads)`` (one gradient per output; return one per input, ``None`` where an
+    input takes no gradient). Inside ``backward`` read inputs and outputs with ``arg(i)`` and
+    ``out(i)``: they are arrays in a plain backward pass and Variables under
+    ``create_graph=True``, so a backward written with shared operators is itself differentiable.
+
+    Class attributes:
+        op (str): name used in error messages (default: the class name in snake_case).
+        int_inputs (tuple): positions that may hold integer arrays (labels, ids).
+        twice_differentiable (bool): whether ``backward`` may run under ``create_graph``.
+    """
+
+    int_inputs = ()
+    twice_differentiable = True
+    generation = 0
+    scope = ()
+
+    def __init_subclass__(cls, **kwargs):
+        super().__init_subclass__(**kwargs)
+        if "op" not in cls.__dict__:
+            cls.op = _snake(cls.__name__)
+
+    def __call__(self, *inputs):
+        inputs = [x if isinstance(x, Variable) else Variable(x) for x in inputs]
+        xs = [x.data for x in inputs]
+        self._check_inputs(xs)
+        try:
+            ys = self.forward(*xs)
+        except ValueError as e:
+            shapes = ", ".join(str(x.shape) for x in xs)
+            raise ValueError(f"{self.op}: {e} (input shapes {shapes})") from None
+        if not isinstance(ys, tuple):
+            ys = (ys,)
+        outputs = [Variable(y) for y in ys]
+        if Config.anomaly:
+            _check_finite(self, ys, "forward")
+        if Config.enable_backprop:
+            self.generation = max(x.generation for x in inputs)
+            for y in outputs:
+                y.set_creator(self)
+            self.inputs = inputs
+            self.outputs = [weakref.ref(y) for y in outputs]
+            self.scope = Config.scope
+            if len(outputs) > 1:  # a dead output's zero gradient needs its shape and dtype
+                self.output_specs = [(y.shape, y.dtype) for y in ys]
+        return outputs if len(outputs) > 1 else outputs[0]
+
+    def _check_inputs(self, xs):
+        first = type(xs[0])
+        for i, x in enumerate(xs):
+            if type(x) is not first or (first is not np.ndarray and x.device != xs[0].device):
+                devices = ", ".join(sorted({backend.device_of(a) for a in xs}))
+                raise TypeError(f"{self.op}: inputs on different devices ({devices})")
+            if x.dtype.kind != "f" and i not in self.int_inputs:
+                raise TypeError(f"{self.op}: input {i} has dtype {x.dtype}; expected a float array")
+
+    def arg(self, i):
+        """Input ``i`` for use in ``backward``: an array, or a Variable under ``create_graph``."""
+        x = self.inputs[i]
+        return x if Config.enable_backprop else x.data
+
+    def out(self, i=0):
+        """Output ``i`` for use in ``backward``: an array, or a Variable under ``create_graph``."""
+        y = self.outputs[i]()
+        return y if Config.enable_backprop else y.data
+
+    def forward(self, *xs):
+        raise NotImplementedError
+
+    def backward(self, *gys):
+        raise NotImplementedError
+
+
+def dual(func, *xs):
+    """Apply ``func`` inside a backward formula: recorded on Variables, plain on arrays.
+
+    Args:
+        func (Function): a fresh op instance.
+        *xs: arrays (plain backward) or Variables (``create_graph=True``).
+    Returns:
+        what ``func.forward`` returns for arrays, what ``func(*xs)`` returns for Variables.
+    """
+    if isinstance(xs[0], Variable):
+        return func(*xs)
+    return func.forward(*xs)
+
+
+def _check_finite(func, arrays, where):
+    for i, a in enumerate(arrays):
+        if a is not None:
+            a = a.data if isinstance(a, Variable) else a
+            xp = backend.get_array_module(a)
+            if a.dtype.kind == "f" and not bool(xp.isfinite(a).all()):
+                raise FloatingPointError(f"{func.op}: {where} produced NaN or Inf "
+                                         f"({'output' if where == 'forward' else 'gradient'} {i}, shape {a.shape})")
+
+
+def _accumulate(var, g, create_graph):
+    if create_graph:
+        var.grad = g if var.grad is None else var.grad + g
+    else:
+        var.grad = Variable(g if var.grad is None else var.grad.data + g)
+
+
+def _zeros_for(func, i, y, create_graph):
+    if y is not None:
+        g = backend.get_array_module(y.data).zeros_like(y.data)
+    else:
+        shape, dtype = func.output_specs[i]
+        g = backend.get_array_module(func.inputs[0].data).zeros(shape, dtype)
+    return Variable(g) if create_graph else g
+
+
+def _run_backward(root, seed, retain_grad, create_graph):
+    # pending: id(Variable) -> [Variable, gradient summed so far]; an entry is consumed when its
+    # creator runs, so intermediate gradients are freed as the walk goes on.
+    pending = {id(root): [root, seed]}
+    heap, seen, order = [], set(), itertools.count()
+    if root.creator is not None:
+        heap.append((-root.creator.generation, next(order), root.creator))
+        seen.add(root.creator)
+    while heap:
+        f = heapq.heappop(heap)[2]
+        if create_graph and not f.twice_differentiable:
+            raise NotImplementedError(f"{f.op}: backward with create_graph=True is not supported")
+        gys = []
+        for i, ref in enumerate(f.outputs):
+            y = ref()
+            entry = pending.pop(id(y), None) if y is not None else None
+            if entry is None:
+                gys.append(_zeros_for(f, i, y, create_graph))
+            else:
+                gys.append(entry[1])
+                if retain_grad:
+                    _accumulate(y, entry[1], create_graph)
+        gxs = f.backward(*gys)
+        if not isinstance(gxs, tuple):
+            gxs = (gxs,)
+        if len(gxs) != len(f.inputs):
+            raise RuntimeError(f"{f.op}: backward returned {len(gxs)} gradients for {len(f.inputs)} inputs")
+        if Config.anomaly:
+            _check_finite(f, gxs, "backward")
+        for x, gx in zip(f.inputs, gxs):
+            if gx is None:
+                continue
+            if gx.shape != x.data.shape:
+                raise RuntimeError(f"{f.op}: backward returned a gradient of shape {gx.shape} "
+                                   f"for an input of shape {x.data.shape}")
+            entry = pending.get(id(x))
+            if entry is None:
+                pending[id(x)] = [x, gx]
+                creator = x.creator
+                if creator is not None and creator not in seen:
+                    seen.add(creator)
+                    heapq.heappush(heap, (-creator.generation, next(order), creator))
+            else:
+                entry[1] = entry[1] + gx  # never in place: gradients may alias each other
+    for var, g in pending.values():
+        _accumulate(var, g, create_graph)
+
+
+from tinygrad_rnn import functions as _fn  # noqa: E402  (the ops need Variable and Function defined above)

@@ -1,0 +1,76 @@
+"""Matrix products: matmul and linear (x @ W + b)."""
+from tinygrad_rnn.core import Function, as_variable
+from tinygrad_rnn.functions.array import unbroadcast
+
+
+def _swap_last(a):
+    n = a.ndim
+    return a.transpose(*range(n - 2), n - 1, n - 2)
+
+
+class MatMul(Function):
+    op = "matmul"
+
+    def forward(self, x, W):
+        return x @ W
+
+    def backward(self, gy):
+        x, W = self.arg(0), self.arg(1)
+        if W.ndim == 2:  # the common (..., K) @ (K, N) case: one 2-D product for gW
+            gW = x.reshape(-1, x.shape[-1]).T @ gy.reshape(-1, gy.shape[-1])
+            return gy @ W.T, gW
+        return unbroadcast(gy @ _swap_last(W), x.shape), unbroadcast(_swap_last(x) @ gy, W.shape)
+
+
+def matmul(x, W):
+    """Matrix product with NumPy's batch broadcasting.
+
+    Args:
+        x (Variable | ndarray): (..., M, K), at least 2-D.
+        W (Variable | ndarray): (..., K, N), at least 2-D.
+    Returns:
+        Variable: (..., M, N).
+    Raises:
+        ValueError: an operand is not at least 2-D, or the inner sizes differ.
+    """
+    x, W = as_variable(x), as_variable(W)
+    if x.ndim < 2 or W.ndim < 2 or x.shape[-1] != W.shape[-2]:
+        raise ValueError(f"matmul: shapes {x.shape} and {W.shape} are not aligned "
+                         "(need x (..., M, K) and W (..., K, N))")
+    return MatMul()(x, W)
+
+
+class Linear(Function):
+    def forward(self, x, W, b=None):
+        y = x @ W
+        if b is not None:
+            y += b
+        return y
+
+    def backward(self, gy):
+        x, W = self.arg(0), self.arg(1)
+        gy2 = gy.reshape(-1, gy.shape[-1])
+        gW = x.reshape(-1, x.shape[-1]).T @ gy2
+        if len(self.inputs) == 2:
+            return gy @ W.T, gW
+        return gy @ W.T, gW, gy2.sum(axis=0)
+
+
+def linear(x, W, b=None):
+    """Affine map ``x @ W + b`` over the last axis.
+
+    Args:
+        x (Variable | ndarray): (..., D).
+        W (Variable | ndarray): (D, H).
+        b (Variable | ndarray, optional): (H,).
+    Returns:
+        Variable: (..., H).
+    Raises:
+        ValueError: the shapes do not fit together.
+    """
+    x, W = as_variable(x), as_variable(W)
+    b = None if b is None else as_variable(b)
+    if x.ndim < 1 or W.ndim != 2 or x.shape[-1] != W.shape[0] or (b is not None and b.shape != (W.shape[1],)):
+        raise ValueError(f"linear: shapes x {x.shape}, W {W.shape}, b {None if b is None else b.shape} "
+                         "do not fit (need x (..., D), W (D, H), b (H,))")
+    return Linear()(x, W) if b is None else Linear()(x, W, b)

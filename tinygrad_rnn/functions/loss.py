@@ -1,0 +1,172 @@
+"""Losses and metrics: softmax_cross_entropy, sigmoid_cross_entropy, mean_squared_error, accuracy."""
+from tinygrad_rnn.backend import get_array_module
+from tinygrad_rnn.core import Function, Variable, as_variable
+
+
+def _labels(t, op):
+    t = t.data if isinstance(t, Variable) else t
+    if not hasattr(t, "dtype") or t.dtype.kind not in "iu":
+        raise TypeError(f"{op}: labels must be an integer array, got {getattr(t, 'dtype', type(t).__name__)}")
+    return t
+
+
+class SoftmaxCrossEntropy(Function):
+    int_inputs = (1,)
+    twice_differentiable = False
+
+    def __init__(self, ignore_label):
+        self.ignore_label = ignore_label
+
+    def forward(self, x, t):
+        xp = get_array_module(x)
+        self.x_shape = x.shape
+        x2 = x.reshape(-1, x.shape[-1])
+        t1 = t.ravel()
+        self.mask = None if self.ignore_label is None else (t1 != self.ignore_label)
+        if self.mask is not None:
+            t1 = xp.where(self.mask, t1, 0)
+        self.count = t1.size if self.mask is None else max(int(self.mask.sum()), 1)
+        self.t = t1
+        z = x2 - x2.max(axis=1, keepdims=True)
+        self.y = xp.exp(z)  # softmax kept for backward: saves a second exp over (N, C)
+        s = self.y.sum(axis=1, keepdims=True)
+        self.y /= s
+        logp = z[xp.arange(t1.size), t1] - xp.log(s[:, 0])
+        if self.mask is not None:
+            logp = logp * self.mask
+        return xp.asarray(-logp.sum() / self.count, dtype=x.dtype)
+
+    def backward(self, gy):
+        xp = get_array_module(gy)
+        gx = self.y.copy()
+        gx[xp.arange(self.t.size), self.t] -= 1
+        gx *= gy / self.count
+        if self.mask is not None:
+            gx *= self.mask[:, None]
+        return gx.reshape(self.x_shape), None
+
+
+def softmax_cross_entropy(x, t, ignore_label=None):
+    """Mean cross-entropy of softmax(x) against integer labels, stable for large logits.
+
+    Args:
+        x (Variable | ndarray): (..., C) scores.
+        t (ndarray): (...) integer labels in [0, C), or ``ignore_label``.
+        ignore_label (int, optional): entries with this label count neither in the sum nor
+            in the mean.
+    Returns:
+        Variable: () the mean over the counted entries (0 when none counts).
+    Raises:
+        TypeError: ``t`` is not an integer array.
+        ValueError: ``t.shape != x.shape[:-1]``.
+        IndexError: a label outside [0, C) that is not ``ignore_label``.
+    """
+    x = as_variable(x)
+    t = _labels(t, "softmax_cross_entropy")
+    if x.ndim < 1 or t.shape != x.shape[:-1]:
+        raise ValueError(f"softmax_cross_entropy: labels of shape {t.shape} do not match scores "
+                         f"of shape {x.shape} (need t.shape == x.shape[:-1])")
+    counted = t if ignore_label is None else t[t != ignore_label]
+    if counted.size and (int(counted.min()) < 0 or int(counted.max()) >= x.shape[-1]):
+        raise IndexError(f"softmax_cross_entropy: labels must lie in [0, {x.shape[-1]}), got range "
+                         f"[{int(counted.min())}, {int(counted.max())}]")
+    return SoftmaxCrossEntropy(ignore_label)(x, t)
+
+
+class SigmoidCrossEntropy(Function):
+    int_inputs = (1,)
+    twice_differentiable = False
+
+    def __init__(self, ignore_label):
+        self.ignore_label = ignore_label
+
+    def forward(self, x, t):
+        xp = get_array_module(x)
+        self.mask = (t != self.ignore_label).astype(x.dtype)
+        self.count = max(int(self.mask.sum()), 1)
+        self.t = t
+        # max(x, 0) - x t + log(1 + e^-|x|): the softplus form that never overflows
+        loss = xp.maximum(x, 0) - x * t + xp.log1p(xp.exp(-xp.abs(x)))
+        return xp.asarray((loss * self.mask).sum() / self.count, dtype=x.dtype)
+
+    def backward(self, gy):
+        x = self.inputs[0].data
+        xp = get_array_module(x)
+        p = xp.tanh(x * 0.5) * 0.5 + 0.5
+        return (p - self.t) * self.mask * (gy / self.count), None
+
+
+def sigmoid_cross_entropy(x, t, ignore_label=-1):
+    """Mean binary cross-entropy of sigmoid(x) against 0/1 labels, stable for any x.
+
+    Args:
+        x (Variable | ndarray): any shape S, scores (logits).
+        t (ndarray): S integer labels in {0, 1}, or ``ignore_label``.
+        ignore_label (int): entries not counted.
+    Returns:
+        Variable: () the mean over the counted entries.
+    Raises:
+        TypeError: ``t`` is not an integer array.
+        ValueError: ``t.shape != x.shape`` or a label outside {0, 1, ignore_label}.
+    """
+    x = as_variable(x)
+    t = _labels(t, "sigmoid_cross_entropy")
+    if t.shape != x.shape:
+        raise ValueError(f"sigmoid_cross_entropy: labels of shape {t.shape} do not match scores of shape {x.shape}")
+    bad = (t != 0) & (t != 1) & (t != ignore_label)
+    if bool(bad.any()):
+        raise ValueError(f"sigmoid_cross_entropy: labels must be 0, 1 or {ignore_label}")
+    return SigmoidCrossEntropy(ignore_label)(x, t)
+
+
+class MeanSquaredError(Function):
+    def forward(self, x0, x1):
+        diff = x0 - x1
+        return (diff * diff).sum() / diff.size
+
+    def backward(self, gy):
+        x0, x1 = self.arg(0), self.arg(1)
+        g = gy * (x0 - x1) * (2.0 / x0.size)
+        return g, -g
+
+
+def mean_squared_error(x0, x1):
+    """Mean of (x0 - x1)^2 over all elements.
+
+    Args:
+        x0, x1 (Variable | ndarray): the same shape (no broadcasting).
+    Returns:
+        Variable: ().
+    Raises:
+        ValueError: the shapes differ.
+    """
+    x0, x1 = as_variable(x0), as_variable(x1)
+    if x0.shape != x1.shape:
+        raise ValueError(f"mean_squared_error: shapes {x0.shape} and {x1.shape} differ")
+    return MeanSquaredError()(x0, x1)
+
+
+def accuracy(y, t, ignore_label=None):
+    """Fraction of rows whose argmax equals the label; no gradient.
+
+    Args:
+        y (Variable | ndarray): (..., C) scores.
+        t (ndarray): (...) integer labels.
+        ignore_label (int, optional): entries not counted.
+    Returns:
+        Variable: () float32, a leaf (no creator).
+    Raises:
+        ValueError: ``t.shape != y.shape[:-1]``.
+    """
+    y = y.data if isinstance(y, Variable) else y
+    t = _labels(t, "accuracy")
+    if t.shape != y.shape[:-1]:
+        raise ValueError(f"accuracy: labels of shape {t.shape} do not match scores of shape {y.shape}")
+    xp = get_array_module(y)
+    hit = y.argmax(axis=-1) == t
+    if ignore_label is not None:
+        counted = t != ignore_label
+        value = (hit & counted).sum() / max(int(counted.sum()), 1)
+    else:
+        value = hit.mean()
+    return Variable(xp.asarray(value, dtype=xp.float32))
