@@ -50,12 +50,18 @@ def get_array_module(*xs):
     """The array module (``numpy`` or ``cupy``) of the given arrays or Variables.
 
     Args:
-        *xs: arrays, Variables or scalars; the first CuPy array found decides.
+        *xs: arrays, Variables or scalars; the first array decides (ops check separately
+            that all their inputs share one device).
     Returns:
-        module: ``cupy`` if any argument lives on the GPU, else ``numpy``.
+        module: ``cupy`` for a CuPy array, else ``numpy``.
     """
     for x in xs:
-        if is_cupy_array(_unwrap(x)):
+        if type(x) is np.ndarray:
+            return np
+        x = _unwrap(x)
+        if isinstance(x, np.ndarray):
+            return np
+        if is_cupy_array(x):
             return sys.modules["cupy"]
     return np
 

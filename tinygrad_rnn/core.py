@@ -130,11 +130,6 @@ class Variable:
         tail = f", name={self.name!r}" if self.name else ""
         return f"{head}({body}, shape={self.shape}, dtype={self.dtype}, device={backend.device_of(self.data)}{tail})"
 
-    def set_creator(self, func):
-        """Record ``func`` as this Variable's creator (one generation later than it)."""
-        self.creator = func
-        self.generation = func.generation + 1
-
     def cleargrad(self):
         """Forget the accumulated gradient."""
         self.grad = None
@@ -318,9 +313,11 @@ class Function:
         if Config.anomaly:
             _check_finite(self, ys, "forward")
         if Config.enable_backprop:
-            self.generation = max(x.generation for x in inputs)
+            self.generation = generation = max([x.generation for x in inputs])
+            generation += 1
             for y in outputs:
-                y.set_creator(self)
+                y.creator = self
+                y.generation = generation
             self.inputs = inputs
             self.outputs = [weakref.ref(y) for y in outputs]
             self.scope = Config.scope

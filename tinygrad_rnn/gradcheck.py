@@ -2,7 +2,7 @@
 import numpy as np
 
 from tinygrad_rnn.backend import as_numpy, get_array_module
-from tinygrad_rnn.core import Variable, no_grad
+from tinygrad_rnn.core import Variable
 
 # Above this many elements an input is checked along random directions instead of element by
 # element: 2 * size forward passes would make large checks (whole models) too slow.
@@ -10,8 +10,8 @@ _ELEMENTWISE_LIMIT = 256
 
 
 def _weighted_sum(f, xs, gy):
-    with no_grad():
-        y = f(*[Variable(x) for x in xs])
+    # no no_grad() here: f may itself call backward (a check of second derivatives)
+    y = f(*[Variable(x) for x in xs])
     return float((y.data * gy).sum())
 
 
@@ -26,10 +26,10 @@ def numerical_grad(f, x, gy=None, eps=1e-6):
     Returns:
         ndarray: the shape of ``x``.
     """
-    x = (x.data if isinstance(x, Variable) else x).copy()
+    x = x.data if isinstance(x, Variable) else x
+    x = get_array_module(x).array(x)  # a writable copy, also of 0-d inputs, perturbed in place below
     if gy is None:
-        with no_grad():
-            gy = get_array_module(x).ones_like(f(Variable(x)).data)
+        gy = get_array_module(x).ones_like(f(Variable(x)).data)
     grad = np.zeros(x.shape, dtype=np.float64)
     flat = x.reshape(-1)
     for i in range(flat.size):
@@ -63,9 +63,10 @@ def gradient_check(f, *inputs, eps=1e-6, atol=1e-6, rtol=1e-5, seed=0, direction
         AssertionError: names the input and the worst element, with both values.
         ValueError: ``f`` does not return a float64 Variable.
     """
-    xs = [x.data if isinstance(x, Variable) else np.asarray(x) if not hasattr(x, "dtype") else x for x in inputs]
-    xs = [x.astype(np.float64) if x.dtype.kind == "f" else x for x in xs]
+    xs = [x.data if isinstance(x, Variable) else x for x in inputs]
     xp = get_array_module(*xs)
+    xs = [xp.asarray(x) for x in xs]
+    xs = [x.astype(np.float64) if x.dtype.kind == "f" else x for x in xs]
     rng = np.random.default_rng(seed)
     variables = [Variable(x.copy()) for x in xs]
     y = f(*variables)
@@ -74,10 +75,11 @@ def gradient_check(f, *inputs, eps=1e-6, atol=1e-6, rtol=1e-5, seed=0, direction
                          f"(got {getattr(y, 'dtype', type(y).__name__)}); keep the whole computation in float64")
     gy = xp.asarray(rng.standard_normal(y.shape))
     y.backward(grad=gy)
-    for i, (x, v) in enumerate(zip(xs, variables)):
+    # read every analytic gradient before any numeric pass: f may touch .grad of the inputs
+    analytics = [np.zeros(x.shape) if v.grad is None else as_numpy(v.grad.data) for x, v in zip(xs, variables)]
+    for i, (x, analytic) in enumerate(zip(xs, analytics)):
         if x.dtype.kind != "f":
             continue
-        analytic = np.zeros(x.shape) if v.grad is None else as_numpy(v.grad.data)
         label = f"input {i}" + (f" ({inputs[i].name})" if isinstance(inputs[i], Variable) and inputs[i].name else "")
         if x.size <= _ELEMENTWISE_LIMIT:
             numeric = numerical_grad(lambda z, i=i: f(*variables[:i], z, *variables[i + 1:]), x, gy, eps)

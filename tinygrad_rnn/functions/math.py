@@ -1,4 +1,6 @@
 """Elementwise arithmetic and reductions: add, sub, mul, div, neg, pow, exp, log, sum, mean, max, min, clip."""
+import builtins
+
 import numpy as np
 
 from tinygrad_rnn.backend import get_array_module
@@ -201,7 +203,7 @@ class Mean(Function):
     def forward(self, x):
         self.in_shape = x.shape
         self.keep_shape = _keep_shape(x.shape, self.axis)
-        self.scale = float(np.prod(self.keep_shape) / max(x.size, 1))
+        self.scale = float(np.prod(self.keep_shape) / builtins.max(x.size, 1))  # 1 / (elements averaged)
         return x.mean(axis=self.axis, keepdims=self.keepdims)
 
     def backward(self, gy):

@@ -1,0 +1,55 @@
+# Two commands do all set-up on a fresh machine with Python 3.11 and pip:
+#   make demo   creates .venv, installs the package, runs the end-to-end training demo
+#   make test   creates .venv, installs the dev extra, runs the whole test suite
+PYTHON ?= $(shell command -v python3.11 || command -v python3)
+VENV := .venv
+BIN := $(VENV)/bin
+# the shared data folder beside the checkout (tests and CI); the project downloads otherwise
+SHARED_DATA := $(abspath ../shared/data)
+ifneq ($(wildcard $(SHARED_DATA)/ptb),)
+export TINYGRAD_RNN_DATA ?= $(SHARED_DATA)
+endif
+
+.PHONY: demo test test-slow lint graphs bench dot
+
+$(BIN)/.installed: setup.cfg pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install -q --upgrade pip
+	$(BIN)/python -m pip install -q -e .
+	touch $@
+
+$(BIN)/.installed-dev: $(BIN)/.installed
+	$(BIN)/python -m pip install -q -e '.[dev]'
+	touch $@
+
+# Graphviz's dot renders graphs: install Debian's package when we are root with apt-get,
+# otherwise say how (the tests that need dot skip without it).
+dot:
+	@if ! command -v dot >/dev/null 2>&1; then \
+	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
+	    echo "Installing Graphviz (dot) with apt-get"; \
+	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq graphviz >/dev/null; \
+	  else \
+	    echo "Graphviz's dot is missing: install it with 'sudo apt-get install graphviz' (Debian/Ubuntu)," \
+	         "'brew install graphviz' (macOS) or 'conda install graphviz'"; \
+	  fi; \
+	fi
+
+demo: $(BIN)/.installed dot
+	$(BIN)/python tools/demo.py --out runs/demo
+
+test: $(BIN)/.installed-dev dot
+	$(BIN)/python -m pytest -q -p no:cacheprovider
+
+test-slow: $(BIN)/.installed-dev dot
+	$(BIN)/python -m pytest -q -p no:cacheprovider -m slow
+
+lint: $(BIN)/.installed-dev
+	$(BIN)/ruff check --line-length 120 tinygrad_rnn models tools tests
+
+graphs: $(BIN)/.installed dot
+	$(BIN)/python tools/render_graph.py --out docs/img
+
+bench: $(BIN)/.installed
+	$(BIN)/python tools/bench_engine.py
+	$(BIN)/python tools/bench_lm.py

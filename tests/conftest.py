@@ -1,0 +1,30 @@
+"""Shared test setup: a deterministic hypothesis profile and the backend fixture."""
+import os
+
+import numpy as np
+import pytest
+from hypothesis import HealthCheck, settings
+
+import tinygrad_rnn
+
+# CI must be reproducible: derandomized examples, no example database carried between runs.
+settings.register_profile("ci", deadline=None, max_examples=25, derandomize=True, database=None,
+                          suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
+settings.register_profile("thorough", deadline=None, max_examples=500, database=None)
+settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "ci"))
+
+
+def _gpu_param():
+    return pytest.param("cupy", marks=pytest.mark.gpu)
+
+
+@pytest.fixture(scope="session", params=["numpy", _gpu_param()])
+def xp(request):
+    """The array module under test; the CuPy case skips where CuPy or a GPU is absent."""
+    if request.param == "numpy":
+        return np
+    if not tinygrad_rnn.cuda.available:
+        pytest.skip("CuPy or a GPU is not available")
+    import cupy
+
+    return cupy

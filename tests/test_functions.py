@@ -1,0 +1,432 @@
+"""Every primitive, registered once: values against NumPy, gradients against central differences.
+
+Each registry entry names the wrapper, a NumPy reference and a strategy of cases (inputs and
+keyword arguments, with inputs kept where the check is meaningful); the parametrized tests
+below run every entry on every backend.
+"""
+import dataclasses
+
+import numpy as np
+import pytest
+from hypothesis import assume, given
+from hypothesis import strategies as st
+
+import tinygrad_rnn as tg
+from tinygrad_rnn import functions as F
+from tinygrad_rnn.testing import broadcastable_shapes, float_arrays, labels, seeds, shapes
+
+
+@dataclasses.dataclass
+class Op:
+    name: str
+    fn: object
+    ref: object
+    cases: object  # strategy of (inputs tuple, kwargs dict)
+    differentiable: bool = True
+
+
+def _unary(lo=-3.0, hi=3.0, **kw):
+    return float_arrays(shapes(), lo, hi, **kw).map(lambda x: ((x,), {}))
+
+
+@st.composite
+def _binary(draw, lo=-3.0, hi=3.0, lo1=None, hi1=None):
+    s0, s1 = draw(broadcastable_shapes(2))
+    x0 = draw(float_arrays(s0, lo, hi))
+    x1 = draw(float_arrays(s1, lo if lo1 is None else lo1, hi if hi1 is None else hi1))
+    return (x0, x1), {}
+
+
+@st.composite
+def _divisor_pair(draw):
+    (x0, x1), kw = draw(_binary(lo1=0.5, hi1=3.0))
+    sign = draw(st.sampled_from([1.0, -1.0]))
+    return (x0, np.asarray(x1 * sign)), kw
+
+
+@st.composite
+def _pow_case(draw):
+    x = draw(float_arrays(shapes(), 0.5, 2.0))
+    c = draw(st.sampled_from([2.0, 3.0, 0.5, -1.5]))
+    return (x,), {"c": c}
+
+
+@st.composite
+def _axis_case(draw, lo=-3.0, hi=3.0, unique=False, allow_tuple=True, allow_none=True):
+    shape = draw(shapes(min_dims=1))
+    x = draw(float_arrays(shape, lo, hi, unique=unique))
+    options = [st.integers(-x.ndim, x.ndim - 1)]
+    if allow_none:
+        options.append(st.none())
+    if allow_tuple and x.ndim > 1:
+        options.append(st.lists(st.integers(0, x.ndim - 1), min_size=1, max_size=x.ndim, unique=True).map(tuple))
+    axis = draw(st.one_of(*options))
+    return (x,), {"axis": axis, "keepdims": draw(st.booleans())}
+
+
+@st.composite
+def _softmax_case(draw):
+    x = draw(float_arrays(shapes(min_dims=1), -3.0, 3.0))
+    return (x,), {"axis": draw(st.integers(-x.ndim, x.ndim - 1))}
+
+
+@st.composite
+def _matmul_case(draw):
+    m, k, n = (draw(st.integers(1, 4)) for _ in range(3))
+    batch = draw(st.sampled_from([(), (2,), (3, 1)]))
+    w_batch = draw(st.sampled_from([(), batch[-1:] if batch else ()]))
+    return (draw(float_arrays(batch + (m, k))), draw(float_arrays(w_batch + (k, n)))), {}
+
+
+@st.composite
+def _linear_case(draw):
+    lead = draw(shapes(min_dims=0, max_dims=2))
+    d, h = draw(st.integers(1, 4)), draw(st.integers(1, 4))
+    x, W = draw(float_arrays(lead + (d,))), draw(float_arrays((d, h)))
+    if draw(st.booleans()):
+        return (x, W, draw(float_arrays((h,)))), {}
+    return (x, W), {}
+
+
+@st.composite
+def _reshape_case(draw):
+    x = draw(float_arrays(shapes()))
+    shape = draw(st.sampled_from([(-1,), (1, x.size), tuple(reversed(x.shape)), x.shape + (1,)]))
+    return (x,), {"shape": shape}
+
+
+@st.composite
+def _transpose_case(draw):
+    x = draw(float_arrays(shapes(min_dims=1)))
+    perm = draw(st.permutations(range(x.ndim)))
+    perm = tuple(p - x.ndim if draw(st.booleans()) else p for p in perm)  # negative axes too
+    return (x,), {"axes": draw(st.sampled_from([None, perm]))}
+
+
+@st.composite
+def _getitem_case(draw):
+    x = draw(float_arrays(shapes(min_dims=1)))
+    n = x.shape[0]
+    index = draw(st.one_of(
+        st.integers(-n, n - 1),
+        st.builds(slice, st.integers(0, n - 1), st.integers(1, n), st.integers(1, 2)),
+        labels(st.integers(1, 6).map(lambda k: (k,)), n).map(lambda a: a.astype(np.int64)),  # repeats accumulate
+        st.just((Ellipsis, 0)),
+    ))
+    return (x,), {"index": index}
+
+
+@st.composite
+def _embed_case(draw):
+    v, d = draw(st.integers(1, 5)), draw(st.integers(1, 4))
+    ids = draw(labels(shapes(min_dims=1, max_dims=2), v))
+    return (ids, draw(float_arrays((v, d)))), {}
+
+
+@st.composite
+def _concat_case(draw):
+    base = draw(shapes(min_dims=1))
+    axis = draw(st.integers(-len(base), len(base) - 1))
+    xs = []
+    for _ in range(draw(st.integers(1, 3))):
+        s = list(base)
+        s[axis] = draw(st.integers(1, 3))
+        xs.append(draw(float_arrays(tuple(s))))
+    return tuple(xs), {"axis": axis}
+
+
+@st.composite
+def _split_case(draw):
+    x = draw(float_arrays(shapes(min_dims=1)))
+    axis = draw(st.integers(-x.ndim, x.ndim - 1))
+    n = x.shape[axis]
+    cuts = draw(st.one_of(
+        st.sampled_from([k for k in range(1, n + 1) if n % k == 0]),
+        st.lists(st.integers(0, n), max_size=3).map(sorted),
+    ))
+    return (x,), {"indices_or_sections": cuts, "axis": axis}
+
+
+@st.composite
+def _stack_case(draw):
+    shape = draw(shapes(max_dims=2))
+    xs = tuple(draw(float_arrays(shape)) for _ in range(draw(st.integers(1, 3))))
+    return xs, {"axis": draw(st.integers(-len(shape) - 1, len(shape)))}
+
+
+@st.composite
+def _broadcast_case(draw):
+    small, big = draw(broadcastable_shapes(2))
+    target = np.broadcast_shapes(small, big)
+    return (draw(float_arrays(small)),), {"shape": target}
+
+
+@st.composite
+def _sum_to_case(draw):
+    small, big = draw(broadcastable_shapes(2))
+    target = np.broadcast_shapes(small, big)
+    return (draw(float_arrays(target)),), {"shape": small}
+
+
+@st.composite
+def _clip_case(draw):
+    x = draw(float_arrays(shapes(), -3.0, 3.0, avoid=(-1.0, 1.5), margin=0.01))
+    return (x,), {"lo": -1.0, "hi": 1.5}
+
+
+@st.composite
+def _softmax_ce_case(draw):
+    shape = draw(shapes(min_dims=1, max_dims=3))
+    n_classes = shape[-1]
+    x = draw(float_arrays(shape, -5.0, 5.0))
+    t = draw(labels(shape[:-1], n_classes))
+    kw = {}
+    if draw(st.booleans()):
+        kw["ignore_label"] = -1
+        drop = draw(labels(shape[:-1], 2)).astype(bool)
+        t = np.where(drop, -1, t).astype(np.int32)
+    return (x, t), kw
+
+
+@st.composite
+def _sigmoid_ce_case(draw):
+    shape = draw(shapes(min_dims=1))
+    return (draw(float_arrays(shape, -5.0, 5.0)), draw(labels(shape, 2))), {}
+
+
+@st.composite
+def _mse_case(draw):
+    shape = draw(shapes())
+    return (draw(float_arrays(shape)), draw(float_arrays(shape))), {}
+
+
+@st.composite
+def _dropout_case(draw):
+    x = draw(float_arrays(shapes()))
+    mask = draw(labels(x.shape, 2)).astype(x.dtype)
+    return (x,), {"p": draw(st.sampled_from([0.1, 0.5])), "mask": mask}
+
+
+def _np_sum_to(x, shape):
+    lead = x.ndim - len(shape)
+    axes = tuple(range(lead)) + tuple(lead + i for i, s in enumerate(shape) if s == 1)
+    return x.sum(axis=axes, keepdims=True).reshape(shape)
+
+
+def _np_log_softmax(x, axis):
+    m = x.max(axis=axis, keepdims=True)
+    return x - m - np.log(np.exp(x - m).sum(axis=axis, keepdims=True))
+
+
+def _np_softmax_ce(x, t, ignore_label=None):
+    logp = _np_log_softmax(x.reshape(-1, x.shape[-1]), 1)
+    t = t.ravel()
+    keep = np.ones_like(t, dtype=bool) if ignore_label is None else t != ignore_label
+    picked = logp[np.arange(t.size), np.where(keep, t, 0)]
+    return -(picked * keep).sum() / max(keep.sum(), 1)
+
+
+def _np_sigmoid(x):
+    return 1 / (1 + np.exp(-x))
+
+
+def _np_sigmoid_ce(x, t):
+    p = _np_sigmoid(x)
+    return -(t * np.log(p) + (1 - t) * np.log(1 - p)).mean()
+
+
+def _np_max(x, axis, keepdims):
+    return x.max(axis=axis, keepdims=keepdims)
+
+
+OPS = [
+    Op("add", F.add, np.add, _binary()),
+    Op("sub", F.sub, np.subtract, _binary()),
+    Op("mul", F.mul, np.multiply, _binary()),
+    Op("div", F.div, np.divide, _divisor_pair()),
+    Op("neg", F.neg, np.negative, _unary()),
+    Op("pow", F.pow, lambda x, c: x ** c, _pow_case()),
+    Op("exp", F.exp, np.exp, _unary(-2.0, 2.0)),
+    Op("log", F.log, np.log, _unary(0.1, 10.0)),
+    Op("tanh", F.tanh, np.tanh, _unary()),
+    Op("sigmoid", F.sigmoid, _np_sigmoid, _unary()),
+    Op("relu", F.relu, lambda x: np.maximum(x, 0), _unary(avoid=(0.0,))),
+    Op("matmul", F.matmul, np.matmul, _matmul_case()),
+    Op("linear", F.linear, lambda x, W, b=0.0: x @ W + b, _linear_case()),
+    Op("reshape", F.reshape, np.reshape, _reshape_case()),
+    Op("transpose", F.transpose, np.transpose, _transpose_case()),
+    Op("getitem", F.getitem, lambda x, index: x[index], _getitem_case()),
+    Op("embed_id", F.embed_id, lambda ids, W: W[ids], _embed_case()),
+    Op("concat", lambda *xs, axis: F.concat(xs, axis), lambda *xs, axis: np.concatenate(xs, axis), _concat_case()),
+    Op("split", lambda x, **kw: F.concat(_as_list(F.split(x, **kw))[::-1], kw["axis"]),
+       lambda x, **kw: np.concatenate(np.split(x, **kw)[::-1], kw["axis"]), _split_case()),
+    Op("stack", lambda *xs, axis: F.stack(xs, axis), lambda *xs, axis: np.stack(xs, axis), _stack_case()),
+    Op("broadcast_to", F.broadcast_to, np.broadcast_to, _broadcast_case()),
+    Op("sum_to", F.sum_to, _np_sum_to, _sum_to_case()),
+    Op("sum", F.sum, np.sum, _axis_case()),
+    Op("mean", F.mean, np.mean, _axis_case()),
+    Op("max", F.max, _np_max, _axis_case(unique=True)),
+    Op("min", F.min, lambda x, axis, keepdims: x.min(axis=axis, keepdims=keepdims), _axis_case(unique=True)),
+    Op("clip", F.clip, lambda x, lo, hi: np.clip(x, lo, hi), _clip_case()),
+    Op("softmax", F.softmax, lambda x, axis: np.exp(_np_log_softmax(x, axis)), _softmax_case()),
+    Op("log_softmax", F.log_softmax, _np_log_softmax, _softmax_case()),
+    Op("softmax_cross_entropy", F.softmax_cross_entropy, _np_softmax_ce, _softmax_ce_case()),
+    Op("sigmoid_cross_entropy", F.sigmoid_cross_entropy, _np_sigmoid_ce, _sigmoid_ce_case()),
+    Op("mean_squared_error", F.mean_squared_error, lambda a, b: ((a - b) ** 2).mean(), _mse_case()),
+    Op("dropout", F.dropout, lambda x, p, mask: x * mask / (1 - p), _dropout_case()),
+    Op("accuracy", F.accuracy, lambda y, t: np.float32((y.argmax(-1) == t).mean()),
+       st.builds(lambda y, t: ((y, t), {}), float_arrays((5, 3), unique=True), labels((5,), 3)), differentiable=False),
+]
+OPS_BY_NAME = {op.name: op for op in OPS}
+
+
+def _as_list(ys):
+    return ys if isinstance(ys, list) else [ys]
+
+
+def _to(xp, inputs, kw):
+    move = (lambda a: xp.asarray(a) if isinstance(a, np.ndarray) else a)
+    return tuple(move(a) for a in inputs), {k: move(v) for k, v in kw.items()}
+
+
+@pytest.mark.parametrize("op", OPS, ids=lambda op: op.name)
+@given(data=st.data())
+def test_forward_matches_numpy(op, xp, data):
+    inputs, kw = data.draw(op.cases)
+    expected = op.ref(*inputs, **kw)
+    y = op.fn(*_to(xp, inputs, kw)[0], **_to(xp, inputs, kw)[1])
+    assert isinstance(y, tg.Variable)
+    np.testing.assert_allclose(tg.as_numpy(y.data), expected, rtol=1e-12, atol=1e-12)
+
+
+@pytest.mark.parametrize("op", OPS, ids=lambda op: op.name)
+@given(data=st.data())
+def test_float32_forward_keeps_dtype_and_matches_float64(op, xp, data):
+    inputs, kw = data.draw(op.cases)
+    expected = op.ref(*inputs, **kw)
+    inputs32 = tuple(a.astype(np.float32) if a.dtype.kind == "f" else a for a in inputs)
+    kw32 = {k: v.astype(np.float32) if isinstance(v, np.ndarray) and v.dtype.kind == "f" else v for k, v in kw.items()}
+    y = op.fn(*_to(xp, inputs32, kw32)[0], **_to(xp, inputs32, kw32)[1])
+    assert y.dtype == np.float32
+    np.testing.assert_allclose(tg.as_numpy(y.data), expected, rtol=1e-4, atol=1e-5)
+
+
+@pytest.mark.parametrize("op", [op for op in OPS if op.differentiable], ids=lambda op: op.name)
+@given(data=st.data(), seed=seeds())
+def test_backward_matches_numerical(op, xp, data, seed):
+    inputs, kw = data.draw(op.cases)
+    inputs, kw = _to(xp, inputs, kw)
+    tg.gradient_check(lambda *xs: op.fn(*xs, **kw), *inputs, seed=seed)
+
+
+SECOND_ORDER = ["tanh", "sigmoid", "exp", "log", "mul", "matmul", "div", "pow"]
+
+
+@pytest.mark.parametrize("name", SECOND_ORDER)
+@given(data=st.data(), seed=seeds())
+def test_second_derivative_matches_numerical(name, data, seed):
+    op = OPS_BY_NAME[name]
+    inputs, kw = data.draw(op.cases)
+    gy = np.random.default_rng(seed).standard_normal(op.ref(*inputs, **kw).shape)
+
+    def first_grad(*xs):
+        y = op.fn(*xs, **kw)
+        y.backward(grad=gy, create_graph=True)
+        g = xs[0].grad
+        for x in xs:  # the outer backward accumulates into .grad: start it from zero
+            x.cleargrad()
+        return g
+
+    tg.gradient_check(first_grad, *inputs, seed=seed)
+
+
+def test_second_derivative_of_tanh_is_the_closed_form():
+    x = tg.Variable(np.linspace(-2, 2, 5))
+    y = F.tanh(x)
+    y.backward(grad=np.ones(5), create_graph=True)
+    gx = x.grad
+    x.cleargrad()
+    gx.backward(grad=np.ones(5))
+    t = np.tanh(x.data)
+    np.testing.assert_allclose(x.grad.data, -2 * t * (1 - t * t), rtol=1e-12)
+
+
+def test_third_derivative_of_exp_through_repeated_create_graph():
+    x = tg.Variable(np.array([0.3, -0.7]))
+    y = F.exp(x)
+    for _ in range(2):
+        y.backward(grad=np.ones(2), create_graph=True)
+        y, x.grad = x.grad, None
+    y.backward(grad=np.ones(2))
+    np.testing.assert_allclose(x.grad.data, np.exp(x.data), rtol=1e-12)
+
+
+def test_create_graph_through_an_op_without_double_backward_raises():
+    x = tg.Variable(np.ones((2, 3)))
+    loss = F.softmax_cross_entropy(x, np.array([0, 1]))
+    with pytest.raises(NotImplementedError, match="softmax_cross_entropy"):
+        loss.backward(create_graph=True)
+
+
+@given(x=float_arrays(shapes(min_dims=1), -5, 5), seed=seeds())
+def test_softmax_backward_is_not_hidden_by_a_plain_sum(x, seed):
+    # sum(softmax(x)) is constant: only a random upstream gradient exercises the backward
+    y = F.softmax(tg.Variable(x), axis=-1)
+    gy = np.random.default_rng(seed).standard_normal(x.shape)
+    assume(np.abs(gy - gy.mean(axis=-1, keepdims=True)).max() > 1e-3 and x.shape[-1] > 1)
+    y.backward(grad=gy)
+    s = np.exp(_np_log_softmax(x, -1))
+    np.testing.assert_allclose(y.creator.inputs[0].grad.data, s * (gy - (gy * s).sum(-1, keepdims=True)), atol=1e-12)
+
+
+def test_sigmoid_does_not_overflow_for_large_negative_inputs():
+    x = np.array([-1e4, -800.0, 0.0, 800.0, 1e4], dtype=np.float32)
+    with np.errstate(all="raise"):
+        y = F.sigmoid(x)
+    np.testing.assert_allclose(y.data, [0, 0, 0.5, 1, 1])
+
+
+def test_softmax_cross_entropy_is_stable_for_large_logits():
+    x = tg.Variable(np.array([[1e4, 0.0, -1e4], [5e3, 5e3, 0.0]], dtype=np.float32))
+    with np.errstate(over="raise", invalid="raise"):
+        loss = F.softmax_cross_entropy(x, np.array([0, 1]))
+        loss.backward()
+    np.testing.assert_allclose(loss.data, np.log(2) / 2, rtol=1e-5)
+    assert np.isfinite(x.grad.data).all()
+
+
+def test_softmax_cross_entropy_ignores_labels_in_sum_and_count():
+    x = np.random.default_rng(0).standard_normal((4, 5))
+    t = np.array([1, -1, 3, -1])
+    full = F.softmax_cross_entropy(x[[0, 2]], t[[0, 2]]).data
+    np.testing.assert_allclose(F.softmax_cross_entropy(x, t, ignore_label=-1).data, full, rtol=1e-12)
+
+
+def test_embed_id_accumulates_duplicate_ids():
+    W = tg.Variable(np.zeros((3, 2)))
+    F.embed_id(np.array([[1, 1], [1, 2]]), W).backward(grad=np.ones((2, 2, 2)))
+    np.testing.assert_array_equal(W.grad.data, [[0, 0], [3, 3], [1, 1]])
+
+
+def test_dropout_is_inverted_and_identity_in_test_mode():
+    x = np.ones((200, 50), dtype=np.float32)
+    y = F.dropout(x, p=0.3, rng=np.random.default_rng(0))
+    kept = y.data != 0
+    np.testing.assert_allclose(y.data[kept], 1 / 0.7, rtol=1e-6)
+    assert abs(kept.mean() - 0.7) < 0.02
+    with tg.test_mode():
+        assert F.dropout(x, p=0.3).data is x
+
+
+def test_dropout_with_a_seeded_generator_is_reproducible():
+    x = np.ones((4, 5))
+    a = F.dropout(x, 0.5, rng=np.random.default_rng(7)).data
+    b = F.dropout(x, 0.5, rng=np.random.default_rng(7)).data
+    np.testing.assert_array_equal(a, b)
+
+
+def test_accuracy_has_no_gradient_and_counts_ignored_labels_out():
+    y = tg.Variable(np.array([[0.1, 0.9], [0.8, 0.2], [0.3, 0.7]]))
+    acc = F.accuracy(y, np.array([1, 1, -1]), ignore_label=-1)
+    assert acc.creator is None
+    assert float(acc.data) == 0.5
