@@ -1,0 +1,185 @@
+import hashlib
+import io
+import os
+import urllib.error
+import urllib.request
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from tinygrad_rnn.data import BPTTBatcher, Vocabulary, ptb
+
+SHARED_DATA = Path(__file__).resolve().parents[2] / "shared" / "data"  # the workplace copy beside the repo
+
+
+@pytest.fixture
+def isolated(tmp_path, monkeypatch):
+    """No data anywhere: an empty cache and no TINYGRAD_RNN_DATA; the hash memo starts empty."""
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+    monkeypatch.delenv("TINYGRAD_RNN_DATA", raising=False)
+    monkeypatch.setattr(ptb, "_verified", set())
+    return tmp_path
+
+
+def ptb_folder():
+    """A folder holding the real PTB files, without downloading; skips the test when there is none."""
+    for base in (os.environ.get("TINYGRAD_RNN_DATA"), SHARED_DATA):
+        if base and (Path(base) / "ptb" / "ptb.train.txt").is_file():
+            return Path(base) / "ptb"
+    found = ptb.locate("train", download=False)
+    if found is None:
+        pytest.skip("PTB not found: set TINYGRAD_RNN_DATA to a folder holding ptb/ptb.{train,valid,test}.txt")
+    return found.parent
+
+
+def fake_urlopen(payloads, calls):
+    def urlopen(url, timeout=None):
+        calls.append(url)
+        return io.BytesIO(payloads[url.rsplit("/", 1)[1]])
+    return urlopen
+
+
+# --- vocabulary -----------------------------------------------------------------------------------
+
+def test_vocabulary_ids_follow_first_appearance_and_lines_end_with_eos():
+    vocab = Vocabulary(["b", "a", "b", "c"])
+    assert vocab.id_to_word == ["b", "a", "c"] and vocab.word_to_id == {"b": 0, "a": 1, "c": 2} and len(vocab) == 3
+    vocab = Vocabulary(ptb._tokens("a b\nb c\n"))
+    ids = vocab.encode("c a\n")
+    assert ids.dtype == np.int32 and vocab.decode(ids) == "c a <eos>"
+
+
+def test_vocabulary_encode_names_unknown_words():
+    with pytest.raises(ValueError, match="zebra"):
+        Vocabulary(["a"]).encode("a zebra")
+
+
+# --- PTB ------------------------------------------------------------------------------------------
+
+def test_ptb_train_has_929589_tokens_and_10000_words():
+    folder = ptb_folder()
+    corpus, vocab = ptb.load("train", path=folder)
+    assert corpus.dtype == np.int32 and corpus.shape == (929589,) and len(vocab) == 10000
+    assert vocab.id_to_word[:3] == ["aer", "banknote", "berlitz"] and corpus.max() == 9999
+    assert vocab.decode(corpus[:3]) == "aer banknote berlitz"
+    for split in ("valid", "test"):
+        other, other_vocab = ptb.load(split, path=folder.parent)  # the parent of ptb/ works too
+        assert other_vocab is vocab and other.dtype == np.int32 and 0 < len(other) < len(corpus)
+
+
+def test_ptb_finds_files_through_environment_variable(isolated, monkeypatch):
+    folder = ptb_folder()
+    monkeypatch.setenv("TINYGRAD_RNN_DATA", str(folder.parent))
+    assert ptb.locate("valid") == folder / "ptb.valid.txt"
+
+
+def test_ptb_local_file_with_wrong_hash_is_refused(isolated):
+    (isolated / "ptb.valid.txt").write_text("not ptb\n")
+    with pytest.raises(ValueError, match="sha256"):
+        ptb.locate("valid", path=isolated)
+
+
+def test_ptb_download_checks_sha256_and_saves_into_cache(isolated, monkeypatch):
+    folder = ptb_folder()
+    payloads = {f"ptb.{s}.txt": (folder / f"ptb.{s}.txt").read_bytes() for s in ptb.SHA256}
+    calls = []
+    monkeypatch.setattr(urllib.request, "urlopen", fake_urlopen(payloads, calls))
+    _, vocab = ptb.load("valid")
+    cache = isolated / "cache" / "tinygrad_rnn" / "ptb"
+    assert sorted(p.name for p in cache.iterdir()) == ["ptb.train.txt", "ptb.valid.txt"]
+    assert calls == [ptb.URL.format(split="train"), ptb.URL.format(split="valid")]
+    assert len(vocab) == 10000
+    ptb.load("valid")
+    assert len(calls) == 2  # the second load reads the cache
+
+
+def test_ptb_download_with_wrong_bytes_raises_and_leaves_no_file(isolated, monkeypatch):
+    monkeypatch.setattr(urllib.request, "urlopen", fake_urlopen({"ptb.test.txt": b"tampered\n"}, []))
+    with pytest.raises(ValueError, match="sha256"):
+        ptb.locate("test")
+    assert list((isolated / "cache" / "tinygrad_rnn" / "ptb").iterdir()) == []
+
+
+def test_ptb_download_accepts_bytes_matching_the_hash(isolated, monkeypatch):
+    payload = b"a b c\n"
+    monkeypatch.setitem(ptb.SHA256, "test", hashlib.sha256(payload).hexdigest())
+    monkeypatch.setattr(urllib.request, "urlopen", fake_urlopen({"ptb.test.txt": payload}, []))
+    assert ptb.locate("test").read_bytes() == payload
+
+
+def test_ptb_offline_error_says_where_to_put_the_files(isolated, monkeypatch):
+    def offline(url, timeout=None):
+        raise urllib.error.URLError("no network")
+
+    monkeypatch.setattr(urllib.request, "urlopen", offline)
+    with pytest.raises(FileNotFoundError) as info:
+        ptb.load("train", path=isolated / "mine")
+    message = str(info.value)
+    for folder in (isolated / "mine", isolated / "mine" / "ptb", isolated / "cache" / "tinygrad_rnn" / "ptb"):
+        assert str(folder) in message
+    assert "ptb.train.txt" in message and "TINYGRAD_RNN_DATA" in message
+    assert list((isolated / "cache" / "tinygrad_rnn" / "ptb").iterdir()) == []
+
+
+def test_ptb_rejects_unknown_split():
+    with pytest.raises(ValueError, match="split"):
+        ptb.locate("dev")
+
+
+# --- BPTT batching --------------------------------------------------------------------------------
+
+def test_batcher_streams_start_at_even_offsets_and_targets_are_shifted():
+    corpus = np.arange(103)
+    batcher = BPTTBatcher(corpus, batch_size=4, time_size=5)
+    assert len(batcher) == (103 - 1) // (4 * 5) == 5
+    batches = list(batcher)
+    assert len(batches) == 5
+    jump = (103 - 1) // 4
+    for k, (xs, ts) in enumerate(batches):
+        assert xs.dtype == ts.dtype == np.int32 and xs.shape == ts.shape == (4, 5)
+        expected = np.arange(4)[:, None] * jump + k * 5 + np.arange(5)
+        np.testing.assert_array_equal(xs, expected)
+        np.testing.assert_array_equal(ts, expected + 1)
+
+
+def test_batcher_streams_continue_across_iterations():
+    xs = np.concatenate([x for x, _ in BPTTBatcher(np.arange(61), batch_size=3, time_size=4)], axis=1)
+    np.testing.assert_array_equal(xs, np.arange(3)[:, None] * 20 + np.arange(20))
+
+
+def test_batcher_can_start_at_a_given_iteration():
+    batcher = BPTTBatcher(np.arange(200) % 17, batch_size=2, time_size=3)
+    full = list(batcher)
+    resumed = list(batcher.iterate(start=7))
+    assert len(resumed) == len(full) - 7
+    for (x0, t0), (x1, t1) in zip(full[7:], resumed):
+        np.testing.assert_array_equal(x0, x1)
+        np.testing.assert_array_equal(t0, t1)
+    assert list(batcher.iterate(start=len(batcher))) == []
+    with pytest.raises(ValueError, match="start"):
+        next(batcher.iterate(start=len(batcher) + 1))
+
+
+def test_batcher_batches_are_copies():
+    corpus = np.arange(50)
+    batcher = BPTTBatcher(corpus, batch_size=2, time_size=4)
+    xs, _ = next(iter(batcher))
+    xs[:] = -1
+    np.testing.assert_array_equal(next(iter(batcher))[0], [[0, 1, 2, 3], [24, 25, 26, 27]])
+
+
+def test_batcher_rejects_a_corpus_too_short_for_one_batch():
+    with pytest.raises(ValueError, match="too short"):
+        BPTTBatcher(np.arange(20), batch_size=4, time_size=5)
+
+
+@pytest.mark.gpu
+def test_batcher_yields_gpu_arrays():
+    from tinygrad_rnn import cuda
+    if not cuda.available:
+        pytest.skip("needs CuPy and a GPU")
+    from tinygrad_rnn.backend import as_numpy, get_array_module
+    xs, ts = next(iter(BPTTBatcher(np.arange(50), batch_size=2, time_size=4, device="gpu")))
+    assert get_array_module(xs).__name__ == "cupy"
+    np.testing.assert_array_equal(as_numpy(ts), [[1, 2, 3, 4], [25, 26, 27, 28]])

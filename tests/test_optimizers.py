@@ -1,0 +1,214 @@
+import math
+
+import numpy as np
+import pytest
+
+from tinygrad_rnn import Parameter, Variable
+from tinygrad_rnn import layers as L
+from tinygrad_rnn.optimizers import SGD, AdaGrad, Adam, MomentumSGD, ReduceOnPlateau, RMSprop, clip_grads
+
+P0 = np.array([1.0, -2.0, 0.5])
+GRADS = [np.array([0.5, -1.0, 2.0]), np.array([-0.25, 0.5, 1.0])]
+
+
+class Pair(L.Layer):
+    def __init__(self):
+        super().__init__()
+        self.a = Parameter(P0.copy())
+        self.b = Parameter(np.array([[3.0]]))
+
+
+def run(opt, grads=GRADS):
+    """Apply one update per gradient to the parameter ``a`` (float64) and return its values."""
+    model = Pair()
+    opt.setup(model)
+    for g in grads:
+        # a broadcast view is read only: an optimizer that wrote into a gradient would raise
+        model.a.grad = Variable(np.broadcast_to(g, g.shape))
+        opt.update()
+    return model.a.data
+
+
+def test_sgd_step_is_lr_times_gradient():
+    np.testing.assert_allclose(run(SGD(lr=0.1), GRADS[:1]), [0.95, -1.9, 0.3], rtol=1e-12)
+
+
+def test_sgd_weight_decay_adds_penalty_gradient():
+    # p - lr * (g + wd * p) = [1 - 0.1 * (0.5 + 0.5), ...]
+    np.testing.assert_allclose(run(SGD(lr=0.1, weight_decay=0.5), GRADS[:1]), [0.9, -1.8, 0.275], rtol=1e-12)
+
+
+def test_momentum_sgd_accumulates_velocity():
+    # v1 = -0.1 g1; v2 = 0.9 v1 - 0.1 g2; p = p0 + v1 + v2
+    v1 = -0.1 * GRADS[0]
+    v2 = 0.9 * v1 - 0.1 * GRADS[1]
+    np.testing.assert_allclose(run(MomentumSGD(lr=0.1, momentum=0.9)), P0 + v1 + v2, rtol=1e-12)
+    np.testing.assert_allclose(run(MomentumSGD(lr=0.1), GRADS[:1]), [0.95, -1.9, 0.3], rtol=1e-12)
+
+
+def test_adagrad_divides_by_root_of_summed_squares():
+    eps = 1e-8
+    p, h = P0.copy(), np.zeros(3)
+    for g in GRADS:
+        h += g * g
+        p -= 0.1 * g / (np.sqrt(h) + eps)
+    np.testing.assert_allclose(run(AdaGrad(lr=0.1, eps=eps)), p, rtol=1e-12)
+    # the first step has size lr in every coordinate
+    np.testing.assert_allclose(run(AdaGrad(lr=0.1), GRADS[:1]), P0 - 0.1 * np.sign(GRADS[0]), rtol=1e-7)
+
+
+def test_rmsprop_uses_running_mean_of_squares():
+    p, h = P0.copy(), np.zeros(3)
+    for g in GRADS:
+        h = 0.9 * h + 0.1 * g * g
+        p -= 0.01 * g / (np.sqrt(h) + 1e-8)
+    np.testing.assert_allclose(run(RMSprop(lr=0.01, decay=0.9)), p, rtol=1e-12)
+
+
+def test_adam_first_step_is_lr_times_sign_thanks_to_bias_correction():
+    # m_hat = g, v_hat = g^2 at t = 1, so the step is lr * g / (|g| + eps)
+    np.testing.assert_allclose(run(Adam(lr=0.01), GRADS[:1]), P0 - 0.01 * np.sign(GRADS[0]), rtol=1e-7)
+
+
+def test_adam_two_steps_with_weight_decay_match_formula():
+    lr, b1, b2, eps, wd = 0.01, 0.8, 0.9, 1e-8, 0.1
+    p, m, v = P0.copy(), np.zeros(3), np.zeros(3)
+    for t, g in enumerate(GRADS, start=1):
+        g = g + wd * p
+        m = b1 * m + (1 - b1) * g
+        v = b2 * v + (1 - b2) * g * g
+        p = p - lr * (m / (1 - b1**t)) / (np.sqrt(v / (1 - b2**t)) + eps)
+    np.testing.assert_allclose(run(Adam(lr=lr, beta1=b1, beta2=b2, eps=eps, weight_decay=wd)), p, rtol=1e-12)
+
+
+@pytest.mark.parametrize("make", [lambda: SGD(0.1), lambda: MomentumSGD(0.1), lambda: AdaGrad(0.1),
+                                  lambda: RMSprop(0.1), lambda: Adam(0.1)])
+def test_optimizers_skip_parameters_without_gradient_and_keep_dtype(make):
+    model = Pair()
+    model.a.data = model.a.data.astype(np.float32)
+    model.a.grad = Variable(np.ones(3, np.float32))
+    make().setup(model).update()
+    assert model.a.dtype == np.float32 and not np.array_equal(model.a.data, P0.astype(np.float32))
+    np.testing.assert_array_equal(model.b.data, [[3.0]])
+
+
+@pytest.mark.parametrize("make", [lambda: MomentumSGD(0.1), lambda: AdaGrad(0.1), lambda: RMSprop(0.1),
+                                  lambda: Adam(0.1, weight_decay=0.01)])
+def test_state_dict_round_trip_continues_identically(make):
+    reference, model = Pair(), Pair()
+    opt_ref = make().setup(reference)
+    opt = make().setup(model)
+    for g in GRADS:
+        for m, o in ((reference, opt_ref), (model, opt)):
+            m.a.grad = Variable(g)
+            o.update()
+    state = opt.state_dict()
+    assert all(isinstance(a, np.ndarray) for a in state.values()) and "lr" in state
+    assert all(k == "lr" or k == "t" or k.endswith("/a") for k in state)
+    restored_model = Pair()
+    restored_model.load_state_dict(model.state_dict())
+    restored = make().setup(restored_model)
+    restored.load_state_dict(state)
+    for m, o in ((reference, opt_ref), (restored_model, restored)):
+        m.a.grad = Variable(GRADS[0])
+        o.update()
+    np.testing.assert_array_equal(restored_model.a.data, reference.a.data)
+
+
+def test_state_dict_keeps_changed_lr_and_step_count():
+    opt = Adam(lr=0.1)
+    run(opt)
+    opt.lr = 0.025
+    state = opt.state_dict()
+    other = Adam(lr=1.0).setup(Pair())
+    other.load_state_dict(state)
+    assert other.lr == 0.025 and other.t == 2
+
+
+def test_load_state_dict_rejects_foreign_entries():
+    opt = Adam(0.1).setup(Pair())
+    with pytest.raises(KeyError, match="m/missing"):
+        opt.load_state_dict({"lr": np.array(0.1), "t": np.array(1), "m/missing": np.zeros(3)})
+    with pytest.raises(ValueError, match="shape"):
+        opt.load_state_dict({"lr": np.array(0.1), "t": np.array(1), "m/a": np.zeros(4)})
+
+
+def test_update_before_setup_raises():
+    with pytest.raises(RuntimeError, match="setup"):
+        SGD(0.1).update()
+
+
+def test_clip_grads_scales_to_max_norm_and_returns_norm_before():
+    a, b = Parameter(np.zeros(2)), Parameter(np.zeros((1, 1)))
+    a.grad, b.grad = Variable(np.array([3.0, 0.0])), Variable(np.array([[4.0]]))
+    norm = clip_grads([a, b], 1.0)
+    assert isinstance(norm, float) and norm == pytest.approx(5.0)
+    np.testing.assert_allclose(a.grad.data, [0.6, 0.0], rtol=1e-6)
+    np.testing.assert_allclose(b.grad.data, [[0.8]], rtol=1e-6)
+
+
+def test_clip_grads_leaves_small_gradients_alone():
+    a, b = Parameter(np.zeros(2)), Parameter(np.zeros(2))
+    a.grad = grad = Variable(np.array([0.3, 0.4]))
+    assert clip_grads([a, b], 1.0) == pytest.approx(0.5)
+    assert a.grad is grad
+
+
+def test_clip_grads_with_aliased_gradients_scales_each_once_and_copies():
+    shared = np.array([3.0, 4.0])
+    a, b = Parameter(np.zeros(2)), Parameter(np.zeros(2))
+    a.grad, b.grad = Variable(shared), Variable(shared)  # the engine may hand out one array twice
+    norm = clip_grads([a, b], 1.0)
+    assert norm == pytest.approx(math.sqrt(50.0))
+    expected = shared * (1.0 / math.sqrt(50.0))
+    np.testing.assert_allclose(a.grad.data, expected, rtol=1e-6)
+    np.testing.assert_allclose(b.grad.data, expected, rtol=1e-6)
+    np.testing.assert_array_equal(shared, [3.0, 4.0])  # the original array is untouched
+
+
+def test_clip_grads_without_gradients_returns_zero():
+    assert clip_grads([Parameter(np.zeros(2))], 1.0) == 0.0
+
+
+def test_reduce_on_plateau_divides_lr_by_four_when_metric_stops_improving():
+    opt = SGD(lr=20.0)
+    schedule = ReduceOnPlateau(opt, factor=0.25)
+    lrs = []
+    for metric in (200.0, 150.0, 151.0, 140.0, 140.0):
+        schedule.step(metric)
+        lrs.append(opt.lr)
+    assert lrs == [20.0, 20.0, 5.0, 5.0, 1.25]
+
+
+def test_reduce_on_plateau_patience_and_state_round_trip():
+    opt = SGD(lr=1.0)
+    schedule = ReduceOnPlateau(opt, factor=0.5, patience=1)
+    assert [schedule.step(m) for m in (10.0, 11.0, 12.0, 13.0)] == [False, False, True, False]
+    assert opt.lr == 0.5
+    other = ReduceOnPlateau(opt, factor=0.5, patience=1)
+    assert other.state_dict() == {"best": None, "bad_steps": 0}
+    other.load_state_dict(schedule.state_dict())
+    assert other.step(14.0) is True and opt.lr == 0.25
+
+
+@pytest.mark.gpu
+def test_optimizer_state_follows_parameters_to_gpu():
+    from tinygrad_rnn import cuda
+    if not cuda.available:
+        pytest.skip("needs CuPy and a GPU")
+    from tinygrad_rnn.backend import as_cupy, as_numpy, get_array_module
+    cpu_model, gpu_model = Pair(), Pair()
+    cpu_opt, gpu_opt = Adam(0.1).setup(cpu_model), Adam(0.1).setup(gpu_model)
+    for step, g in enumerate(GRADS):
+        if step == 1:
+            gpu_model.to_gpu()  # moved after the state was created: the state must follow
+        cpu_model.a.grad = Variable(g)
+        gpu_model.a.grad = Variable(as_cupy(g) if step == 1 else g)
+        cpu_opt.update()
+        gpu_opt.update()
+    assert get_array_module(gpu_opt.state["a"]["m"]).__name__ == "cupy"
+    np.testing.assert_allclose(as_numpy(gpu_model.a.data), cpu_model.a.data, rtol=1e-12)
+    a = Variable(as_cupy(np.array([3.0, 4.0])))
+    p = Parameter(as_cupy(np.zeros(2)))
+    p.grad = a
+    assert clip_grads([p], 1.0) == pytest.approx(5.0)
