@@ -1,0 +1,123 @@
+"""Word-level language models: SimpleRNNLM, LSTMLM, BetterLSTMLM.
+
+Each maps token ids (N, T) to next-token scores (N, T, V) and carries its recurrent state
+across calls (truncated BPTT) until ``reset_state()``.
+"""
+import numpy as np
+
+from tinygrad_rnn import functions as F
+from tinygrad_rnn import layers as L
+
+
+class _LanguageModel(L.Layer):
+    """Shared parts (``loss``); subclasses implement ``forward``."""
+
+    def loss(self, xs, ts):
+        """Mean cross-entropy of the next-token scores.
+
+        Args:
+            xs (ndarray): (N, T) integer ids.
+            ts (ndarray): (N, T) integer target ids.
+        Returns:
+            Variable: () float.
+        """
+        return F.softmax_cross_entropy(self(xs), ts)
+
+
+class SimpleRNNLM(_LanguageModel):
+    """Embedding -> tanh RNN -> Linear.
+
+    Args:
+        vocab_size (int): V.
+        wordvec_size (int): D.
+        hidden_size (int): H.
+        seed (int | numpy.random.Generator | None): randomness of the weights.
+        dtype: float dtype of the parameters.
+    """
+
+    def __init__(self, vocab_size, wordvec_size, hidden_size, seed=None, dtype=np.float32):
+        super().__init__()
+        rng = np.random.default_rng(seed)
+        self.embed = L.Embedding(vocab_size, wordvec_size, seed=rng, dtype=dtype)
+        self.rnn = L.RNN(wordvec_size, hidden_size, stateful=True, seed=rng, dtype=dtype)
+        self.fc = L.Linear(hidden_size, vocab_size, seed=rng, dtype=dtype)
+
+    def forward(self, xs):
+        """Scores of the next token.
+
+        Args:
+            xs (ndarray): (N, T) integer ids in [0, V).
+        Returns:
+            Variable: (N, T, V).
+        """
+        return self.fc(self.rnn(self.embed(xs)))
+
+
+class LSTMLM(_LanguageModel):
+    """Embedding -> LSTM -> Linear.
+
+    Args:
+        vocab_size (int): V.
+        wordvec_size (int): D.
+        hidden_size (int): H.
+        seed (int | numpy.random.Generator | None): randomness of the weights.
+        dtype: float dtype of the parameters.
+    """
+
+    def __init__(self, vocab_size, wordvec_size, hidden_size, seed=None, dtype=np.float32):
+        super().__init__()
+        rng = np.random.default_rng(seed)
+        self.embed = L.Embedding(vocab_size, wordvec_size, seed=rng, dtype=dtype)
+        self.lstm = L.LSTM(wordvec_size, hidden_size, stateful=True, seed=rng, dtype=dtype)
+        self.fc = L.Linear(hidden_size, vocab_size, seed=rng, dtype=dtype)
+
+    def forward(self, xs):
+        """Scores of the next token.
+
+        Args:
+            xs (ndarray): (N, T) integer ids in [0, V).
+        Returns:
+            Variable: (N, T, V).
+        """
+        return self.fc(self.lstm(self.embed(xs)))
+
+
+class BetterLSTMLM(_LanguageModel):
+    """Embedding -> dropout -> LSTM -> dropout -> LSTM -> dropout -> output tied to the embedding.
+
+    Args:
+        vocab_size (int): V.
+        wordvec_size (int): D, must equal H (the output projection reuses the embedding).
+        hidden_size (int): H.
+        dropout (float): drop probability of the three dropout layers.
+        seed (int | numpy.random.Generator | None): randomness of the weights and masks.
+        dtype: float dtype of the parameters.
+    Raises:
+        ValueError: ``wordvec_size != hidden_size``.
+    """
+
+    def __init__(self, vocab_size, wordvec_size, hidden_size, dropout=0.5, seed=None, dtype=np.float32):
+        super().__init__()
+        if wordvec_size != hidden_size:
+            raise ValueError(f"BetterLSTMLM: weight tying needs wordvec_size == hidden_size, "
+                             f"got {wordvec_size} and {hidden_size}")
+        rng = np.random.default_rng(seed)
+        self.embed = L.Embedding(vocab_size, wordvec_size, seed=rng, dtype=dtype)
+        self.drop0 = L.Dropout(dropout, seed=rng)
+        self.lstm1 = L.LSTM(wordvec_size, hidden_size, stateful=True, seed=rng, dtype=dtype)
+        self.drop1 = L.Dropout(dropout, seed=rng)
+        self.lstm2 = L.LSTM(hidden_size, hidden_size, stateful=True, seed=rng, dtype=dtype)
+        self.drop2 = L.Dropout(dropout, seed=rng)
+        self.fc = L.TiedLinear(self.embed)
+
+    def forward(self, xs):
+        """Scores of the next token.
+
+        Args:
+            xs (ndarray): (N, T) integer ids in [0, V).
+        Returns:
+            Variable: (N, T, V).
+        """
+        hs = self.lstm1(self.drop0(self.embed(xs)))
+        hs = self.lstm2(self.drop1(hs))
+        return self.fc(self.drop2(hs))

@@ -1,0 +1,250 @@
+"""Layer: the base class of layers and models."""
+import numpy as np
+
+from tinygrad_rnn import backend, serialization
+from tinygrad_rnn.core import Parameter, name_scope
+
+
+def _join(prefix, name):
+    return f"{prefix}/{name}" if prefix else name
+
+
+class Layer:
+    """Base class of layers and models: holds Parameters and sub-layers as attributes.
+
+    Assigning a ``Parameter`` or a ``Layer`` to an attribute registers it; ``params()`` walks
+    the registered attributes in assignment order, recursively, and yields each Parameter once
+    (by identity), so a weight shared by two layers (weight tying) is listed and updated once.
+
+    Names: the first layer that receives an unnamed Parameter (or a Layer not yet attached
+    elsewhere) owns it and names it by its path, e.g. ``decoder/lstm/cell0/Wx``; paths follow
+    when the owner is attached to a parent later. A Parameter that already has a name (a tied
+    weight owned by another layer) keeps it.
+
+    Calling a layer runs ``forward`` inside ``name_scope(<attribute name>)``, so the graph of a
+    model is clustered by layer. Subclasses call ``super().__init__()`` first and implement
+    ``forward``.
+
+    Attributes:
+        training (bool): dropout is active only while this is True (see ``train``/``eval``)
+            and ``Config.train`` is True (outside ``test_mode()``).
+    """
+
+    # Scope of a layer that is called on its own (not as an attribute of a parent); sequence
+    # layers set it so that their time steps are still clustered under one layer.
+    root_scope = None
+
+    def __init__(self):
+        object.__setattr__(self, "_name", None)
+        object.__setattr__(self, "_path", "")
+        object.__setattr__(self, "_owned", set())
+        self.training = True
+
+    def __setattr__(self, name, value):
+        owned = self.__dict__.get("_owned")
+        if owned is None:
+            raise RuntimeError(f"{type(self).__name__}: call Layer.__init__() before assigning attributes")
+        if self.__dict__.get(name) is value:  # re-assigning the same object keeps its ownership
+            return
+        owned.discard(name)
+        if isinstance(value, Parameter) and value.name is None:
+            owned.add(name)
+            value.name = _join(self._path, name)
+        elif isinstance(value, Layer) and value._name is None and value is not self:
+            owned.add(name)
+            object.__setattr__(value, "_name", name)
+            value._set_path(_join(self._path, name))
+        object.__setattr__(self, name, value)
+
+    def __delattr__(self, name):
+        self._owned.discard(name)
+        object.__delattr__(self, name)
+
+    def _set_path(self, path):
+        object.__setattr__(self, "_path", path)
+        for name in self._owned:
+            value = self.__dict__[name]
+            if isinstance(value, Parameter):
+                value.name = _join(path, name)
+            else:
+                value._set_path(_join(path, name))
+
+    def __call__(self, *args, **kwargs):
+        scope = self._name or self.root_scope
+        if scope is None:
+            return self.forward(*args, **kwargs)
+        with name_scope(scope):
+            return self.forward(*args, **kwargs)
+
+    def forward(self, *args, **kwargs):
+        raise NotImplementedError
+
+    def _walk(self, prefix, seen):
+        for name, value in list(self.__dict__.items()):
+            if id(value) in seen or not isinstance(value, (Parameter, Layer)):
+                continue
+            seen.add(id(value))
+            path = _join(prefix, name)
+            yield path, value
+            if isinstance(value, Layer):
+                yield from value._walk(path, seen)
+
+    def namedparams(self):
+        """Yield ``(path, Parameter)`` for every Parameter, each once, in assignment order.
+
+        Returns:
+            iterator of (str, Parameter): paths relative to this layer, e.g. ``lstm/cell0/Wx``.
+        """
+        for path, value in self._walk("", {id(self)}):
+            if isinstance(value, Parameter):
+                yield path, value
+
+    def params(self):
+        """Yield every Parameter of this layer and its sub-layers once (by identity).
+
+        Returns:
+            iterator of Parameter.
+        """
+        for _, p in self.namedparams():
+            yield p
+
+    def layers(self):
+        """Yield this layer and every sub-layer, each once.
+
+        Returns:
+            iterator of Layer.
+        """
+        yield self
+        for _, value in self._walk("", {id(self)}):
+            if isinstance(value, Layer):
+                yield value
+
+    def cleargrads(self):
+        """Forget the gradients of all parameters."""
+        for p in self.params():
+            p.cleargrad()
+
+    def train(self, mode=True):
+        """Set the ``training`` flag of this layer and all sub-layers.
+
+        Args:
+            mode (bool): True for training (dropout active), False for evaluation.
+        Returns:
+            Layer: self.
+        """
+        for layer in self.layers():
+            layer.training = mode
+        return self
+
+    def eval(self):
+        """Same as ``train(False)``.
+
+        Returns:
+            Layer: self.
+        """
+        return self.train(False)
+
+    def _state_variables(self):
+        """Variables a stateful layer carries between calls (none here)."""
+        return []
+
+    def _clear_state(self):
+        """Forget carried state (nothing here)."""
+
+    def reset_state(self):
+        """Forget the state carried between calls by this layer and its sub-layers."""
+        for layer in self.layers():
+            layer._clear_state()
+
+    def unchain(self):
+        """Make the carried state Variables leaves, cutting them from the graph of past calls.
+
+        ``loss.unchain_backward()`` already does this for state that the loss depends on.
+        """
+        for layer in self.layers():
+            for v in layer._state_variables():
+                v.unchain()
+
+    def to_gpu(self):
+        """Move parameters, their gradients and carried state to the GPU, in place.
+
+        Returns:
+            Layer: self.
+        Raises:
+            RuntimeError: no GPU available.
+        """
+        for p in self.params():
+            p.to_gpu()
+        for layer in self.layers():
+            for v in layer._state_variables():
+                v.to_gpu()
+        return self
+
+    def to_cpu(self):
+        """Move parameters, their gradients and carried state to the CPU, in place.
+
+        Returns:
+            Layer: self.
+        """
+        for p in self.params():
+            p.to_cpu()
+        for layer in self.layers():
+            for v in layer._state_variables():
+                v.to_cpu()
+        return self
+
+    def state_dict(self):
+        """The parameter arrays by path.
+
+        Returns:
+            dict: path (str) -> the parameter's array (not a copy; on the parameter's device).
+        """
+        return {path: p.data for path, p in self.namedparams()}
+
+    def load_state_dict(self, state):
+        """Copy arrays into the parameters; names and shapes must match exactly.
+
+        Args:
+            state (dict): path -> array, as returned by ``state_dict``. Arrays are copied to
+                each parameter's device and cast to its dtype.
+        Raises:
+            ValueError: names missing from ``state``, unexpected names, or mismatched shapes;
+                the message lists all of them, and no parameter is changed.
+        """
+        own = dict(self.namedparams())
+        missing = sorted(own.keys() - state.keys())
+        unexpected = sorted(state.keys() - own.keys())
+        mismatched = [f"{k} (expected {own[k].shape}, got {tuple(state[k].shape)})"
+                      for k in sorted(own.keys() & state.keys()) if own[k].shape != tuple(state[k].shape)]
+        problems = []
+        if missing:
+            problems.append(f"missing {', '.join(missing)}")
+        if unexpected:
+            problems.append(f"unexpected {', '.join(unexpected)}")
+        if mismatched:
+            problems.append(f"shape mismatch {', '.join(mismatched)}")
+        if problems:
+            raise ValueError(f"load_state_dict: {'; '.join(problems)}")
+        for k, p in own.items():
+            xp = backend.get_array_module(p.data)
+            value = backend.as_numpy(state[k]) if xp is np else state[k]
+            p.data = xp.array(value, dtype=p.dtype)
+
+    def save(self, path):
+        """Write the parameters to an ``.npz`` file (no pickle; temp file + ``os.replace``).
+
+        Args:
+            path (str | os.PathLike): the file, used as given.
+        """
+        serialization.save_npz(path, self.state_dict())
+
+    def load(self, path):
+        """Read parameters written by ``save``.
+
+        Args:
+            path (str | os.PathLike): the file.
+        Raises:
+            ValueError: the names or shapes in the file do not match this layer's.
+        """
+        arrays, _ = serialization.load_npz(path)
+        self.load_state_dict(arrays)
