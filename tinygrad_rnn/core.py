@@ -396,17 +396,18 @@ def _run_backward(root, seed, retain_grad, create_graph):
     # creator runs, so intermediate gradients are freed as the walk goes on.
     pending = {id(root): [root, seed]}
     heap, seen, order = [], set(), itertools.count()
+    push, pop, anomaly = heapq.heappush, heapq.heappop, Config.anomaly
     if root.creator is not None:
         heap.append((-root.creator.generation, next(order), root.creator))
         seen.add(root.creator)
     while heap:
-        f = heapq.heappop(heap)[2]
+        f = pop(heap)[2]
         if create_graph and not f.twice_differentiable:
             raise NotImplementedError(f"{f.op}: backward with create_graph=True is not supported")
         gys = []
         for i, ref in enumerate(f.outputs):
             y = ref()
-            entry = pending.pop(id(y), None) if y is not None else None
+            entry = None if y is None else pending.pop(id(y), None)
             if entry is None:
                 gys.append(_zeros_for(f, i, y, create_graph))
             else:
@@ -414,25 +415,27 @@ def _run_backward(root, seed, retain_grad, create_graph):
                 if retain_grad:
                     _accumulate(y, entry[1], create_graph)
         gxs = f.backward(*gys)
-        if not isinstance(gxs, tuple):
+        if not isinstance(gxs, (tuple, list)):
             gxs = (gxs,)
-        if len(gxs) != len(f.inputs):
-            raise RuntimeError(f"{f.op}: backward returned {len(gxs)} gradients for {len(f.inputs)} inputs")
-        if Config.anomaly:
+        inputs = f.inputs
+        if len(gxs) != len(inputs):
+            raise RuntimeError(f"{f.op}: backward returned {len(gxs)} gradients for {len(inputs)} inputs")
+        if anomaly:
             _check_finite(f, gxs, "backward")
-        for x, gx in zip(f.inputs, gxs):
+        for x, gx in zip(inputs, gxs):
             if gx is None:
                 continue
             if gx.shape != x.data.shape:
                 raise RuntimeError(f"{f.op}: backward returned a gradient of shape {gx.shape} "
                                    f"for an input of shape {x.data.shape}")
-            entry = pending.get(id(x))
+            key = id(x)
+            entry = pending.get(key)
             if entry is None:
-                pending[id(x)] = [x, gx]
+                pending[key] = [x, gx]
                 creator = x.creator
                 if creator is not None and creator not in seen:
                     seen.add(creator)
-                    heapq.heappush(heap, (-creator.generation, next(order), creator))
+                    push(heap, (-creator.generation, next(order), creator))
             else:
                 entry[1] = entry[1] + gx  # never in place: gradients may alias each other
     for var, g in pending.values():

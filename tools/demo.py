@@ -1,0 +1,114 @@
+"""The main job (`make demo`): train an LSTM language model end to end, sample text, draw its graph.
+
+On Penn Treebank when it can be found or downloaded (see ``tinygrad_rnn.data.ptb``), else on a
+corpus generated here from a small English grammar, so the demo runs offline too. It trains
+``LSTMLM`` with the classic recipe (SGD lr 20, clip 0.25, truncated BPTT over 35 steps) on
+the first ``--words`` words, prints the perplexity falling, evaluates on held-out text, samples
+a few sentences, and renders the computation graph of a 3-step window of the model to SVG.
+
+    python tools/demo.py [--words 150000] [--epochs 2] [--out runs/demo] [--seed 0]
+"""
+import argparse
+import json
+import time
+from pathlib import Path
+
+import numpy as np
+
+from models import LSTMLM, generate
+from tinygrad_rnn.data import ptb
+from tinygrad_rnn.graph import render
+from tinygrad_rnn.optimizers import SGD
+from tinygrad_rnn.training import LMTrainer, eval_perplexity
+
+_GRAMMAR = {
+    "S": [["NP", "VP"], ["NP", "VP", "and", "NP", "VP"]],
+    "NP": [["the", "N"], ["a", "ADJ", "N"], ["the", "ADJ", "N"], ["NAME"]],
+    "VP": [["V", "NP"], ["V", "NP", "P", "NP"], ["IV"]],
+    "N": [["cat"], ["dog"], ["market"], ["company"], ["bank"], ["price"], ["child"], ["report"]],
+    "ADJ": [["small"], ["big"], ["new"], ["old"], ["quiet"]],
+    "NAME": [["alice"], ["bob"], ["the", "board"]],
+    "V": [["saw"], ["bought"], ["sold"], ["liked"], ["watched"]],
+    "IV": [["slept"], ["fell"], ["rose"], ["waited"]],
+    "P": [["with"], ["near"], ["after"]],
+}
+
+
+def generated_corpus(n_words, seed):
+    """Sentences from a small probabilistic grammar, ``<eos>`` after each: a stand-in for PTB.
+
+    Args:
+        n_words (int): at least this many tokens.
+        seed (int): randomness of the sentences.
+    Returns:
+        list[str]: the tokens.
+    """
+    rng = np.random.default_rng(seed)
+    words = []
+    while len(words) < n_words:
+        stack = ["S"]
+        while stack:
+            symbol = stack.pop()
+            if symbol in _GRAMMAR:
+                options = _GRAMMAR[symbol]
+                stack.extend(reversed(options[rng.integers(len(options))]))
+            else:
+                words.append(symbol)
+        words.append("<eos>")
+    return words
+
+
+def load_data(n_words, seed):
+    """(train ids, held-out ids, vocabulary, source name): PTB if available, else generated."""
+    try:
+        train, vocab = ptb.load("train")
+        valid, _ = ptb.load("valid")
+        return train[:n_words], valid[: n_words // 4], vocab, "Penn Treebank"
+    except (FileNotFoundError, OSError) as e:
+        print(f"PTB unavailable ({e}); training on a generated corpus instead")
+    tokens = generated_corpus(n_words + n_words // 4, seed)
+    vocab = ptb.Vocabulary(tokens)
+    ids = vocab.encode(" ".join(tokens))
+    return ids[:n_words], ids[n_words:], vocab, "generated grammar"
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--words", type=int, default=150_000, help="training words taken from the corpus")
+    parser.add_argument("--epochs", type=int, default=2)
+    parser.add_argument("--out", default="runs/demo", help="folder for history, plot, checkpoint and graph")
+    parser.add_argument("--seed", type=int, default=0)
+    args = parser.parse_args()
+    out = Path(args.out)
+    train, valid, vocab, source = load_data(args.words, args.seed)
+    print(f"data: {source}, {len(train):,} training words, vocabulary {len(vocab):,}")
+
+    model = LSTMLM(len(vocab), 100, 100, seed=args.seed)
+    print(f"perplexity before training: {eval_perplexity(model, valid, 10, 35):.1f} (about the vocabulary size)")
+    trainer = LMTrainer(model, SGD(lr=20.0).setup(model), batch_size=20, time_size=35, max_grad_norm=0.25,
+                        out_dir=out, log=print, log_every=20)
+    began = time.perf_counter()
+    trainer.fit(train, valid, epochs=args.epochs)
+    seconds = time.perf_counter() - began
+
+    skip = [vocab.word_to_id[w] for w in ("<unk>", "N") if w in vocab.word_to_id]
+    start = "the" if "the" in vocab.word_to_id else vocab.id_to_word[0]
+    for k in range(3):
+        ids = generate(model, [vocab.word_to_id[start]], 25, skip_ids=skip, seed=args.seed + k)
+        print("sample:", vocab.decode(ids).replace(" <eos>", "."))
+
+    # the graph of one short window (3 steps) of the trained model, one cluster per step
+    model.reset_state()
+    loss = model.loss(valid[None, :3], valid[None, 1:4])
+    graph = out / "lstm_lm_graph.svg"
+    render(loss, path=str(graph))
+    model.reset_state()
+    print(f"computation graph of a 3-step window: {graph}")
+    final = trainer.history["epochs"][-1]
+    print(json.dumps({"data": source, "train_perplexity": round(final["train_perplexity"], 2),
+                      "valid_perplexity": round(final["valid_perplexity"], 2), "train_seconds": round(seconds, 1),
+                      "history_png": str(out / "history.png"), "graph": str(graph)}))
+
+
+if __name__ == "__main__":
+    main()
