@@ -44,7 +44,7 @@ class Layer:
         owned = self.__dict__.get("_owned")
         if owned is None:
             raise RuntimeError(f"{type(self).__name__}: call Layer.__init__() before assigning attributes")
-        if self.__dict__.get(name) is value:  # re-assigning the same object keeps its ownership
+        if name in self.__dict__ and self.__dict__[name] is value:  # re-assigning keeps the ownership
             return
         owned.discard(name)
         if isinstance(value, Parameter) and value.name is None:

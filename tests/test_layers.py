@@ -1,0 +1,463 @@
+"""Layers: registration and naming, gradients, cells against their equations, sequence layers, state."""
+import contextlib
+import gc
+import weakref
+
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+import tinygrad_rnn as tg
+from tinygrad_rnn import functions as F
+from tinygrad_rnn import initializers
+from tinygrad_rnn import layers as L
+
+F64 = np.float64
+sizes = st.integers(1, 3)
+seeds = st.integers(0, 2**32 - 1)
+
+
+@contextlib.contextmanager
+def _params_replaced(layer, params, replacements):
+    """Temporarily put ``replacements`` where ``params`` sit in every (sub-)layer (tied ones too)."""
+    by_id = {id(p): r for p, r in zip(params, replacements)}
+    swapped = []
+    for sub in layer.layers():
+        for name, value in list(vars(sub).items()):
+            if id(value) in by_id:
+                object.__setattr__(sub, name, by_id[id(value)])
+                swapped.append((sub, name, value))
+    assert {id(value) for _, _, value in swapped} == set(by_id), "a parameter was not found in any layer"
+    try:
+        yield
+    finally:
+        for sub, name, value in swapped:
+            object.__setattr__(sub, name, value)
+
+
+def check_layer_grads(layer, fn, *inputs, seed=0):
+    """gradient_check of ``fn(*inputs)`` with respect to the inputs and every parameter of ``layer``."""
+    params = list(layer.params())
+
+    def f(*vs):
+        with _params_replaced(layer, params, vs[len(inputs):]):
+            return fn(*vs[:len(inputs)])
+
+    tg.gradient_check(f, *inputs, *[p.data for p in params], seed=seed)
+
+
+def _randn(rng, *shape, scale=1.0):
+    return rng.standard_normal(shape) * scale
+
+
+def _sigmoid(x):
+    return 1.0 / (1.0 + np.exp(-x))
+
+
+def _np_lstm(x, h, c, Wx, Wh, b):
+    H = h.shape[1]
+    a = x @ Wx + h @ Wh + b
+    i, f, g, o = _sigmoid(a[:, :H]), _sigmoid(a[:, H:2 * H]), np.tanh(a[:, 2 * H:3 * H]), _sigmoid(a[:, 3 * H:])
+    c = f * c + i * g
+    return o * np.tanh(c), c
+
+
+def _np_gru(x, h, Wx, Wh, b, bh):
+    H = h.shape[1]
+    ax, ah = x @ Wx + b, h @ Wh
+    r = _sigmoid(ax[:, :H] + ah[:, :H])
+    z = _sigmoid(ax[:, H:2 * H] + ah[:, H:2 * H])
+    n = np.tanh(ax[:, 2 * H:] + r * (ah[:, 2 * H:] + bh))
+    return (1 - z) * n + z * h
+
+
+def _randomize(layer, rng, scale=0.5):
+    """Non-zero biases and weights of moderate size, so that no gate term is vacuous."""
+    for p in layer.params():
+        p.data = _randn(rng, *p.shape, scale=scale).astype(p.dtype)
+
+
+# --- Layer: registration, names, traversal -------------------------------------------------------
+
+
+class _Pair(L.Layer):
+    def __init__(self, shared):
+        super().__init__()
+        self.first = shared
+        self.second = shared
+        self.own = tg.Parameter(np.zeros(2))
+
+
+def test_params_yields_each_parameter_once_in_assignment_order():
+    shared = L.Linear(2, 3, seed=0)
+    pair = _Pair(shared)
+    names = [name for name, _ in pair.namedparams()]
+    assert names == ["first/W", "first/b", "own"]
+    assert len(list(pair.params())) == 3
+
+
+def test_tied_weight_is_listed_once_and_keeps_the_embedding_name():
+    model = L.Layer()
+    model.embed = L.Embedding(5, 3, seed=0)
+    model.out = L.TiedLinear(model.embed)
+    params = list(model.params())
+    assert [name for name, _ in model.namedparams()] == ["embed/W", "out/b"]
+    assert sum(p is model.embed.W for p in params) == 1
+    assert model.out.W is model.embed.W and model.out.W.name == "embed/W"
+
+
+def test_parameter_names_follow_the_layer_path_when_attached_later():
+    decoder = L.Layer()
+    decoder.lstm = L.LSTM(3, 4, seed=0)
+    assert decoder.lstm.cell0.Wx.name == "lstm/cell0/Wx"
+    model = L.Layer()
+    model.decoder = decoder
+    assert decoder.lstm.cell0.Wx.name == "decoder/lstm/cell0/Wx"
+    assert [name for name, _ in model.namedparams()][:3] == [
+        "decoder/lstm/cell0/Wx", "decoder/lstm/cell0/Wh", "decoder/lstm/cell0/b"]
+
+
+def test_assigning_before_init_raises():
+    class Broken(L.Layer):
+        def __init__(self):
+            self.W = tg.Parameter(np.zeros(1))
+
+    with pytest.raises(RuntimeError, match="Layer.__init__"):
+        Broken()
+
+
+def test_cleargrads_forgets_all_gradients():
+    layer = L.Linear(2, 3, seed=0)
+    layer(np.ones((1, 2), np.float32)).backward(grad=np.ones((1, 3), np.float32))
+    assert all(p.grad is not None for p in layer.params())
+    layer.cleargrads()
+    assert all(p.grad is None for p in layer.params())
+
+
+def test_train_and_eval_set_the_flag_recursively():
+    model = L.Layer()
+    model.drop = L.Dropout(0.5, seed=0)
+    model.lstm = L.LSTM(2, 2, num_layers=2, seed=0)
+    assert model.eval() is model
+    assert not any(layer.training for layer in model.layers())
+    model.train()
+    assert all(layer.training for layer in model.layers())
+
+
+def test_calls_record_functions_in_the_layer_scope():
+    model = L.Layer()
+    model.fc = L.Linear(2, 3, seed=0)
+    model.lstm = L.LSTM(3, 2, seed=0)
+    y = model.fc(np.ones((1, 2), np.float32))
+    assert y.creator.scope == ("fc",)
+    hs = model.lstm(np.ones((1, 2, 3), np.float32))
+    assert hs.creator.scope == ("lstm",)
+    assert model.lstm.h.creator.scope == ("lstm", "t1")
+    alone = L.GRU(3, 2, num_layers=2, seed=0)
+    alone(np.ones((1, 2, 3), np.float32))
+    assert alone.h.creator.inputs[1].creator.scope == ("gru", "cell1", "t1")
+
+
+# --- Initializers ----------------------------------------------------------------------------------
+
+
+def test_initializers_draw_the_classic_scales_reproducibly():
+    rng = np.random.default_rng(0)
+    W = initializers.fan_in_normal((400, 300), rng)
+    assert W.dtype == np.float32 and abs(W.std() - 1 / 20) < 1e-3
+    E = initializers.embedding_normal((300, 400), 1)
+    assert abs(E.std() - 0.01) < 2e-4
+    assert initializers.zeros((3,), F64).dtype == F64 and not initializers.zeros((3,)).any()
+    np.testing.assert_array_equal(initializers.normal((2, 2), 1.0, 5), initializers.normal((2, 2), 1.0, 5))
+    # drawn in float64 then cast: float32 and float64 models from one seed agree up to rounding
+    np.testing.assert_allclose(initializers.normal((3,), 1.0, 7, np.float32), initializers.normal((3,), 1.0, 7, F64),
+                               rtol=1e-6)
+
+
+def test_layers_default_to_float32_and_follow_dtype():
+    assert all(p.dtype == np.float32 for p in L.LSTM(2, 3).params())
+    assert all(p.dtype == F64 for p in L.GRU(2, 3, dtype=F64).params())
+    assert L.Linear(2, 3, seed=1).W.data.tolist() == L.Linear(2, 3, seed=1).W.data.tolist()
+
+
+# --- Linear, Embedding, TiedLinear, Dropout --------------------------------------------------------
+
+
+@given(n=sizes, t=st.integers(0, 2), d=sizes, h=sizes, nobias=st.booleans(), seed=seeds)
+def test_linear_backward_matches_numerical(n, t, d, h, nobias, seed):
+    rng = np.random.default_rng(seed)
+    layer = L.Linear(d, h, nobias=nobias, seed=rng, dtype=F64)
+    _randomize(layer, rng)
+    shape = (n, d) if t == 0 else (n, t, d)
+    check_layer_grads(layer, layer, _randn(rng, *shape), seed=seed)
+
+
+def test_linear_infers_in_size_at_first_call():
+    layer = L.Linear(None, 4, seed=0)
+    assert layer.W is None and [name for name, _ in layer.namedparams()] == ["b"]
+    y = layer(np.ones((2, 5, 3), np.float32))
+    assert y.shape == (2, 5, 4) and layer.W.shape == (3, 4) and layer.W.name == "W"
+    assert [name for name, _ in layer.namedparams()] == ["W", "b"]
+
+
+@given(v=st.integers(1, 5), d=sizes, n=sizes, t=sizes, seed=seeds)
+def test_embedding_and_tied_projection_backward_match_numerical(v, d, n, t, seed):
+    rng = np.random.default_rng(seed)
+    model = L.Layer()
+    model.embed = L.Embedding(v, d, seed=rng, dtype=F64)
+    model.out = L.TiedLinear(model.embed)
+    _randomize(model, rng)
+    ids = rng.integers(0, v, (n, t))  # repeated ids: their gradients must accumulate
+    check_layer_grads(model, lambda x: model.out(F.tanh(model.embed(x))), ids, seed=seed)
+
+
+def test_embedding_looks_up_rows():
+    layer = L.Embedding(4, 2, seed=0)
+    np.testing.assert_array_equal(layer(np.array([[3, 0]])).data, layer.W.data[[[3, 0]]])
+
+
+def test_dropout_is_inverted_reproducible_and_inactive_in_eval_or_test_mode():
+    x = np.ones((50, 40), np.float32)
+    y = L.Dropout(0.25, seed=3)(x).data
+    assert set(np.unique(y)) == {0.0, np.float32(1 / 0.75)}
+    assert 0.15 < (y == 0).mean() < 0.35
+    np.testing.assert_array_equal(y, L.Dropout(0.25, seed=3)(x).data)
+    layer = L.Dropout(0.25, seed=3)
+    with tg.test_mode():
+        np.testing.assert_array_equal(layer(x).data, x)
+    np.testing.assert_array_equal(layer.eval()(x).data, x)
+    with pytest.raises(ValueError, match="Dropout"):
+        L.Dropout(1.0)
+
+
+# --- Cells ----------------------------------------------------------------------------------------
+
+
+@settings(max_examples=10)
+@given(n=sizes, d=sizes, h=sizes, cls=st.sampled_from([L.RNNCell, L.LSTMCell, L.GRUCell]), seed=seeds)
+def test_cell_backward_matches_numerical(n, d, h, cls, seed):
+    rng = np.random.default_rng(seed)
+    cell = cls(d, h, seed=rng, dtype=F64)
+    _randomize(cell, rng)
+    x, h0, c0 = _randn(rng, n, d), _randn(rng, n, h), _randn(rng, n, h)
+    if cls is L.LSTMCell:
+        check_layer_grads(cell, lambda x, h, c: F.concat(cell(x, h, c), axis=1), x, h0, c0, seed=seed)
+    else:
+        check_layer_grads(cell, cell, x, h0, seed=seed)
+
+
+@given(n=sizes, d=sizes, h=sizes, seed=seeds)
+def test_lstm_cell_matches_the_equations_with_gates_i_f_g_o(n, d, h, seed):
+    rng = np.random.default_rng(seed)
+    cell = L.LSTMCell(d, h, seed=rng, dtype=F64)
+    _randomize(cell, rng)
+    x, h0, c0 = _randn(rng, n, d), _randn(rng, n, h), _randn(rng, n, h)
+    h1, c1 = cell(x, h0, c0)
+    h_ref, c_ref = _np_lstm(x, h0, c0, cell.Wx.data, cell.Wh.data, cell.b.data)
+    np.testing.assert_allclose(h1.data, h_ref, rtol=1e-9, atol=1e-12)
+    np.testing.assert_allclose(c1.data, c_ref, rtol=1e-9, atol=1e-12)
+
+
+@given(n=sizes, d=sizes, h=sizes, seed=seeds)
+def test_gru_cell_matches_the_pytorch_equations_with_gates_r_z_n(n, d, h, seed):
+    rng = np.random.default_rng(seed)
+    cell = L.GRUCell(d, h, seed=rng, dtype=F64)
+    _randomize(cell, rng)
+    x, h0 = _randn(rng, n, d), _randn(rng, n, h)
+    h_ref = _np_gru(x, h0, cell.Wx.data, cell.Wh.data, cell.b.data, cell.bh.data)
+    np.testing.assert_allclose(cell(x, h0).data, h_ref, rtol=1e-9, atol=1e-12)
+
+
+def test_rnn_cell_matches_the_equation_and_starts_from_zeros():
+    rng = np.random.default_rng(0)
+    cell = L.RNNCell(3, 2, seed=rng, dtype=F64)
+    _randomize(cell, rng)
+    x, h0 = _randn(rng, 4, 3), _randn(rng, 4, 2)
+    np.testing.assert_allclose(cell(x, h0).data, np.tanh(x @ cell.Wx.data + h0 @ cell.Wh.data + cell.b.data),
+                               rtol=1e-9)
+    np.testing.assert_allclose(cell(x).data, cell(x, np.zeros((4, 2))).data)
+
+
+def test_lstm_forget_bias_sets_the_f_block_only():
+    b = L.LSTMCell(2, 3, forget_bias=1.0).b.data
+    np.testing.assert_array_equal(b, [0, 0, 0, 1, 1, 1, 0, 0, 0, 0, 0, 0])
+
+
+def test_cells_reject_inputs_and_states_of_the_wrong_shape():
+    cell = L.LSTMCell(3, 2)
+    with pytest.raises(ValueError, match=r"LSTMCell: input of shape \(4, 5\)"):
+        cell(np.ones((4, 5), np.float32))
+    with pytest.raises(ValueError, match=r"LSTMCell: state of shape \(4, 3\)"):
+        cell(np.ones((4, 3), np.float32), np.ones((4, 3), np.float32))
+
+
+# --- Sequence layers ------------------------------------------------------------------------------
+
+SEQUENCE_LAYERS = [L.RNN, L.LSTM, L.GRU]
+
+
+def _final_state(layer):
+    return (layer.h, layer.c) if isinstance(layer, L.LSTM) else (layer.h,)
+
+
+@settings(max_examples=10)
+@given(n=sizes, t=sizes, d=sizes, h=sizes, num_layers=st.integers(1, 2), cls=st.sampled_from(SEQUENCE_LAYERS),
+       seed=seeds)
+def test_sequence_layer_backward_matches_numerical(n, t, d, h, num_layers, cls, seed):
+    rng = np.random.default_rng(seed)
+    layer = cls(d, h, num_layers=num_layers, seed=rng, dtype=F64)
+    _randomize(layer, rng)
+    xs = _randn(rng, n, t, d)
+    state = [_randn(rng, num_layers, n, h) for _ in _final_state(layer)]
+
+    def run(xs, *state):  # the initial state is an input too: a seq2seq decoder backpropagates into it
+        layer.set_state(*state)
+        return layer(xs)
+
+    check_layer_grads(layer, run, xs, *state, seed=seed)
+
+
+@settings(max_examples=10)
+@given(n=sizes, t=sizes, d=sizes, h=sizes, cls=st.sampled_from(SEQUENCE_LAYERS), seed=seeds)
+def test_sequence_layer_equals_a_loop_of_its_cells(n, t, d, h, cls, seed):
+    rng = np.random.default_rng(seed)
+    layer = cls(d, h, num_layers=2, seed=rng, dtype=F64)
+    _randomize(layer, rng)
+    xs = _randn(rng, n, t, d)
+    hs = layer(xs)
+    inputs = xs
+    for cell in layer.cells:
+        state, outputs = None, []
+        for k in range(t):
+            if isinstance(cell, L.LSTMCell):
+                state = cell(inputs[:, k], *(state or (None, None)))
+                outputs.append(state[0].data)
+            else:
+                state = cell(inputs[:, k], state)
+                outputs.append(state.data)
+        inputs = np.stack(outputs, axis=1)
+        last = state
+    np.testing.assert_allclose(hs.data, inputs, rtol=1e-9, atol=1e-12)
+    np.testing.assert_allclose(layer.h.data[-1], (last[0] if isinstance(last, tuple) else last).data, rtol=1e-9)
+
+
+@given(cls=st.sampled_from(SEQUENCE_LAYERS), num_layers=st.integers(1, 2), seed=seeds)
+def test_stateful_layer_carries_state_two_windows_equal_one(cls, num_layers, seed):
+    rng = np.random.default_rng(seed)
+    xs = _randn(rng, 2, 6, 3)
+    whole = cls(3, 4, num_layers=num_layers, seed=seed, dtype=F64)
+    split = cls(3, 4, num_layers=num_layers, stateful=True, seed=seed, dtype=F64)
+    expected = whole(xs).data
+    got = np.concatenate([split(xs[:, :3]).data, split(xs[:, 3:]).data], axis=1)
+    np.testing.assert_allclose(got, expected, rtol=1e-9, atol=1e-12)
+    for a, b in zip(_final_state(split), _final_state(whole)):
+        np.testing.assert_allclose(a.data, b.data, rtol=1e-9, atol=1e-12)
+    split.reset_state()
+    assert split.h is None
+    np.testing.assert_allclose(split(xs).data, expected, rtol=1e-9, atol=1e-12)
+
+
+def test_non_stateful_layer_starts_from_zeros_but_exposes_its_final_state():
+    layer = L.LSTM(3, 4, seed=0)
+    xs = np.random.default_rng(0).standard_normal((2, 3, 3)).astype(np.float32)
+    first = layer(xs).data
+    assert layer.h.shape == (2, 4) and layer.c.shape == (2, 4)
+    np.testing.assert_array_equal(layer(xs).data, first)
+
+
+def test_set_state_accepts_per_layer_stacks_and_two_d_for_one_layer():
+    rng = np.random.default_rng(0)
+    xs = rng.standard_normal((2, 3, 3))
+    h0, c0 = rng.standard_normal((2, 2, 4)), rng.standard_normal((2, 2, 4))
+    two = L.LSTM(3, 4, num_layers=2, seed=0, dtype=F64)
+    two.set_state(h0, c0)
+    out = two(xs).data
+    assert two.h.shape == (2, 2, 4) and two.c.shape == (2, 2, 4)
+    assert not np.allclose(out, two(xs).data)  # the given state applies to one call only
+    one = L.GRU(3, 4, seed=0, dtype=F64)
+    one.set_state(h0[0])
+    np.testing.assert_allclose(one(xs).data, (one.set_state(h0[:1]), one(xs))[1].data)
+    with pytest.raises(ValueError, match=r"LSTM.set_state: h of shape \(3, 2, 4\)"):
+        two.set_state(rng.standard_normal((3, 2, 4)))
+    two.set_state(h0)
+    with pytest.raises(ValueError, match=r"state of shape \(2, 4\) does not fit \(N, H\) = \(5, 4\)"):
+        two(rng.standard_normal((5, 3, 3)))
+
+
+def test_lstm_set_state_without_c_starts_the_cell_from_zeros():
+    rng = np.random.default_rng(0)
+    xs, h0 = rng.standard_normal((2, 3, 3)), rng.standard_normal((2, 4))
+    a, b = L.LSTM(3, 4, seed=0, dtype=F64), L.LSTM(3, 4, seed=0, dtype=F64)
+    a.set_state(h0)
+    b.set_state(h0, np.zeros((2, 4)))
+    np.testing.assert_array_equal(a(xs).data, b(xs).data)
+
+
+def test_sequence_layer_rejects_bad_arguments_and_inputs():
+    with pytest.raises(ValueError, match="num_layers"):
+        L.LSTM(2, 2, num_layers=0)
+    with pytest.raises(ValueError, match="dropout"):
+        L.GRU(2, 2, dropout=1.0)
+    with pytest.raises(ValueError, match=r"RNNCell: input of shape \(2, 3\)"):
+        L.RNN(3, 2)(np.ones((2, 3), np.float32))
+
+
+def _dropped_inputs_of_top_layer(variational, seed=0):
+    """Outputs of a 2-layer RNN whose top cell passes its (dropped) input through tanh only,
+    so that an output is exactly 0 where dropout zeroed the input."""
+    layer = L.RNN(4, 6, num_layers=2, dropout=0.5, variational=variational, seed=seed)
+    top = layer.cell1
+    top.Wx.data = np.eye(6, dtype=np.float32)
+    top.Wh.data[...] = 0
+    xs = np.random.default_rng(seed).standard_normal((5, 7, 4)).astype(np.float32) + 3
+    return layer, xs
+
+
+def test_variational_dropout_shares_one_mask_across_time_and_is_identity_in_test_mode():
+    layer, xs = _dropped_inputs_of_top_layer(variational=True)
+    zeros = layer(xs).data == 0
+    assert zeros.any() and not zeros.all()
+    assert (zeros == zeros[:, :1]).all()  # same pattern at every step
+    with tg.test_mode():
+        kept = layer(xs).data
+    reference = L.RNN(4, 6, num_layers=2, seed=0)
+    reference.load_state_dict(layer.state_dict())
+    np.testing.assert_allclose(kept, reference(xs).data, rtol=1e-6)
+    np.testing.assert_allclose(layer.eval()(xs).data, kept)
+
+
+def test_plain_dropout_between_layers_draws_a_mask_per_step():
+    layer, xs = _dropped_inputs_of_top_layer(variational=False)
+    zeros = layer(xs).data == 0
+    assert zeros.any() and not (zeros == zeros[:, :1]).all()
+
+
+# --- Truncated BPTT --------------------------------------------------------------------------------
+
+
+def test_unchain_backward_frees_the_graph_of_the_previous_window():
+    lstm = L.LSTM(3, 4, stateful=True, seed=0)
+    rng = np.random.default_rng(0)
+    xs = rng.standard_normal((2, 3, 3)).astype(np.float32)
+    gy = rng.standard_normal((2, 3, 4)).astype(np.float32)
+    loss = F.sum(lstm(xs) * gy)
+    first_step = weakref.ref(lstm.h.creator)
+    stack = weakref.ref(loss.creator.inputs[0].creator.inputs[0].creator)
+    loss.backward()
+    loss.unchain_backward()
+    assert lstm.h.creator is None and lstm.c.creator is None  # the carried state is a leaf now
+    del loss
+    gc.collect()
+    assert first_step() is None and stack() is None
+    loss = F.sum(lstm(xs) * gy)  # the next window starts from the carried, detached state
+    loss.backward()
+    assert lstm.cells[0].Wh.grad is not None
+
+
+def test_layer_unchain_cuts_the_carried_state():
+    lstm = L.GRU(3, 4, stateful=True, seed=0)
+    lstm(np.ones((1, 2, 3), np.float32))
+    assert lstm.h.creator is not None
+    lstm.unchain()
+    assert lstm.h.creator is None
