@@ -301,19 +301,26 @@ class Function:
     def __call__(self, *inputs):
         inputs = [x if isinstance(x, Variable) else Variable(x) for x in inputs]
         xs = [x.data for x in inputs]
-        self._check_inputs(xs)
+        first = type(xs[0])
+        for i, x in enumerate(xs):
+            if type(x) is not first or (first is not np.ndarray and x.device != xs[0].device):
+                devices = ", ".join(sorted({backend.device_of(a) for a in xs}))
+                raise TypeError(f"{self.op}: inputs on different devices ({devices})")
+            if x.dtype.kind != "f" and i not in self.int_inputs:
+                raise TypeError(f"{self.op}: input {i} has dtype {x.dtype}; expected a float array")
         try:
             ys = self.forward(*xs)
         except ValueError as e:
             shapes = ", ".join(str(x.shape) for x in xs)
             raise ValueError(f"{self.op}: {e} (input shapes {shapes})") from None
-        if not isinstance(ys, tuple):
+        if type(ys) is not tuple:
             ys = (ys,)
         outputs = [Variable(y) for y in ys]
         if Config.anomaly:
             _check_finite(self, ys, "forward")
         if Config.enable_backprop:
-            self.generation = generation = max([x.generation for x in inputs])
+            generation = inputs[0].generation if len(inputs) == 1 else max([x.generation for x in inputs])
+            self.generation = generation
             generation += 1
             for y in outputs:
                 y.creator = self
@@ -323,16 +330,8 @@ class Function:
             self.scope = Config.scope
             if len(outputs) > 1:  # a dead output's zero gradient needs its shape and dtype
                 self.output_specs = [(y.shape, y.dtype) for y in ys]
+                return outputs
         return outputs if len(outputs) > 1 else outputs[0]
-
-    def _check_inputs(self, xs):
-        first = type(xs[0])
-        for i, x in enumerate(xs):
-            if type(x) is not first or (first is not np.ndarray and x.device != xs[0].device):
-                devices = ", ".join(sorted({backend.device_of(a) for a in xs}))
-                raise TypeError(f"{self.op}: inputs on different devices ({devices})")
-            if x.dtype.kind != "f" and i not in self.int_inputs:
-                raise TypeError(f"{self.op}: input {i} has dtype {x.dtype}; expected a float array")
 
     def arg(self, i):
         """Input ``i`` for use in ``backward``: an array, or a Variable under ``create_graph``."""

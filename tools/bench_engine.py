@@ -1,13 +1,17 @@
 """Per-op overhead of the engine: microseconds per forward + backward of a tiny op in a long chain.
 
 Prints one JSON object a line: ``impl``, ``op``, ``chain``, ``us_per_op`` (best of ``--repeats``),
-for tinygrad_rnn and, where torch is importable, for PyTorch's eager mode on the same chain.
-The two sides alternate, so a slow phase of the machine hits both.
+for tinygrad_rnn and, where torch is importable, for PyTorch's eager mode on the same chain
+(``mul`` and ``add`` combine the running value with a second (1,) leaf, as an LSTM step does).
+The two sides alternate, so a slow phase of the machine hits both. A last line gives the
+time to import tinygrad_rnn in a fresh interpreter.
 
     python tools/bench_engine.py [--chain 10000] [--repeats 5]
 """
 import argparse
 import json
+import subprocess
+import sys
 import time
 
 import numpy as np
@@ -18,22 +22,30 @@ from tinygrad_rnn import functions as F
 
 def _ours(op, chain):
     x = tg.Variable(np.array([0.5], dtype=np.float32))
+    w = tg.Variable(np.array([0.999], dtype=np.float32))
     start = time.perf_counter()
     y = x
     for _ in range(chain):
-        y = op(y)
+        y = op(y, w)
     y.backward()
     return time.perf_counter() - start
 
 
 def _torch(torch, op, chain):
     x = torch.tensor([0.5], requires_grad=True)
+    w = torch.tensor([0.999], requires_grad=True)
     start = time.perf_counter()
     y = x
     for _ in range(chain):
-        y = op(y)
+        y = op(y, w)
     y.backward()
     return time.perf_counter() - start
+
+
+def _import_seconds():
+    code = "import time; t = time.perf_counter(); import tinygrad_rnn; print(time.perf_counter() - t)"
+    return min(float(subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                                    check=True).stdout) for _ in range(3))
 
 
 def main():
@@ -48,9 +60,9 @@ def main():
     except ImportError:
         torch = None
     ops = {
-        "tanh": (F.tanh, None if torch is None else torch.tanh),
-        "mul_scalar": (lambda v: v * 0.999, lambda t: t * 0.999),
-        "add_scalar": (lambda v: v + 1e-3, lambda t: t + 1e-3),
+        "tanh": (lambda v, w: F.tanh(v), lambda t, w: t.tanh()),
+        "mul": (lambda v, w: v * w, lambda t, w: t * w),
+        "add": (lambda v, w: v + w, lambda t, w: t + w),
     }
     for name, (ours, theirs) in ops.items():
         best = {"tinygrad_rnn": float("inf"), "pytorch": float("inf")}
@@ -65,6 +77,7 @@ def main():
                                   "us_per_op": round(seconds / args.chain * 1e6, 2)}))
         if torch is not None:
             print(json.dumps({"op": name, "ratio_to_pytorch": round(best["tinygrad_rnn"] / best["pytorch"], 2)}))
+    print(json.dumps({"impl": "tinygrad_rnn", "import_seconds": round(_import_seconds(), 3)}))
 
 
 if __name__ == "__main__":
