@@ -2,3 +2,6 @@
 from models.rnnlm import LSTMLM, BetterLSTMLM, SimpleRNNLM
 
 __all__ = ["LSTMLM", "BetterLSTMLM", "SimpleRNNLM"]
+from models.generation import generate, greedy
+
+__all__ += ["generate", "greedy"]
