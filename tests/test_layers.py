@@ -385,6 +385,17 @@ def test_set_state_accepts_per_layer_stacks_and_two_d_for_one_layer():
         two(rng.standard_normal((5, 3, 3)))
 
 
+def test_state_arrays_are_cast_to_the_parameter_dtype_and_variables_kept():
+    layer = L.LSTM(3, 4, seed=0)
+    assert layer.h is None and layer.c is None
+    layer.set_state(np.zeros((2, 4)), np.zeros((1, 2, 4)))
+    assert layer(np.ones((2, 1, 3), np.float32)).dtype == np.float32
+    h0 = tg.Variable(np.ones((2, 4), np.float32))
+    layer.set_state(h0)
+    F.sum(layer(np.ones((2, 1, 3), np.float32))).backward()
+    assert h0.grad is not None and h0.grad.shape == (2, 4)  # a given Variable keeps its graph
+
+
 def test_lstm_set_state_without_c_starts_the_cell_from_zeros():
     rng = np.random.default_rng(0)
     xs, h0 = rng.standard_normal((2, 3, 3)), rng.standard_normal((2, 4))

@@ -3,6 +3,7 @@ import numpy as np
 
 from tinygrad_rnn import functions as F
 from tinygrad_rnn import initializers
+from tinygrad_rnn.backend import get_array_module
 from tinygrad_rnn.core import Parameter, as_variable
 from tinygrad_rnn.layers.base import Layer
 
@@ -58,6 +59,8 @@ class Linear(Layer):
         """
         if self.W is None:
             self._init_W(x.shape[-1])
+            if get_array_module(x) is not np:
+                self.W.to_gpu()
         return _affine(x, self.W, self.b)
 
 

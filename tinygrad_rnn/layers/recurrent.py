@@ -43,6 +43,12 @@ class _Cell(Layer):
         """One step from the input projection ``xw = x @ Wx + b`` (N, G*H) and the state tuple."""
         raise NotImplementedError
 
+    def _as_state(self, s):
+        """A Variable as it is (it may carry a graph); an array cast to the parameters' dtype."""
+        if isinstance(s, Variable):
+            return s
+        return Variable(get_array_module(s).asarray(s, dtype=self.Wx.dtype))
+
     def _check_input(self, x, ndim):
         x = as_variable(x)
         if x.ndim != ndim or x.shape[-1] != self.input_size:
@@ -55,7 +61,7 @@ class _Cell(Layer):
         """Zeros for a missing ``state`` (None) or missing parts of it; check the shapes."""
         if state is None:
             return self.zero_state(n)
-        state = tuple(z if s is None else as_variable(s) for s, z in zip(state, self.zero_state(n)))
+        state = tuple(z if s is None else self._as_state(s) for s, z in zip(state, self.zero_state(n)))
         for s in state:
             if s.shape != (n, self.hidden_size):
                 raise ValueError(f"{type(self).__name__}: state of shape {s.shape} does not fit "
@@ -294,16 +300,18 @@ class _Recurrent(Layer):
 
     def _per_layer(self, value, what):
         """Split a state given as (num_layers, N, H), or (N, H) for one layer, into (N, H) Variables."""
-        value = as_variable(value)
-        if value.ndim == 2 and self.num_layers == 1:
+        shape = value.shape
+        if not (len(shape) == 2 and self.num_layers == 1 or len(shape) == 3 and shape[0] == self.num_layers):
+            raise ValueError(f"{type(self).__name__}.set_state: {what} of shape {shape} does not fit "
+                             f"(num_layers, N, H) with num_layers={self.num_layers}")
+        if not isinstance(value, Variable):
+            value = self.cells[0]._as_state(value)
+            return [Variable(v) for v in value.data.reshape((self.num_layers,) + shape[-2:])]
+        if len(shape) == 2:
             return [value]
-        if value.ndim == 3 and value.shape[0] == self.num_layers:
-            n = value.shape[1]
-            if self.num_layers == 1:
-                return [F.reshape(value, value.shape[1:])]
-            return [F.reshape(v, (n, -1)) for v in F.split(value, self.num_layers, axis=0)]
-        raise ValueError(f"{type(self).__name__}.set_state: {what} of shape {value.shape} does not fit "
-                         f"(num_layers, N, H) with num_layers={self.num_layers}")
+        if self.num_layers == 1:
+            return [F.reshape(value, shape[1:])]
+        return [F.reshape(v, shape[1:]) for v in F.split(value, self.num_layers, axis=0)]
 
     def set_state(self, h):
         """Start the next call from ``h`` (for a non-stateful layer only the next call).
