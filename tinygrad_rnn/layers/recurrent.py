@@ -36,7 +36,13 @@ class _Cell(Layer):
         return Variable(xp.zeros((n, self.hidden_size), dtype=self.Wx.dtype))
 
     def zero_state(self, n):
-        """The all-zero state of a batch of ``n``: a tuple of (n, H) Variables."""
+        """The all-zero state of a batch.
+
+        Args:
+            n (int): N.
+        Returns:
+            tuple of Variable: one (N, H) array of zeros per part of the state (h, or h and c).
+        """
         raise NotImplementedError
 
     def _step(self, xw, state):
