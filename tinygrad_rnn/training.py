@@ -261,32 +261,37 @@ class LMTrainer:
                 window_sum, window = 0.0, 0
             if self.iteration - start == budget:
                 break
-        train_ppl = math.exp(float(epoch_sum) / (self.iteration - start))
         seconds = time.perf_counter() - began
         bar.close()
-        record = {"epoch": self.epoch + 1, "iteration": self.total_iterations, "iterations": self.iteration - start,
-                  "train_perplexity": train_ppl, "valid_perplexity": None, "lr": lr, "seconds": seconds,
-                  "eval_seconds": 0.0,
-                  "words_per_second": (self.iteration - start) * self.batch_size * self.time_size / seconds}
+        done = self.iteration - start
+        record = {"epoch": self.epoch + 1, "iteration": self.total_iterations, "iterations": done,
+                  "train_perplexity": math.exp(float(epoch_sum) / done), "valid_perplexity": None, "lr": lr,
+                  "seconds": seconds, "eval_seconds": 0.0,
+                  "words_per_second": done * self.batch_size * self.time_size / seconds}
         complete = self.iteration == len(batches)
         if complete:
             self.epoch += 1
             self.iteration = 0
+        self._close_epoch(record, complete, valid, epochs)
+
+    def _close_epoch(self, record, complete, valid, epochs):
+        """Evaluate, step the schedule, log, and write history and checkpoints after an epoch."""
         if valid is not None:
             began = time.perf_counter()
             record["valid_perplexity"] = eval_perplexity(self.model, valid, self.eval_batch_size, self.eval_time_size)
             record["eval_seconds"] = time.perf_counter() - began
         self.history["epochs"].append(record)
-        improved = record["valid_perplexity"] is not None and (
-            self.best_valid is None or record["valid_perplexity"] < self.best_valid)
+        valid_ppl = record["valid_perplexity"]
+        improved = valid_ppl is not None and (self.best_valid is None or valid_ppl < self.best_valid)
         if improved:
-            self.best_valid = record["valid_perplexity"]
-        if complete and self.schedule is not None and record["valid_perplexity"] is not None:
-            self.schedule.step(record["valid_perplexity"])
+            self.best_valid = valid_ppl
+        if complete and self.schedule is not None and valid_ppl is not None:
+            self.schedule.step(valid_ppl)
         if self.log is not None:
-            valid_text = "" if record["valid_perplexity"] is None else f"  valid ppl {record['valid_perplexity']:.2f}"
-            self.log(f"epoch {record['epoch']}/{epochs} ({record['iterations']} it)  train ppl {train_ppl:.2f}"
-                     f"{valid_text}  lr {lr:g}  {seconds:.1f} s  {record['words_per_second']:.0f} words/s")
+            valid_text = "" if valid_ppl is None else f"  valid ppl {valid_ppl:.2f}"
+            self.log(f"epoch {record['epoch']}/{epochs} ({record['iterations']} it)  train ppl "
+                     f"{record['train_perplexity']:.2f}{valid_text}  lr {record['lr']:g}  {record['seconds']:.1f} s  "
+                     f"{record['words_per_second']:.0f} words/s")
         if self.out_dir is not None:
             if improved:
                 self.save_checkpoint(self.out_dir / "best.npz")
