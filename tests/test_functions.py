@@ -258,7 +258,7 @@ OPS = [
     Op("getitem", F.getitem, lambda x, index: x[index], _getitem_case()),
     Op("embed_id", F.embed_id, lambda ids, W: W[ids], _embed_case()),
     Op("concat", lambda *xs, axis: F.concat(xs, axis), lambda *xs, axis: np.concatenate(xs, axis), _concat_case()),
-    Op("split", lambda x, **kw: F.concat(_as_list(F.split(x, **kw))[::-1], kw["axis"]),
+    Op("split", lambda x, **kw: F.concat(F.split(x, **kw)[::-1], kw["axis"]),
        lambda x, **kw: np.concatenate(np.split(x, **kw)[::-1], kw["axis"]), _split_case()),
     Op("stack", lambda *xs, axis: F.stack(xs, axis), lambda *xs, axis: np.stack(xs, axis), _stack_case()),
     Op("broadcast_to", F.broadcast_to, np.broadcast_to, _broadcast_case()),
@@ -278,10 +278,6 @@ OPS = [
        st.builds(lambda y, t: ((y, t), {}), float_arrays((5, 3), unique=True), labels((5,), 3)), differentiable=False),
 ]
 OPS_BY_NAME = {op.name: op for op in OPS}
-
-
-def _as_list(ys):
-    return ys if isinstance(ys, list) else [ys]
 
 
 def _to(xp, inputs, kw):

@@ -227,7 +227,7 @@ def split(x, indices_or_sections, axis=0):
         indices_or_sections (int | sequence of int): number of equal pieces, or cut points.
         axis (int): may be negative.
     Returns:
-        list of Variable: the pieces (a single Variable if there is one piece).
+        list of Variable: the pieces (a list also when there is one piece).
     Raises:
         ValueError: an int that does not divide the axis.
     """
@@ -240,7 +240,8 @@ def split(x, indices_or_sections, axis=0):
         cuts = list(range(step, n, step))
     else:
         cuts = list(indices_or_sections)
-    return Split(cuts, axis % x.ndim)(x)
+    pieces = Split(cuts, axis % x.ndim)(x)
+    return pieces if isinstance(pieces, list) else [pieces]
 
 
 class Stack(Function):

@@ -12,13 +12,16 @@ class MatMul(Function):
     op = "matmul"
 
     def forward(self, x, W):
+        if W.ndim == 2 and x.ndim > 2:  # one 2-D product: NumPy's batched matmul is several times slower
+            return (x.reshape(-1, x.shape[-1]) @ W).reshape(x.shape[:-1] + (W.shape[1],))
         return x @ W
 
     def backward(self, gy):
         x, W = self.arg(0), self.arg(1)
-        if W.ndim == 2:  # the common (..., K) @ (K, N) case: one 2-D product for gW
-            gW = x.reshape(-1, x.shape[-1]).T @ gy.reshape(-1, gy.shape[-1])
-            return gy @ W.T, gW
+        if W.ndim == 2:  # the common (..., K) @ (K, N) case: 2-D products only
+            gy2 = gy.reshape(-1, gy.shape[-1])
+            gx = (gy2 @ W.T).reshape(x.shape)
+            return gx, x.reshape(-1, x.shape[-1]).T @ gy2
         return unbroadcast(gy @ _swap_last(W), x.shape), unbroadcast(_swap_last(x) @ gy, W.shape)
 
 
@@ -42,18 +45,19 @@ def matmul(x, W):
 
 class Linear(Function):
     def forward(self, x, W, b=None):
-        y = x @ W
+        y = x.reshape(-1, x.shape[-1]) @ W  # one 2-D product whatever the leading axes
         if b is not None:
             y += b
-        return y
+        return y.reshape(x.shape[:-1] + (W.shape[1],))
 
     def backward(self, gy):
         x, W = self.arg(0), self.arg(1)
         gy2 = gy.reshape(-1, gy.shape[-1])
+        gx = (gy2 @ W.T).reshape(x.shape)
         gW = x.reshape(-1, x.shape[-1]).T @ gy2
         if len(self.inputs) == 2:
-            return gy @ W.T, gW
-        return gy @ W.T, gW, gy2.sum(axis=0)
+            return gx, gW
+        return gx, gW, gy2.sum(axis=0)
 
 
 def linear(x, W, b=None):

@@ -27,20 +27,23 @@ class SoftmaxCrossEntropy(Function):
             t1 = xp.where(self.mask, t1, 0)
         self.count = t1.size if self.mask is None else max(int(self.mask.sum()), 1)
         self.t = t1
+        rows = xp.arange(t1.size)
         z = x2 - x2.max(axis=1, keepdims=True)
-        self.y = xp.exp(z)  # softmax kept for backward: saves a second exp over (N, C)
-        s = self.y.sum(axis=1, keepdims=True)
-        self.y /= s
-        logp = z[xp.arange(t1.size), t1] - xp.log(s[:, 0])
+        z_target = z[rows, t1]
+        y = xp.exp(z, out=z)  # in place: the (N, C) scores are the largest arrays of a language model
+        s = y.sum(axis=1)
+        y /= s[:, None]
+        self.y = y  # the softmax, kept for backward
+        logp = z_target - xp.log(s)
         if self.mask is not None:
             logp = logp * self.mask
         return xp.asarray(-logp.sum() / self.count, dtype=x.dtype)
 
     def backward(self, gy):
         xp = get_array_module(gy)
-        gx = self.y.copy()
-        gx[xp.arange(self.t.size), self.t] -= 1
-        gx *= gy / self.count
+        scale = gy / self.count
+        gx = self.y * scale  # a new array: self.y stays intact for a second backward
+        gx[xp.arange(self.t.size), self.t] -= scale
         if self.mask is not None:
             gx *= self.mask[:, None]
         return gx.reshape(self.x_shape), None

@@ -84,14 +84,10 @@ class _Cell(Layer):
             tuple: (hs, state): hs (N, T, H) and the final state.
         """
         n, steps = xs.shape[:2]
-        # The input projection of all steps in one 2-D product: NumPy multiplies a 3-D
-        # gradient by Wx.T batch item by batch item, 2-3x slower.
-        xw = F.linear(F.reshape(xs, (n * steps, -1)), self.Wx, self.b)
+        xw = F.linear(xs, self.Wx, self.b)  # the input projection of all steps in one product
         # On (N, T*G*H), splitting along axis 1 yields (N, G*H) pieces directly (no reshape
         # per step), and Split's backward is one concatenate instead of T scatters.
         pieces = F.split(F.reshape(xw, (n, -1)), steps, axis=1)
-        if steps == 1:
-            pieces = [pieces]  # F.split returns a lone piece unwrapped
         hs = []
         for t, xw_t in enumerate(pieces):
             with name_scope(f"t{t}"):
