@@ -1,4 +1,5 @@
-"""Language-model training: perplexity evaluation and a truncated-BPTT trainer with exact resume.
+"""Training loops: a truncated-BPTT language-model trainer (``LMTrainer``) and a supervised
+sequence trainer (``SeqTrainer``: seq2seq, captioning), both with history plots and exact resume.
 
 Usage::
 
@@ -11,6 +12,14 @@ Usage::
 ``out_dir`` receives ``history.json`` and ``history.png`` (after every epoch), ``last.npz``
 (the latest state, for ``LMTrainer.resume``) and ``best.npz`` (the parameters with the lowest
 validation perplexity so far). Every file is written to a temporary file and renamed into place.
+
+``SeqTrainer`` trains any model with ``model(xs, ts) -> loss`` and
+``model.generate(xs, start_id, length) -> ids`` on shuffled minibatches and scores the
+held-out set by exact match of whole decoded answers after each epoch::
+
+    trainer = SeqTrainer(model, Adam(1e-3).setup(model), batch_size=128, max_grad_norm=5.0,
+                         out_dir="runs/addition")
+    trainer.fit(data.x_train, data.t_train, data.x_test, data.t_test, epochs=25)
 """
 import json
 import math
@@ -22,6 +31,7 @@ from pathlib import Path
 import numpy as np
 from tqdm import tqdm
 
+from tinygrad_rnn import backend
 from tinygrad_rnn import functions as F
 from tinygrad_rnn.backend import get_array_module
 from tinygrad_rnn.core import no_grad, test_mode
@@ -360,3 +370,291 @@ def checkpoint_arrays(arrays, part):
     """
     prefix = f"{part}/"
     return {k[len(prefix):]: v for k, v in arrays.items() if k.startswith(prefix)}
+
+
+SEQ_CHECKPOINT_FORMAT = "tinygrad_rnn.seq_checkpoint/1"
+
+
+def _start_id(ts, where):
+    """The start token shared by every row of ``ts[:, 0]``."""
+    first = backend.as_numpy(ts[:, 0])
+    if first.size and (first != first[0]).any():
+        raise ValueError(f"{where}: ts[:, 0] must hold one start token, got {sorted(set(first.tolist()))}")
+    return int(first[0])
+
+
+def exact_match(model, xs, ts, batch_size=1000, ignore_id=None, beam_width=1):
+    """Fraction of examples whose whole decoded answer is right.
+
+    Each batch is decoded with ``model.generate(xs, start_id, Ta - 1)`` (greedy for
+    ``beam_width`` 1) and compared with ``ts[:, 1:]`` position by position.
+
+    Args:
+        model: has ``generate(xs, start_id, length, beam_width=...)`` -> (N, length) ids.
+        xs (ndarray): (N, ...) inputs, on the model's device.
+        ts (ndarray): (N, Ta) int answers; ``ts[:, 0]`` is the start token (the same in every row).
+        batch_size (int): examples decoded at once.
+        ignore_id (int, optional): target positions holding it are not compared (padding
+            after an end token).
+        beam_width (int): passed to ``generate``.
+    Returns:
+        float: in [0, 1].
+    Raises:
+        ValueError: ``ts[:, 0]`` is not constant.
+    """
+    start = _start_id(ts, "exact_match")
+    hits = 0
+    for i in range(0, len(xs), batch_size):
+        target = backend.as_numpy(ts[i:i + batch_size, 1:])
+        ids = backend.as_numpy(model.generate(xs[i:i + batch_size], start, target.shape[1], beam_width=beam_width))
+        right = ids == target
+        if ignore_id is not None:
+            right |= target == ignore_id
+        hits += int(right.all(axis=1).sum())
+    return hits / len(xs)
+
+
+def plot_seq_history(history, path):
+    """Draw held-out accuracy and training loss per epoch into a PNG file (two panels).
+
+    Args:
+        history (dict): ``SeqTrainer.history``.
+        path (str | Path): the PNG file (written atomically).
+    """
+    from matplotlib.figure import Figure  # the object API: no pyplot, no global backend switch
+
+    fig = Figure(figsize=(9, 4), dpi=100)
+    acc_ax, loss_ax = fig.subplots(1, 2)
+    eps = history["epochs"]
+    scored = [r for r in eps if r["accuracy"] is not None]
+    acc_ax.plot([r["epoch"] for r in scored], [100 * r["accuracy"] for r in scored], "o-", color="tab:orange")
+    acc_ax.set_ylim(-2, 102)
+    acc_ax.set_ylabel("held-out exact match (%)")
+    per_epoch = history["iterations_per_epoch"]
+    its = history["iterations"]
+    if its:
+        loss_ax.plot([r["iteration"] / per_epoch for r in its], [r["loss"] for r in its], color="tab:blue",
+                     alpha=0.3, linewidth=1, label="running")
+    loss_ax.plot([r["epoch"] for r in eps], [r["loss"] for r in eps], "o-", color="tab:blue", label="epoch mean")
+    loss_ax.set_yscale("log")
+    loss_ax.set_ylabel("training loss (cross-entropy)")
+    loss_ax.legend()
+    for ax in (acc_ax, loss_ax):
+        ax.set_xlabel("epoch")
+        ax.grid(True, which="both", alpha=0.3)
+    fig.tight_layout()
+    _write_atomic(path, lambda tmp: fig.savefig(tmp, format="png"))
+
+
+class SeqTrainer:
+    """Supervised training of sequence models (seq2seq, captioning) with held-out exact match.
+
+    The model maps ``model(xs, ts)`` to a scalar loss and decodes with
+    ``model.generate(xs, start_id, length)``. One epoch visits ``len(xs) // batch_size``
+    minibatches of a fresh permutation drawn from the trainer's seeded Generator (the last
+    partial batch is left out, as in the classic textbook); an iteration is forward, backward,
+    clipping, update. After each epoch the held-out set is decoded (``exact_match``).
+
+    Checkpoints hold the model's parameters, the optimizer's state, the shuffling Generator,
+    every Generator of the model's layers, the epoch counter and the history, so that
+    ``resume`` continues exactly: 2 epochs in one go and 1 + resume + 1 give the same
+    parameters bit for bit.
+
+    Args:
+        model (Layer): as above.
+        optimizer (Optimizer): already ``setup(model)``.
+        batch_size (int): N.
+        max_grad_norm (float, optional): clip the global gradient norm to this.
+        seed (int | numpy.random.Generator | None): randomness of the shuffling.
+        eval_batch_size (int): examples decoded at once for the accuracy.
+        ignore_id (int, optional): target id not compared by ``exact_match`` (padding).
+        out_dir (str | Path, optional): receives ``history.json``, ``history.png`` and
+            ``last.npz`` after every epoch; nothing is written when None.
+        progress (bool, optional): show a tqdm bar; None shows it only when stderr is a terminal.
+        log (callable, optional): receives one summary line per epoch (e.g. ``print``).
+        callback (callable, optional): called as ``callback(trainer, record)`` after each
+            epoch's record is complete (e.g. to print decoded examples).
+        log_every (int): record the running loss every this many iterations.
+        meta (dict, optional): JSON-ready information stored in checkpoints under ``"run"``.
+    Raises:
+        ValueError: ``batch_size < 1``.
+    """
+
+    def __init__(self, model, optimizer, *, batch_size, max_grad_norm=None, seed=0, eval_batch_size=1000,
+                 ignore_id=None, out_dir=None, progress=None, log=None, callback=None, log_every=20, meta=None):
+        if batch_size < 1:
+            raise ValueError(f"SeqTrainer: batch_size must be >= 1, got {batch_size}")
+        self.model = model
+        self.optimizer = optimizer
+        self.batch_size = batch_size
+        self.max_grad_norm = max_grad_norm
+        self.rng = np.random.default_rng(seed)
+        self.eval_batch_size = eval_batch_size
+        self.ignore_id = ignore_id
+        self.out_dir = None if out_dir is None else Path(out_dir)
+        self.progress = sys.stderr.isatty() if progress is None else progress
+        self.log = log
+        self.callback = callback
+        self.log_every = log_every
+        self.meta = meta or {}
+        self.epoch = 0  # epochs completed
+        self.total_iterations = 0
+        self.history = {"iterations_per_epoch": None, "epochs": [], "iterations": []}
+
+    def step(self, xs, ts):
+        """One training iteration on one batch.
+
+        Args:
+            xs (ndarray): (N, ...) inputs on the model's device.
+            ts (ndarray): (N, Ta) int targets on the model's device.
+        Returns:
+            ndarray: () the loss (on the model's device, not synchronized).
+        """
+        loss = self.model(xs, ts)
+        loss.backward()
+        if self.max_grad_norm is not None:
+            clip_grads(self.model.params(), self.max_grad_norm)
+        self.optimizer.update()
+        self.model.cleargrads()
+        return loss.data
+
+    def evaluate(self, xs, ts, beam_width=1):
+        """Held-out exact match (see ``exact_match``) with the trainer's batch size and ``ignore_id``.
+
+        Args:
+            xs (ndarray): (N, ...) inputs.
+            ts (ndarray): (N, Ta) int answers, ``ts[:, 0]`` the start token.
+            beam_width (int): 1 for greedy decoding.
+        Returns:
+            float: in [0, 1].
+        """
+        xs, ts = self._on_device(xs), self._on_device(ts)
+        return exact_match(self.model, xs, ts, self.eval_batch_size, self.ignore_id, beam_width)
+
+    def _on_device(self, a):
+        return backend.as_cupy(a) if _device(self.model) == "gpu" else backend.as_numpy(a)
+
+    def fit(self, xs, ts, x_test=None, t_test=None, epochs=1):
+        """Train until ``epochs`` epochs (counted from the first run, resumes included) are done.
+
+        Args:
+            xs (ndarray): (N, ...) training inputs (CPU or the model's device).
+            ts (ndarray): (N, Ta) int training targets, ``ts[:, 0]`` the start token.
+            x_test, t_test (ndarray, optional): held-out set, decoded after each epoch.
+            epochs (int): total number of epochs.
+        Returns:
+            dict: ``self.history``: ``epochs`` (one record per epoch: epoch, iterations, loss,
+            accuracy (None without a held-out set), lr, seconds, eval_seconds,
+            samples_per_second) and ``iterations`` (running loss every ``log_every`` iterations).
+        Raises:
+            ValueError: fewer examples than one batch, or ``len(xs) != len(ts)``.
+        """
+        if len(xs) != len(ts):
+            raise ValueError(f"SeqTrainer.fit: {len(xs)} inputs but {len(ts)} targets")
+        per_epoch = len(xs) // self.batch_size
+        if per_epoch == 0:
+            raise ValueError(f"SeqTrainer.fit: {len(xs)} examples are fewer than one batch of {self.batch_size}")
+        self.history["iterations_per_epoch"] = per_epoch
+        xs, ts = self._on_device(xs), self._on_device(ts)
+        if self.out_dir is not None:
+            self.out_dir.mkdir(parents=True, exist_ok=True)
+        self.model.cleargrads()
+        while self.epoch < epochs:
+            record = self._run_epoch(xs, ts, per_epoch, epochs)
+            self._close_epoch(record, x_test, t_test, epochs)
+        return self.history
+
+    def _run_epoch(self, xs, ts, per_epoch, epochs):
+        order = self.rng.permutation(len(xs))[:per_epoch * self.batch_size].reshape(per_epoch, self.batch_size)
+        if _device(self.model) == "gpu":
+            order = backend.as_cupy(order)
+        lr = self.optimizer.lr
+        epoch_sum = window_sum = 0.0
+        window = 0
+        bar = tqdm(total=per_epoch, desc=f"epoch {self.epoch + 1}/{epochs}", disable=not self.progress, leave=False,
+                   dynamic_ncols=True)
+        began = time.perf_counter()
+        for index in order:
+            loss = self.step(xs[index], ts[index])
+            epoch_sum = epoch_sum + loss  # device scalars: no synchronization per iteration
+            window_sum = window_sum + loss
+            window += 1
+            self.total_iterations += 1
+            bar.update()
+            if window == self.log_every:
+                mean = float(window_sum) / window
+                self.history["iterations"].append({"iteration": self.total_iterations, "epoch": self.epoch + 1,
+                                                   "loss": mean})
+                bar.set_postfix(loss=f"{mean:.4f}")
+                window_sum, window = 0.0, 0
+        loss = float(epoch_sum) / per_epoch
+        seconds = time.perf_counter() - began
+        bar.close()
+        self.epoch += 1
+        return {"epoch": self.epoch, "iterations": per_epoch, "loss": loss, "accuracy": None, "lr": lr,
+                "seconds": seconds, "eval_seconds": 0.0,
+                "samples_per_second": per_epoch * self.batch_size / seconds}
+
+    def _close_epoch(self, record, x_test, t_test, epochs):
+        """Evaluate, log, call back, and write history and checkpoint after an epoch."""
+        if x_test is not None:
+            began = time.perf_counter()
+            record["accuracy"] = self.evaluate(x_test, t_test)
+            record["eval_seconds"] = time.perf_counter() - began
+        self.history["epochs"].append(record)
+        if self.log is not None:
+            acc = "" if record["accuracy"] is None else f"  held-out exact match {100 * record['accuracy']:.2f}%"
+            self.log(f"epoch {record['epoch']}/{epochs}  loss {record['loss']:.4f}{acc}  {record['seconds']:.1f} s "
+                     f"({record['samples_per_second']:.0f} samples/s), eval {record['eval_seconds']:.1f} s")
+        if self.callback is not None:
+            self.callback(self, record)
+        if self.out_dir is not None:
+            self.save_checkpoint(self.out_dir / "last.npz")
+            self.save_history()
+
+    def save_history(self):
+        """Write ``history.json`` and ``history.png`` into ``out_dir`` (atomically)."""
+        text = json.dumps(self.history, indent=1)
+        _write_atomic(self.out_dir / "history.json", lambda tmp: Path(tmp).write_text(text))
+        plot_seq_history(self.history, self.out_dir / "history.png")
+
+    def save_checkpoint(self, path):
+        """Write everything ``resume`` needs into one ``.npz`` file (atomically, no pickle).
+
+        Args:
+            path (str | Path): the file.
+        """
+        arrays = {f"model/{k}": v for k, v in self.model.state_dict().items()}
+        arrays.update({f"optimizer/{k}": v for k, v in self.optimizer.state_dict().items()})
+        meta = {
+            "format": SEQ_CHECKPOINT_FORMAT,
+            "epoch": self.epoch, "total_iterations": self.total_iterations,
+            "shuffle": self.rng.bit_generator.state,
+            "generators": {name: g.bit_generator.state for name, g in generators(self.model).items()},
+            "history": self.history,
+            "run": self.meta,
+        }
+        save_npz(path, arrays, meta)
+
+    def resume(self, path):
+        """Restore a checkpoint written by ``save_checkpoint``; ``fit`` then continues from it.
+
+        Args:
+            path (str | Path): the checkpoint.
+        Returns:
+            dict: the checkpoint's ``"run"`` metadata.
+        Raises:
+            ValueError: not a checkpoint of this format, or parameter names/shapes differ.
+            KeyError: the model holds a Generator the checkpoint lacks.
+        """
+        arrays, meta = load_npz(path)
+        if meta is None or meta.get("format") != SEQ_CHECKPOINT_FORMAT:
+            raise ValueError(f"SeqTrainer.resume: {path} is not a {SEQ_CHECKPOINT_FORMAT} checkpoint")
+        self.model.load_state_dict(checkpoint_arrays(arrays, "model"))
+        self.optimizer.load_state_dict(checkpoint_arrays(arrays, "optimizer"))
+        self.rng.bit_generator.state = meta["shuffle"]
+        for name, g in generators(self.model).items():
+            g.bit_generator.state = meta["generators"][name]
+        self.epoch, self.total_iterations = meta["epoch"], meta["total_iterations"]
+        self.history = meta["history"]
+        return meta["run"]

@@ -1,6 +1,8 @@
-"""Data sets and batchers: ``ptb`` (Penn Treebank, downloaded and checked) and ``batching`` (truncated BPTT)."""
-from tinygrad_rnn.data import batching, ptb
+"""Data sets and batchers: ``ptb`` (Penn Treebank, downloaded and checked), ``batching`` (truncated BPTT) and
+``toy_seq`` (generated addition and date tasks for seq2seq)."""
+from tinygrad_rnn.data import batching, ptb, toy_seq
 from tinygrad_rnn.data.batching import BPTTBatcher
 from tinygrad_rnn.data.ptb import Vocabulary
+from tinygrad_rnn.data.toy_seq import CharVocabulary
 
-__all__ = ["BPTTBatcher", "Vocabulary", "batching", "ptb"]
+__all__ = ["BPTTBatcher", "CharVocabulary", "Vocabulary", "batching", "ptb", "toy_seq"]

@@ -1,0 +1,172 @@
+"""Encoder-decoder models: Seq2seq and PeekySeq2seq (the classic textbook's lessons).
+
+An Encoder (Embedding -> LSTM) reads the question; its last hidden state, the code ``h``
+(N, H), starts the Decoder's LSTM (cell state zero). The decoder is trained with teacher
+forcing: it reads the answer shifted by one (``ts[:, :-1]``, starting with the start token)
+and predicts ``ts[:, 1:]``. A peeky decoder also sees ``h`` at every step: concatenated to
+its input embedding and to the input of its output Linear.
+
+Every model maps ``model(xs, ts)`` to the mean cross-entropy and decodes with
+``generate(xs, start_id, length, beam_width=1)`` (``models.decoding``).
+"""
+import numpy as np
+
+from models.decoding import DecodingMixin
+from tinygrad_rnn import functions as F
+from tinygrad_rnn import layers as L
+
+
+class Encoder(L.Layer):
+    """Embedding -> LSTM over the question.
+
+    Args:
+        vocab_size (int): V.
+        wordvec_size (int): D.
+        hidden_size (int): H.
+        seed (int | numpy.random.Generator | None): randomness of the weights.
+        dtype: float dtype of the parameters.
+    """
+
+    def __init__(self, vocab_size, wordvec_size, hidden_size, seed=None, dtype=np.float32):
+        super().__init__()
+        rng = np.random.default_rng(seed)
+        self.embed = L.Embedding(vocab_size, wordvec_size, seed=rng, dtype=dtype)
+        self.lstm = L.LSTM(wordvec_size, hidden_size, seed=rng, dtype=dtype)
+
+    def forward(self, xs):
+        """Encode a batch of questions.
+
+        Args:
+            xs (ndarray): (N, T) int ids.
+        Returns:
+            tuple of Variable: all hidden states (N, T, H) and the last one (N, H).
+        """
+        hs = self.lstm(self.embed(xs))
+        return hs, self.lstm.h
+
+
+class Decoder(L.Layer):
+    """Embedding -> LSTM (started from the code) -> Linear.
+
+    Args:
+        vocab_size (int): V.
+        wordvec_size (int): D.
+        hidden_size (int): H.
+        seed (int | numpy.random.Generator | None): randomness of the weights.
+        dtype: float dtype of the parameters.
+    """
+
+    def __init__(self, vocab_size, wordvec_size, hidden_size, seed=None, dtype=np.float32):
+        super().__init__()
+        rng = np.random.default_rng(seed)
+        lstm_in, fc_in = self._input_sizes(wordvec_size, hidden_size)
+        self.embed = L.Embedding(vocab_size, wordvec_size, seed=rng, dtype=dtype)
+        self.lstm = L.LSTM(lstm_in, hidden_size, seed=rng, dtype=dtype)
+        self.fc = L.Linear(fc_in, vocab_size, seed=rng, dtype=dtype)
+
+    def _input_sizes(self, wordvec_size, hidden_size):
+        """Input widths of the LSTM and of the output Linear."""
+        return wordvec_size, hidden_size
+
+    def forward(self, ts, h):
+        """Teacher-forced scores.
+
+        Args:
+            ts (ndarray): (N, T) int decoder inputs.
+            h (Variable): (N, H) the code.
+        Returns:
+            Variable: (N, T, V) scores of the next tokens.
+        """
+        self.lstm.set_state(h)
+        return self.fc(self.lstm(self.embed(ts)))
+
+    def init_state(self, h):
+        """The decoding state before the first step: (h, c), c zero (as in ``forward``)."""
+        return h, self.lstm.cells[0].zero_state(h.shape[0])[1]
+
+    def step(self, state, ids):
+        """One decoding step.
+
+        Args:
+            state (tuple): from ``init_state`` or the previous step.
+            ids (ndarray): (N,) int inputs.
+        Returns:
+            tuple: scores (N, V) and the next state.
+        """
+        h, c = self.lstm.cells[0](self.embed(ids), *state)
+        return self.fc(h), (h, c)
+
+
+class PeekyDecoder(Decoder):
+    """A Decoder whose LSTM and output Linear also read the code at every step.
+
+    The LSTM input is ``[embedding, h]`` (D + H) and the Linear input ``[lstm output, h]`` (2H).
+    Takes the arguments of ``Decoder``.
+    """
+
+    def _input_sizes(self, wordvec_size, hidden_size):
+        return wordvec_size + hidden_size, 2 * hidden_size
+
+    def forward(self, ts, h):
+        """Teacher-forced scores (see ``Decoder.forward``)."""
+        n, steps = ts.shape
+        hs = F.broadcast_to(F.reshape(h, (n, 1, h.shape[1])), (n, steps, h.shape[1]))
+        self.lstm.set_state(h)
+        out = self.lstm(F.concat([self.embed(ts), hs], axis=2))
+        return self.fc(F.concat([out, hs], axis=2))
+
+    def init_state(self, h):
+        """The decoding state before the first step: (h, c, code)."""
+        return super().init_state(h) + (h,)
+
+    def step(self, state, ids):
+        """One decoding step (see ``Decoder.step``)."""
+        h, c, code = state
+        h, c = self.lstm.cells[0](F.concat([self.embed(ids), code], axis=1), h, c)
+        return self.fc(F.concat([h, code], axis=1)), (h, c, code)
+
+
+class Seq2seq(DecodingMixin, L.Layer):
+    """Encoder-decoder: the encoder's last hidden state starts the decoder.
+
+    Args:
+        vocab_size (int): V, shared by questions and answers.
+        wordvec_size (int): D.
+        hidden_size (int): H.
+        seed (int | numpy.random.Generator | None): randomness of the weights.
+        dtype: float dtype of the parameters.
+    """
+
+    decoder_class = Decoder
+
+    def __init__(self, vocab_size, wordvec_size, hidden_size, seed=None, dtype=np.float32):
+        super().__init__()
+        rng = np.random.default_rng(seed)
+        self.encoder = Encoder(vocab_size, wordvec_size, hidden_size, seed=rng, dtype=dtype)
+        self.decoder = self.decoder_class(vocab_size, wordvec_size, hidden_size, seed=rng, dtype=dtype)
+
+    def forward(self, xs, ts):
+        """Mean cross-entropy of teacher-forced decoding.
+
+        Args:
+            xs (ndarray): (N, Tq) int question ids.
+            ts (ndarray): (N, Ta) int answer ids; ``ts[:, 0]`` is the start token.
+        Returns:
+            Variable: () the mean over the N * (Ta - 1) predictions of ``ts[:, 1:]``.
+        """
+        _, h = self.encoder(xs)
+        return F.softmax_cross_entropy(self.decoder(ts[:, :-1], h), ts[:, 1:])
+
+    def init_decoder(self, xs):
+        """Encode for ``models.decoding``: the decoder's state before the first step."""
+        return self.decoder.init_state(self.encoder(xs)[1])
+
+    def decode_step(self, state, ids):
+        """One step for ``models.decoding``: (N,) ids -> (N, V) scores and the next state."""
+        return self.decoder.step(state, ids)
+
+
+class PeekySeq2seq(Seq2seq):
+    """Seq2seq with a ``PeekyDecoder``; takes the arguments of ``Seq2seq``."""
+
+    decoder_class = PeekyDecoder
