@@ -239,6 +239,58 @@ def _np_max(x, axis, keepdims):
     return x.max(axis=axis, keepdims=keepdims)
 
 
+@st.composite
+def _conv2d_case(draw):
+    n, c, oc = draw(st.integers(1, 2)), draw(st.integers(1, 2)), draw(st.integers(1, 3))
+    kh, kw = draw(st.integers(1, 3)), draw(st.integers(1, 3))
+    stride = draw(st.sampled_from([1, 2, (2, 1)]))
+    pad = draw(st.sampled_from([0, 1, (0, 2)]))
+    py, px = pad if isinstance(pad, tuple) else (pad, pad)
+    h, w = draw(st.integers(max(1, kh - 2 * py), 5)), draw(st.integers(max(1, kw - 2 * px), 5))
+    inputs = (draw(float_arrays((n, c, h, w))), draw(float_arrays((oc, c, kh, kw))))
+    if draw(st.booleans()):
+        inputs += (draw(float_arrays((oc,))),)
+    return inputs, {"stride": stride, "pad": pad}
+
+
+@st.composite
+def _max_pool2d_case(draw):
+    kh, kw = draw(st.integers(1, 3)), draw(st.integers(1, 3))
+    stride = draw(st.sampled_from([None, 1, 2, (1, 2)]))  # 1 makes windows overlap
+    pad = draw(st.sampled_from([0, (kh // 2, kw // 2)]))
+    py, px = pad if isinstance(pad, tuple) else (pad, pad)
+    shape = (draw(st.integers(1, 2)), draw(st.integers(1, 2)),
+             draw(st.integers(max(1, kh - 2 * py), 5)), draw(st.integers(max(1, kw - 2 * px), 5)))
+    x = draw(float_arrays(shape, unique=True))  # ties make the gradient ambiguous
+    return (x,), {"kernel": (kh, kw), "stride": stride, "pad": pad}
+
+
+def _np_conv2d(x, W, b=None, stride=1, pad=0):
+    """Direct convolution, one output element at a time (slow, obviously right)."""
+    (sy, sx), (py, px) = [v if isinstance(v, tuple) else (v, v) for v in (stride, pad)]
+    x = np.pad(x, ((0, 0), (0, 0), (py, py), (px, px)))
+    n, c, h, w = x.shape
+    oc, _, kh, kw = W.shape
+    y = np.zeros((n, oc, (h - kh) // sy + 1, (w - kw) // sx + 1))
+    for i, o, r, q in np.ndindex(*y.shape):
+        for ch, p, t in np.ndindex(c, kh, kw):
+            y[i, o, r, q] += x[i, ch, r * sy + p, q * sx + t] * W[o, ch, p, t]
+        y[i, o, r, q] += 0.0 if b is None else b[o]
+    return y
+
+
+def _np_max_pool2d(x, kernel, stride=None, pad=0):
+    """Direct max pooling over each window, padding excluded."""
+    (kh, kw), (py, px) = [v if isinstance(v, tuple) else (v, v) for v in (kernel, pad)]
+    sy, sx = (kh, kw) if stride is None else stride if isinstance(stride, tuple) else (stride, stride)
+    n, c, h, w = x.shape
+    y = np.zeros((n, c, (h + 2 * py - kh) // sy + 1, (w + 2 * px - kw) // sx + 1))
+    for i, ch, r, q in np.ndindex(*y.shape):
+        top, left = r * sy - py, q * sx - px
+        y[i, ch, r, q] = x[i, ch, max(top, 0):top + kh, max(left, 0):left + kw].max()
+    return y
+
+
 OPS = [
     Op("add", F.add, np.add, _binary()),
     Op("sub", F.sub, np.subtract, _binary()),
@@ -276,6 +328,9 @@ OPS = [
     Op("dropout", F.dropout, lambda x, p, mask: x * mask / (1 - p), _dropout_case()),
     Op("accuracy", F.accuracy, lambda y, t: np.float32((y.argmax(-1) == t).mean()),
        st.builds(lambda y, t: ((y, t), {}), float_arrays((5, 3), unique=True), labels((5,), 3)), differentiable=False),
+    Op("conv2d", F.conv2d, _np_conv2d, _conv2d_case()),
+    Op("max_pool2d", F.max_pool2d, _np_max_pool2d, _max_pool2d_case()),
+    Op("flatten", F.flatten, lambda x: x.reshape(len(x), -1), _unary().filter(lambda case: case[0][0].ndim >= 1)),
 ]
 OPS_BY_NAME = {op.name: op for op in OPS}
 

@@ -5,6 +5,7 @@ Each op is a Function subclass with a hand-written backward and a lowercase wrap
 from tinygrad_rnn.functions.activation import log_softmax, relu, sigmoid, softmax, tanh
 from tinygrad_rnn.functions.array import (broadcast_to, concat, embed_id, getitem, reshape, split, stack, sum_to,
                                           transpose)
+from tinygrad_rnn.functions.conv import conv2d, flatten, max_pool2d
 from tinygrad_rnn.functions.linalg import linear, matmul
 from tinygrad_rnn.functions.loss import accuracy, mean_squared_error, sigmoid_cross_entropy, softmax_cross_entropy
 from tinygrad_rnn.functions.math import add, clip, div, exp, log, max, mean, min, mul, neg, pow, sub, sum
@@ -16,3 +17,4 @@ __all__ = [
     "pow", "relu", "reshape", "sigmoid", "sigmoid_cross_entropy", "softmax", "softmax_cross_entropy", "split",
     "stack", "sub", "sum", "sum_to", "tanh", "transpose",
 ]
+__all__ += ["conv2d", "flatten", "max_pool2d"]

@@ -9,3 +9,6 @@ from tinygrad_rnn.layers.recurrent import GRU, LSTM, RNN, GRUCell, LSTMCell, RNN
 
 __all__ = ["GRU", "LSTM", "RNN", "Dropout", "Embedding", "GRUCell", "LSTMCell", "Layer", "Linear", "RNNCell",
            "TiedLinear"]
+from tinygrad_rnn.layers.conv import Conv2d, Flatten, MaxPool2d
+
+__all__ += ["Conv2d", "Flatten", "MaxPool2d"]
