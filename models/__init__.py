@@ -11,3 +11,6 @@ from models.seq2seq import PeekySeq2seq, Seq2seq
 
 __all__ += ["AttentionSeq2seq", "DecodingMixin", "PeekySeq2seq", "Seq2seq", "beam_search", "greedy_search",
             "sequence_log_prob"]
+from models.captioning import CaptionModel
+
+__all__ += ["CaptionModel"]

@@ -6,3 +6,6 @@ from tinygrad_rnn.data.ptb import Vocabulary
 from tinygrad_rnn.data.toy_seq import CharVocabulary
 
 __all__ = ["BPTTBatcher", "CharVocabulary", "Vocabulary", "batching", "ptb", "toy_seq"]
+from tinygrad_rnn.data import captions
+
+__all__ += ["captions"]

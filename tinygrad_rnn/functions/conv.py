@@ -87,7 +87,9 @@ class Conv2d(Function):
         x, W = self.arg(0), self.arg(1)
         oc, c, kh, kw = W.shape
         n, _, oh, ow = gy.shape
-        gy2 = gy.transpose(1, 0, 2, 3).reshape(oc, -1)
+        xp = get_array_module(gy)
+        # contiguous rows: NumPy's matmul falls back to a slow loop on operands that BLAS cannot stride
+        gy2 = xp.ascontiguousarray(gy.transpose(1, 0, 2, 3)).reshape(oc, -1)
         gW = (gy2 @ self.col.T).reshape(oc, kh, kw, c).transpose(0, 3, 1, 2)
         gcol = (W.transpose(2, 3, 1, 0).reshape(-1, oc) @ gy2).reshape(kh, kw, c, n, oh, ow)
         gx = _col2im(gcol, x.shape, self.stride, self.pad)

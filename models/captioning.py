@@ -1,0 +1,99 @@
+"""Image captioning: a small CNN encodes the image, a peeky LSTM decoder writes the caption.
+
+The encoder's feature vector ``h`` (N, H) plays the part of a seq2seq encoder's code: it
+starts the decoder's LSTM (cell state zero) and, as in ``PeekySeq2seq``, is concatenated to
+the decoder's input embedding and to the input of its output Linear at every step. The
+decoder is ``models.seq2seq.PeekyDecoder`` itself; decoding (greedy and beam search) comes
+from ``models.decoding``.
+"""
+import numpy as np
+
+from models.decoding import DecodingMixin
+from models.seq2seq import PeekyDecoder
+from tinygrad_rnn import functions as F
+from tinygrad_rnn import layers as L
+
+
+class CNNEncoder(L.Layer):
+    """(Conv 3x3 -> ReLU -> MaxPool 2x2) per entry of ``channels``, then Flatten -> Linear -> tanh.
+
+    The Linear reads the whole flattened feature map, so the code keeps where each digit is,
+    which the decoder needs to name them in order. tanh keeps the code in the range of an
+    LSTM's hidden state.
+
+    Args:
+        hidden_size (int): H, the size of the code.
+        image_shape (tuple): (C, H, W) of the input images.
+        channels (sequence of int): output channels of each convolution block.
+        seed (int | numpy.random.Generator | None): randomness of the weights.
+        dtype: float dtype of the parameters.
+    Raises:
+        ValueError: the image is too small for ``len(channels)`` halvings.
+    """
+
+    def __init__(self, hidden_size, image_shape=(1, 32, 96), channels=(16, 32, 32), seed=None, dtype=np.float32):
+        super().__init__()
+        rng = np.random.default_rng(seed)
+        c, h, w = image_shape
+        if min(h, w) < 2 ** len(channels):
+            raise ValueError(f"CNNEncoder: images of shape {tuple(image_shape)} are too small for "
+                             f"{len(channels)} 2x2 poolings")
+        self.depth = len(channels)
+        for k, (c_in, c_out) in enumerate(zip((c,) + tuple(channels), channels)):
+            setattr(self, f"conv{k}", L.Conv2d(c_in, c_out, 3, pad=1, seed=rng, dtype=dtype))
+            h, w = h // 2, w // 2
+        self.pool = L.MaxPool2d(2)
+        self.flatten = L.Flatten()
+        self.fc = L.Linear(channels[-1] * h * w, hidden_size, seed=rng, dtype=dtype)
+
+    def forward(self, xs):
+        """Encode a batch of images.
+
+        Args:
+            xs (Variable | ndarray): (N, C, H, W) float images.
+        Returns:
+            Variable: (N, H) codes in (-1, 1).
+        """
+        for k in range(self.depth):
+            xs = self.pool(F.relu(getattr(self, f"conv{k}")(xs)))
+        return F.tanh(self.fc(self.flatten(xs)))
+
+
+class CaptionModel(DecodingMixin, L.Layer):
+    """CNN encoder + peeky LSTM decoder.
+
+    Args:
+        vocab_size (int): V, caption words.
+        wordvec_size (int): D.
+        hidden_size (int): H, the code and the decoder LSTM.
+        image_shape (tuple): (C, H, W) of the images.
+        channels (sequence of int): output channels of the encoder's convolution blocks.
+        seed (int | numpy.random.Generator | None): randomness of the weights.
+        dtype: float dtype of the parameters.
+    """
+
+    def __init__(self, vocab_size, wordvec_size, hidden_size, image_shape=(1, 32, 96), channels=(16, 32, 32),
+                 seed=None, dtype=np.float32):
+        super().__init__()
+        rng = np.random.default_rng(seed)
+        self.encoder = CNNEncoder(hidden_size, image_shape, channels, seed=rng, dtype=dtype)
+        self.decoder = PeekyDecoder(vocab_size, wordvec_size, hidden_size, seed=rng, dtype=dtype)
+
+    def forward(self, xs, ts):
+        """Mean cross-entropy of teacher-forced decoding.
+
+        Args:
+            xs (Variable | ndarray): (N, C, H, W) images.
+            ts (ndarray): (N, L) int caption ids; ``ts[:, 0]`` is the start token.
+        Returns:
+            Variable: () the mean over the N * (L - 1) predictions of ``ts[:, 1:]``.
+        """
+        return F.softmax_cross_entropy(self.decoder(ts[:, :-1], self.encoder(xs)), ts[:, 1:])
+
+    def init_decoder(self, xs):
+        """Encode for ``models.decoding``: the decoder's state before the first step."""
+        return self.decoder.init_state(self.encoder(xs))
+
+    def decode_step(self, state, ids):
+        """One step for ``models.decoding``: (N,) ids -> (N, V) scores and the next state."""
+        return self.decoder.step(state, ids)
