@@ -10,10 +10,10 @@ import functools
 import inspect
 import os
 import re
-import secrets
 import shutil
 
 from tinygrad_rnn.core import Parameter, Variable
+from tinygrad_rnn.serialization import atomic_write
 
 _FORMATS = ("svg", "png", "pdf")
 _INSTALL_HINT = ("render: the Graphviz `dot` program was not found; install Graphviz: `apt-get install graphviz` "
@@ -98,19 +98,8 @@ def render(*outputs, path, format="svg", **to_dot_kwargs):
     source = to_dot(*outputs, **to_dot_kwargs)
     data = _pipe(source, format)
     path = os.fspath(path)
-    directory, base = os.path.split(os.path.abspath(path))
-    tmp = os.path.join(directory, f".{base}.{secrets.token_hex(8)}.tmp")
-    # O_EXCL on a random name: never clobbers another writer's temp file; mode 0o666 lets the
-    # umask decide the permissions, as for any other file the user creates
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.remove(tmp)
-        raise
+    with atomic_write(path) as f:
+        f.write(data)
     return Rendered(path, source)
 
 

@@ -12,11 +12,12 @@ published data, once per process and file.
 import functools
 import hashlib
 import os
-import tempfile
 import urllib.request
 from pathlib import Path
 
 import numpy as np
+
+from tinygrad_rnn.serialization import atomic_write
 
 URL = "https://raw.githubusercontent.com/tomsercu/lstm/master/data/ptb.{split}.txt"
 SHA256 = {
@@ -122,27 +123,21 @@ def _download(split, path):
     url = URL.format(split=split)
     target = cache_dir() / name
     target.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=f".{name}.", suffix=".part")
     h = hashlib.sha256()
     try:
-        with os.fdopen(fd, "wb") as out, urllib.request.urlopen(url, timeout=60) as response:
+        with atomic_write(target) as out, urllib.request.urlopen(url, timeout=60) as response:
             for chunk in iter(lambda: response.read(_CHUNK), b""):
                 h.update(chunk)
                 out.write(chunk)
-        if h.hexdigest() != SHA256[split]:
-            raise ValueError(f"ptb: download of {url} has sha256 {h.hexdigest()}, expected {SHA256[split]}; "
-                             "nothing was saved")
-        os.replace(tmp, target)
+            if h.hexdigest() != SHA256[split]:  # raised inside: the temp file is removed, nothing saved
+                raise ValueError(f"ptb: download of {url} has sha256 {h.hexdigest()}, expected {SHA256[split]}; "
+                                 "nothing was saved")
     except OSError as e:  # urllib's URLError included: offline, DNS, HTTP errors
-        os.unlink(tmp)
         where = "\n".join(f"  {folder}" for folder in _folders(path))
         raise FileNotFoundError(
             f"ptb: {name} was not found and could not be downloaded from {url} ({e}).\n"
             f"Put ptb.train.txt, ptb.valid.txt and ptb.test.txt into one of these folders:\n{where}\n"
             "(or set TINYGRAD_RNN_DATA to a folder holding ptb/, or pass path=/ --data-dir)") from e
-    except BaseException:
-        os.unlink(tmp)
-        raise
     _verified.add((str(target.resolve()), target.stat().st_size, target.stat().st_mtime_ns))
     return target
 
