@@ -3,8 +3,8 @@
 A model that decodes implements two methods (``DecodingMixin`` then adds ``generate`` and
 ``beam_search``)::
 
-    state = model.init_decoder(xs)                # encode the inputs
-    scores, state = model.decode_step(state, ids)  # ids (N,) -> next-token scores (N, V)
+    state = model.init_decoder(xs)                # encode the inputs (an array on the model's device)
+    scores, state = model.decode_step(state, ids)  # ids (N,) -> next-token scores (N, V), Variable or array
 
 ``state`` is an array, a Variable or a (nested) tuple or list of them, each with the batch
 on axis 0; the search reorders and repeats those rows (beam search keeps ``N * K`` of them),
@@ -23,12 +23,16 @@ def _take(state, index):
     """Rows ``index`` of every array of a state (Variables become arrays: no graph is kept)."""
     if isinstance(state, (tuple, list)):
         return type(state)(_take(s, index) for s in state)
-    return (state.data if isinstance(state, Variable) else state)[index]
+    return _array(state)[index]
+
+
+def _array(x):
+    return x.data if isinstance(x, Variable) else x
 
 
 def _log_softmax(scores):
     """(M, V) float64 log-probabilities of a step's scores, on the CPU."""
-    z = as_numpy(scores.data if isinstance(scores, Variable) else scores).astype(np.float64)
+    z = as_numpy(_array(scores)).astype(np.float64)
     z = z - z.max(axis=1, keepdims=True)
     return z - np.log(np.exp(z).sum(axis=1, keepdims=True))
 
@@ -38,10 +42,6 @@ def _check(xs, length, where):
         raise ValueError(f"{where}: length must be >= 0, got {length}")
     if len(xs) == 0:
         raise ValueError(f"{where}: needs at least one input sequence")
-
-
-def _xp(model):
-    return get_array_module(next(model.params()).data)
 
 
 def greedy_search(model, xs, start_id, length):
@@ -58,14 +58,14 @@ def greedy_search(model, xs, start_id, length):
         ValueError: negative ``length`` or an empty batch.
     """
     _check(xs, length, "greedy_search")
-    xp = _xp(model)
+    xp = get_array_module(xs)
     out = []
     with no_grad(), test_mode():
         state = model.init_decoder(xs)
         ids = xp.full((len(xs),), start_id, dtype=xp.int32)
         for _ in range(length):
             scores, state = model.decode_step(state, ids)
-            ids = scores.data.argmax(axis=1).astype(xp.int32)
+            ids = _array(scores).argmax(axis=1).astype(xp.int32)
             out.append(ids)
     if not out:
         return np.zeros((len(xs), 0), dtype=np.int32)
@@ -97,7 +97,7 @@ def beam_search(model, xs, start_id, length, beam_width, end_id=None):
     _check(xs, length, "beam_search")
     if beam_width < 1:
         raise ValueError(f"beam_search: beam_width must be >= 1, got {beam_width}")
-    xp = _xp(model)
+    xp = get_array_module(xs)
     n, k = len(xs), beam_width
     rows = np.arange(n)[:, None]
     seqs = np.zeros((n, k, 0), dtype=np.int32)
@@ -138,7 +138,7 @@ def sequence_log_prob(model, xs, start_id, ids):
         ndarray: (N,) float64, the sum over the L steps of log p(ids[:, t] | previous).
     """
     ids = np.asarray(as_numpy(ids), dtype=np.int32)
-    xp = _xp(model)
+    xp = get_array_module(xs)
     total = np.zeros(len(ids))
     with no_grad(), test_mode():
         state = model.init_decoder(xs)
