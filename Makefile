@@ -45,7 +45,7 @@ test-slow: $(BIN)/.installed-dev dot
 	$(BIN)/python -m pytest -q -p no:cacheprovider -m slow
 
 lint: $(BIN)/.installed-dev
-	$(BIN)/ruff check --line-length 120 tinygrad_rnn models tools tests
+	$(BIN)/ruff check --line-length 120 --select E,F,W tinygrad_rnn models tools tests
 
 graphs: $(BIN)/.installed dot
 	$(BIN)/python tools/render_graph.py --out docs/img

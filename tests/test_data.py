@@ -148,6 +148,17 @@ def test_batcher_streams_continue_across_iterations():
     np.testing.assert_array_equal(xs, np.arange(3)[:, None] * 20 + np.arange(20))
 
 
+def test_batcher_epochs_continue_the_streams_and_wrap_around():
+    corpus = np.arange(103)
+    batcher = BPTTBatcher(corpus, batch_size=4, time_size=5)
+    length, jump = 102, 102 // 4
+    for epoch in (1, 3):
+        for k, (xs, ts) in enumerate(batcher.iterate(epoch)):
+            position = (np.arange(4)[:, None] * jump + (epoch * len(batcher) + k) * 5 + np.arange(5)) % length
+            np.testing.assert_array_equal(xs, corpus[position])
+            np.testing.assert_array_equal(ts, corpus[position + 1])
+
+
 def test_batcher_can_start_at_a_given_iteration():
     batcher = BPTTBatcher(np.arange(200) % 17, batch_size=2, time_size=3)
     full = list(batcher)

@@ -56,6 +56,30 @@ def test_resume_continues_bit_for_bit(tmp_path):
     assert second.epoch == 2 and second.total_iterations == 2 * len(BPTTBatcher(TRAIN, 4, 5))
 
 
+def test_resume_inside_an_epoch_restores_the_carried_state(tmp_path):
+    straight = make_trainer(tmp_path / "straight")
+    straight.fit(TRAIN, VALID, epochs=1)
+    first = make_trainer(tmp_path / "resumed")
+    first.fit(TRAIN, VALID, epochs=1, max_iters=3)
+    second = make_trainer(tmp_path / "resumed", seed=123)
+    second.resume(tmp_path / "resumed" / "last.npz")
+    second.fit(TRAIN, VALID, epochs=1)
+    for (name, p), (_, q) in zip(straight.model.namedparams(), second.model.namedparams()):
+        np.testing.assert_array_equal(p.data, q.data, err_msg=name)
+
+
+def test_evaluation_leaves_the_carried_training_state_in_place():
+    model = BetterLSTMLM(V, 4, 4, seed=0)
+    model(TRAIN[None, :6])
+    before = {k: v.copy() for k, v in model.carried_state().items()}
+    assert before  # two LSTM layers, h and c each
+    eval_perplexity(model, VALID, 2, 5)
+    after = model.carried_state()
+    assert before.keys() == after.keys()
+    for k in before:
+        np.testing.assert_array_equal(before[k], after[k], err_msg=k)
+
+
 def test_generators_finds_the_shared_dropout_generator():
     model = BetterLSTMLM(V, 4, 4, seed=0)
     found = generators(model)

@@ -7,10 +7,12 @@ from tinygrad_rnn.backend import as_cupy
 class BPTTBatcher:
     """Cut a token stream into ``N`` parallel streams read ``T`` steps at a time.
 
-    Stream ``i`` starts at offset ``i * ((L - 1) // N)``; iteration ``k`` of an epoch gives each
-    stream its next window, ``xs[i] = corpus[offset_i + k*T : offset_i + (k+1)*T]`` and ``ts`` the
-    same window one token later. Consecutive iterations continue each stream, so a stateful
-    model carries its hidden state from one batch to the next.
+    Stream ``i`` starts at offset ``i * ((L - 1) // N)``; iteration ``k`` of epoch ``e`` gives
+    each stream its next window, ``xs[i] = corpus[p : p + T]`` with
+    ``p = offset_i + (e * iterations + k) * T`` (positions wrap around the stream), and ``ts``
+    the same window one token later. Consecutive iterations, and consecutive epochs, continue
+    each stream, as the classic textbook trainer does: a stateful model carries its hidden
+    state from one batch to the next, and each epoch cuts the text at other places.
 
     Args:
         corpus (ndarray): (L,) integer token ids.
@@ -26,17 +28,12 @@ class BPTTBatcher:
             raise ValueError(f"BPTTBatcher: batch_size and time_size must be positive, got {batch_size}, {time_size}")
         if device not in ("cpu", "gpu"):
             raise ValueError(f"BPTTBatcher: device must be 'cpu' or 'gpu', got {device!r}")
-        corpus = np.asarray(corpus)
-        self.batch_size, self.time_size = batch_size, time_size
-        self.iterations = (len(corpus) - 1) // (batch_size * time_size)
+        self.corpus = np.asarray(corpus)
+        self.batch_size, self.time_size, self.device = batch_size, time_size, device
+        self.iterations = (len(self.corpus) - 1) // (batch_size * time_size)
         if self.iterations == 0:
-            raise ValueError(f"BPTTBatcher: a corpus of {len(corpus)} tokens is too short for one batch of "
+            raise ValueError(f"BPTTBatcher: a corpus of {len(self.corpus)} tokens is too short for one batch of "
                              f"{batch_size} x {time_size} (needs at least {batch_size * time_size + 1})")
-        offsets = np.arange(batch_size) * ((len(corpus) - 1) // batch_size)
-        index = offsets[:, None] + np.arange(self.iterations * time_size)
-        # all windows are gathered once, as (N, iterations * T) blocks: a batch is then a slice
-        xs, ts = corpus[index].astype(np.int32), corpus[index + 1].astype(np.int32)
-        self._xs, self._ts = (as_cupy(xs), as_cupy(ts)) if device == "gpu" else (xs, ts)
 
     def __len__(self):
         """Iterations per epoch: ``(L - 1) // (N * T)``."""
@@ -45,10 +42,11 @@ class BPTTBatcher:
     def __iter__(self):
         return self.iterate()
 
-    def iterate(self, start=0):
+    def iterate(self, epoch=0, start=0):
         """The batches of one epoch, from iteration ``start`` on (to resume mid-epoch).
 
         Args:
+            epoch (int): the epoch (0 for the first), which decides where the windows lie.
             start (int): index of the first iteration, in [0, len(self)].
         Yields:
             tuple: ``(xs, ts)``, each (N, T) int32 on the batcher's device, ``ts`` the next tokens.
@@ -57,7 +55,14 @@ class BPTTBatcher:
         """
         if not 0 <= start <= self.iterations:
             raise ValueError(f"BPTTBatcher.iterate: start must lie in [0, {self.iterations}], got {start}")
-        T = self.time_size
+        n, T = self.batch_size, self.time_size
+        length = len(self.corpus) - 1
+        offsets = np.arange(n) * (length // n) + epoch * self.iterations * T
+        # the whole epoch is gathered at once, as (N, iterations * T) blocks: a batch is then a slice
+        index = (offsets[:, None] + np.arange(self.iterations * T)) % length
+        xs, ts = self.corpus[index].astype(np.int32), self.corpus[index + 1].astype(np.int32)
+        if self.device == "gpu":
+            xs, ts = as_cupy(xs), as_cupy(ts)
         for k in range(start, self.iterations):
-            # copies: the caller may keep or modify a batch without touching the stored streams
-            yield self._xs[:, k * T:(k + 1) * T].copy(), self._ts[:, k * T:(k + 1) * T].copy()
+            # copies: the caller may keep or modify a batch without touching the epoch's blocks
+            yield xs[:, k * T:(k + 1) * T].copy(), ts[:, k * T:(k + 1) * T].copy()

@@ -151,6 +151,41 @@ class Layer:
     def _clear_state(self):
         """Forget carried state (nothing here)."""
 
+    def _load_state(self, arrays):
+        """Carry ``arrays`` (as ``_state_variables`` lists them) into the next call."""
+        raise NotImplementedError(f"{type(self).__name__} carries no state")
+
+    def _named_layers(self):
+        yield ".", self
+        for path, value in self._walk("", {id(self)}):
+            if isinstance(value, Layer):
+                yield path, value
+
+    def carried_state(self):
+        """The state that stateful sub-layers carry into their next call, as arrays.
+
+        With ``load_carried_state`` this saves a truncated-BPTT run mid-stream (checkpoints)
+        or sets it aside while the model evaluates other text.
+
+        Returns:
+            dict: ``"<layer path>/<k>"`` -> array (on the model's device), e.g. ``lstm/0``
+            (h) and ``lstm/1`` (c); empty when no state is carried.
+        """
+        return {f"{path}/{k}": v.data for path, layer in self._named_layers()
+                for k, v in enumerate(layer._state_variables())}
+
+    def load_carried_state(self, arrays):
+        """Carry the arrays of ``carried_state`` into the next call (after a reset otherwise).
+
+        Args:
+            arrays (dict): as returned by ``carried_state``; arrays move to the parameters' device.
+        """
+        self.reset_state()
+        for path, layer in self._named_layers():
+            parts = [arrays[f"{path}/{k}"] for k in range(len(arrays)) if f"{path}/{k}" in arrays]
+            if parts:
+                layer._load_state(parts)
+
     def reset_state(self):
         """Forget the state carried between calls by this layer and its sub-layers."""
         for layer in self.layers():

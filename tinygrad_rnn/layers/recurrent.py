@@ -344,7 +344,14 @@ class _Recurrent(Layer):
         return self._final(0)
 
     def _state_variables(self):
-        return [] if self._states is None else [v for s in self._states for v in s]
+        return [v for s in self._states for v in s] if self._carry and self._states is not None else []
+
+    def _load_state(self, arrays):
+        W = self.cells[0].Wx.data
+        xp = get_array_module(W)
+        variables = [Variable(xp.asarray(a, dtype=W.dtype)) for a in arrays]
+        per_layer = len(variables) // self.num_layers  # (h,) or (h, c) for each layer, bottom first
+        self._set([variables[i::per_layer] for i in range(per_layer)])
 
     def _clear_state(self):
         self._states = None
