@@ -26,7 +26,8 @@ from models import CaptionModel
 from tinygrad_rnn import as_cupy
 from tinygrad_rnn.data import captions
 from tinygrad_rnn.optimizers import Adam
-from tinygrad_rnn.training import SeqTrainer, _write_atomic
+from tinygrad_rnn.serialization import atomic_write
+from tinygrad_rnn.training import SeqTrainer
 
 
 def parse_args(argv=None):
@@ -94,7 +95,8 @@ def plot_captions(images, generated, wanted, path, columns=3):
         ax.set_title(text if text == truth else f"{text} (≠ {truth})", fontsize=9,
                      color="black" if text == truth else "tab:red")
     fig.tight_layout()
-    _write_atomic(path, lambda tmp: fig.savefig(tmp, format="png"))
+    with atomic_write(path) as f:
+        fig.savefig(f, format="png")
 
 
 def main(argv=None):
