@@ -23,7 +23,6 @@ held-out set by exact match of whole decoded answers after each epoch::
 """
 import json
 import math
-import os
 import sys
 import time
 from pathlib import Path
@@ -38,7 +37,7 @@ from tinygrad_rnn.core import no_grad, test_mode
 from tinygrad_rnn.data.batching import BPTTBatcher
 from tinygrad_rnn.layers import Layer
 from tinygrad_rnn.optimizers import clip_grads
-from tinygrad_rnn.serialization import load_npz, save_npz
+from tinygrad_rnn.serialization import atomic_write, load_npz, save_npz
 
 CHECKPOINT_FORMAT = "tinygrad_rnn.lm_checkpoint/1"
 
@@ -103,19 +102,6 @@ def generators(model):
     return found
 
 
-def _write_atomic(path, write):
-    """Call ``write(tmp_path)`` on a temporary file next to ``path``, then rename it into place."""
-    path = Path(path)
-    # a plain open (not mkstemp) so that the file gets the usual umask permissions, not 0600
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    try:
-        write(tmp)
-        os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
-
-
 def plot_history(history, path):
     """Draw train and validation perplexity per epoch (log scale) into a PNG file.
 
@@ -145,10 +131,94 @@ def plot_history(history, path):
     ax.grid(True, which="both", alpha=0.3)
     ax.legend()
     fig.tight_layout()
-    _write_atomic(path, lambda tmp: fig.savefig(tmp, format="png"))
+    with atomic_write(path) as f:
+        fig.savefig(f, format="png")
 
 
-class LMTrainer:
+class _Trainer:
+    """What both trainers share: the end of an iteration, history files and exact checkpoints.
+
+    Subclasses set ``checkpoint_format`` and ``plot``, hold ``model``, ``optimizer``,
+    ``max_grad_norm``, ``out_dir``, ``meta``, ``epoch``, ``total_iterations`` and ``history``,
+    and add their own resumable state through ``_extra_state`` / ``_load_extra_state``.
+    """
+
+    checkpoint_format = None
+    plot = None
+
+    def _update(self, loss):
+        """Backward, clip, update, clear: one iteration after its forward pass.
+
+        Args:
+            loss (Variable): () the iteration's loss.
+        Returns:
+            ndarray: () the loss (on the model's device, not synchronized).
+        """
+        loss.backward()
+        loss.unchain_backward()  # a carried state must not keep this graph alive
+        if self.max_grad_norm is not None:
+            clip_grads(self.model.params(), self.max_grad_norm)
+        self.optimizer.update()
+        self.model.cleargrads()
+        return loss.data
+
+    def save_history(self):
+        """Write ``history.json`` and ``history.png`` into ``out_dir`` (atomically)."""
+        with atomic_write(self.out_dir / "history.json", "w") as f:
+            json.dump(self.history, f, indent=1)
+        self.plot(self.history, self.out_dir / "history.png")
+
+    def _extra_state(self):
+        return {}
+
+    def _load_extra_state(self, meta):
+        pass
+
+    def save_checkpoint(self, path):
+        """Write everything ``resume`` needs into one ``.npz`` file (atomically, no pickle).
+
+        Args:
+            path (str | Path): the file.
+        """
+        arrays = {f"model/{k}": v for k, v in self.model.state_dict().items()}
+        arrays.update({f"optimizer/{k}": v for k, v in self.optimizer.state_dict().items()})
+        arrays.update({f"carried/{k}": v for k, v in self.model.carried_state().items()})
+        meta = {
+            "format": self.checkpoint_format,
+            "epoch": self.epoch, "total_iterations": self.total_iterations,
+            "generators": {name: g.bit_generator.state for name, g in generators(self.model).items()},
+            "history": self.history,
+            "run": self.meta,
+            **self._extra_state(),
+        }
+        save_npz(path, arrays, meta)
+
+    def resume(self, path):
+        """Restore a checkpoint written by ``save_checkpoint``; ``fit`` then continues from it.
+
+        Args:
+            path (str | Path): the checkpoint.
+        Returns:
+            dict: the checkpoint's ``"run"`` metadata.
+        Raises:
+            ValueError: not a checkpoint of this trainer, or parameter names/shapes differ.
+            KeyError: the model holds a Generator the checkpoint lacks.
+        """
+        arrays, meta = load_npz(path)
+        if meta is None or meta.get("format") != self.checkpoint_format:
+            raise ValueError(f"{type(self).__name__}.resume: {path} is not a {self.checkpoint_format} checkpoint")
+        self.model.load_state_dict(checkpoint_arrays(arrays, "model"))
+        self.model.load_carried_state(checkpoint_arrays(arrays, "carried"))
+        self.optimizer.load_state_dict(checkpoint_arrays(arrays, "optimizer"))
+        for name, g in generators(self.model).items():
+            g.bit_generator.state = meta["generators"][name]
+        self.epoch, self.total_iterations = meta["epoch"], meta["total_iterations"]
+        self.history = meta["history"]
+        self._load_extra_state(meta)
+        return meta["run"]
+
+
+class LMTrainer(_Trainer):
     """Truncated-BPTT training of a language model, with evaluation, schedules and checkpoints.
 
     One iteration: forward a (N, T) batch, ``softmax_cross_entropy`` against the next tokens,
@@ -184,6 +254,9 @@ class LMTrainer:
             ``"run"`` (model kind and sizes, vocabulary), e.g. to rebuild the model.
     """
 
+    checkpoint_format = CHECKPOINT_FORMAT
+    plot = staticmethod(plot_history)
+
     def __init__(self, model, optimizer, *, batch_size, time_size, max_grad_norm=None, schedule=None,
                  eval_batch_size=10, eval_time_size=35, out_dir=None, progress=None, log=None, log_every=20,
                  meta=None):
@@ -213,14 +286,7 @@ class LMTrainer:
         Returns:
             ndarray: () the loss (on the model's device, not synchronized).
         """
-        loss = F.softmax_cross_entropy(self.model(xs), ts)
-        loss.backward()
-        loss.unchain_backward()
-        if self.max_grad_norm is not None:
-            clip_grads(self.model.params(), self.max_grad_norm)
-        self.optimizer.update()
-        self.model.cleargrads()
-        return loss.data
+        return self._update(F.softmax_cross_entropy(self.model(xs), ts))
 
     def fit(self, train, valid=None, epochs=1, max_iters=None):
         """Train until ``epochs`` epochs (counted from the first run, resumes included) are done.
@@ -310,58 +376,14 @@ class LMTrainer:
             self.save_checkpoint(self.out_dir / "last.npz")
             self.save_history()
 
-    def save_history(self):
-        """Write ``history.json`` and ``history.png`` into ``out_dir`` (atomically)."""
-        text = json.dumps(self.history, indent=1)
-        _write_atomic(self.out_dir / "history.json", lambda tmp: Path(tmp).write_text(text))
-        plot_history(self.history, self.out_dir / "history.png")
+    def _extra_state(self):
+        return {"iteration": self.iteration, "best_valid": self.best_valid,
+                "schedule": None if self.schedule is None else self.schedule.state_dict()}
 
-    def save_checkpoint(self, path):
-        """Write everything ``resume`` needs into one ``.npz`` file (atomically, no pickle).
-
-        Args:
-            path (str | Path): the file.
-        """
-        arrays = {f"model/{k}": v for k, v in self.model.state_dict().items()}
-        arrays.update({f"optimizer/{k}": v for k, v in self.optimizer.state_dict().items()})
-        arrays.update({f"carried/{k}": v for k, v in self.model.carried_state().items()})
-        meta = {
-            "format": CHECKPOINT_FORMAT,
-            "epoch": self.epoch, "iteration": self.iteration, "total_iterations": self.total_iterations,
-            "best_valid": self.best_valid,
-            "schedule": None if self.schedule is None else self.schedule.state_dict(),
-            "generators": {name: g.bit_generator.state for name, g in generators(self.model).items()},
-            "history": self.history,
-            "run": self.meta,
-        }
-        save_npz(path, arrays, meta)
-
-    def resume(self, path):
-        """Restore a checkpoint written by ``save_checkpoint``; ``fit`` then continues from it.
-
-        Args:
-            path (str | Path): the checkpoint.
-        Returns:
-            dict: the checkpoint's ``"run"`` metadata.
-        Raises:
-            ValueError: not a checkpoint of this format, or parameter names/shapes differ.
-            KeyError: the model holds a Generator the checkpoint lacks.
-        """
-        arrays, meta = load_npz(path)
-        if meta is None or meta.get("format") != CHECKPOINT_FORMAT:
-            raise ValueError(f"LMTrainer.resume: {path} is not a {CHECKPOINT_FORMAT} checkpoint")
-        self.model.load_state_dict(checkpoint_arrays(arrays, "model"))
-        self.model.load_carried_state(checkpoint_arrays(arrays, "carried"))
-        self.optimizer.load_state_dict(checkpoint_arrays(arrays, "optimizer"))
+    def _load_extra_state(self, meta):
+        self.iteration, self.best_valid = meta["iteration"], meta["best_valid"]
         if self.schedule is not None:
             self.schedule.load_state_dict(meta["schedule"])
-        for name, g in generators(self.model).items():
-            g.bit_generator.state = meta["generators"][name]
-        self.epoch, self.iteration = meta["epoch"], meta["iteration"]
-        self.total_iterations = meta["total_iterations"]
-        self.best_valid = meta["best_valid"]
-        self.history = meta["history"]
-        return meta["run"]
 
 
 def checkpoint_arrays(arrays, part):
@@ -448,10 +470,11 @@ def plot_seq_history(history, path):
         ax.set_xlabel("epoch")
         ax.grid(True, which="both", alpha=0.3)
     fig.tight_layout()
-    _write_atomic(path, lambda tmp: fig.savefig(tmp, format="png"))
+    with atomic_write(path) as f:
+        fig.savefig(f, format="png")
 
 
-class SeqTrainer:
+class SeqTrainer(_Trainer):
     """Supervised training of sequence models (seq2seq, captioning) with held-out exact match.
 
     The model maps ``model(xs, ts)`` to a scalar loss and decodes with
@@ -485,6 +508,9 @@ class SeqTrainer:
         ValueError: ``batch_size < 1``.
     """
 
+    checkpoint_format = SEQ_CHECKPOINT_FORMAT
+    plot = staticmethod(plot_seq_history)
+
     def __init__(self, model, optimizer, *, batch_size, max_grad_norm=None, seed=0, eval_batch_size=1000,
                  ignore_id=None, out_dir=None, progress=None, log=None, callback=None, log_every=20, meta=None):
         if batch_size < 1:
@@ -515,13 +541,7 @@ class SeqTrainer:
         Returns:
             ndarray: () the loss (on the model's device, not synchronized).
         """
-        loss = self.model(xs, ts)
-        loss.backward()
-        if self.max_grad_norm is not None:
-            clip_grads(self.model.params(), self.max_grad_norm)
-        self.optimizer.update()
-        self.model.cleargrads()
-        return loss.data
+        return self._update(self.model(xs, ts))
 
     def evaluate(self, xs, ts, beam_width=1):
         """Held-out exact match (see ``exact_match``) with the trainer's batch size and ``ignore_id``.
@@ -617,49 +637,8 @@ class SeqTrainer:
             self.save_checkpoint(self.out_dir / "last.npz")
             self.save_history()
 
-    def save_history(self):
-        """Write ``history.json`` and ``history.png`` into ``out_dir`` (atomically)."""
-        text = json.dumps(self.history, indent=1)
-        _write_atomic(self.out_dir / "history.json", lambda tmp: Path(tmp).write_text(text))
-        plot_seq_history(self.history, self.out_dir / "history.png")
+    def _extra_state(self):
+        return {"shuffle": self.rng.bit_generator.state}
 
-    def save_checkpoint(self, path):
-        """Write everything ``resume`` needs into one ``.npz`` file (atomically, no pickle).
-
-        Args:
-            path (str | Path): the file.
-        """
-        arrays = {f"model/{k}": v for k, v in self.model.state_dict().items()}
-        arrays.update({f"optimizer/{k}": v for k, v in self.optimizer.state_dict().items()})
-        meta = {
-            "format": SEQ_CHECKPOINT_FORMAT,
-            "epoch": self.epoch, "total_iterations": self.total_iterations,
-            "shuffle": self.rng.bit_generator.state,
-            "generators": {name: g.bit_generator.state for name, g in generators(self.model).items()},
-            "history": self.history,
-            "run": self.meta,
-        }
-        save_npz(path, arrays, meta)
-
-    def resume(self, path):
-        """Restore a checkpoint written by ``save_checkpoint``; ``fit`` then continues from it.
-
-        Args:
-            path (str | Path): the checkpoint.
-        Returns:
-            dict: the checkpoint's ``"run"`` metadata.
-        Raises:
-            ValueError: not a checkpoint of this format, or parameter names/shapes differ.
-            KeyError: the model holds a Generator the checkpoint lacks.
-        """
-        arrays, meta = load_npz(path)
-        if meta is None or meta.get("format") != SEQ_CHECKPOINT_FORMAT:
-            raise ValueError(f"SeqTrainer.resume: {path} is not a {SEQ_CHECKPOINT_FORMAT} checkpoint")
-        self.model.load_state_dict(checkpoint_arrays(arrays, "model"))
-        self.optimizer.load_state_dict(checkpoint_arrays(arrays, "optimizer"))
+    def _load_extra_state(self, meta):
         self.rng.bit_generator.state = meta["shuffle"]
-        for name, g in generators(self.model).items():
-            g.bit_generator.state = meta["generators"][name]
-        self.epoch, self.total_iterations = meta["epoch"], meta["total_iterations"]
-        self.history = meta["history"]
-        return meta["run"]
