@@ -1,16 +1,12 @@
 """Models built only from the public API of tinygrad_rnn."""
-from models.rnnlm import LSTMLM, BetterLSTMLM, SimpleRNNLM
-
-__all__ = ["LSTMLM", "BetterLSTMLM", "SimpleRNNLM"]
-from models.generation import generate, greedy
-
-__all__ += ["generate", "greedy"]
 from models.attention import AttentionSeq2seq
+from models.captioning import CaptionModel
 from models.decoding import DecodingMixin, beam_search, greedy_search, sequence_log_prob
+from models.generation import generate, greedy
+from models.rnnlm import LSTMLM, BetterLSTMLM, SimpleRNNLM
 from models.seq2seq import PeekySeq2seq, Seq2seq
 
-__all__ += ["AttentionSeq2seq", "DecodingMixin", "PeekySeq2seq", "Seq2seq", "beam_search", "greedy_search",
-            "sequence_log_prob"]
-from models.captioning import CaptionModel
-
-__all__ += ["CaptionModel"]
+__all__ = [
+    "AttentionSeq2seq", "BetterLSTMLM", "CaptionModel", "DecodingMixin", "LSTMLM", "PeekySeq2seq", "Seq2seq",
+    "SimpleRNNLM", "beam_search", "generate", "greedy", "greedy_search", "sequence_log_prob",
+]

@@ -336,7 +336,9 @@ OPS_BY_NAME = {op.name: op for op in OPS}
 
 
 def _to(xp, inputs, kw):
-    move = (lambda a: xp.asarray(a) if isinstance(a, np.ndarray) else a)
+    def move(a):
+        return xp.asarray(a) if isinstance(a, np.ndarray) else a
+
     return tuple(move(a) for a in inputs), {k: move(v) for k, v in kw.items()}
 
 

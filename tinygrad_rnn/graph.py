@@ -186,7 +186,8 @@ class _DotWriter:
                     continue
                 scope = cut[:-1]
             members[scope].append(self._node_line(node))
-        lines = ["digraph tinygrad_rnn {", '  graph [fontname="Helvetica"]', '  node [fontname="Helvetica", fontsize=10]']
+        lines = ["digraph tinygrad_rnn {", '  graph [fontname="Helvetica"]',
+                 '  node [fontname="Helvetica", fontsize=10]']
         lines += self._clusters(members)
         pairs = dict.fromkeys((self._end(a), self._end(b)) for a, b in edges)
         lines += [f"  {a} -> {b}" for a, b in pairs if a != b]

@@ -235,7 +235,8 @@ def split(x, indices_or_sections, axis=0):
     n = x.shape[axis]
     if isinstance(indices_or_sections, (int, np.integer)):
         if indices_or_sections <= 0 or n % indices_or_sections:
-            raise ValueError(f"split: axis {axis} of shape {x.shape} does not split into {indices_or_sections} equal parts")
+            raise ValueError(f"split: axis {axis} of shape {x.shape} does not split into "
+                             f"{indices_or_sections} equal parts")
         step = n // indices_or_sections
         cuts = list(range(step, n, step))
     else:
