@@ -33,7 +33,7 @@ class CNNEncoder(L.Layer):
         ValueError: the image is too small for ``len(channels)`` halvings.
     """
 
-    def __init__(self, hidden_size, image_shape=(1, 32, 96), channels=(16, 32, 32), seed=None, dtype=np.float32):
+    def __init__(self, hidden_size, image_shape=(1, 32, 96), channels=(8, 32, 64), seed=None, dtype=np.float32):
         super().__init__()
         rng = np.random.default_rng(seed)
         c, h, w = image_shape
@@ -75,7 +75,7 @@ class CaptionModel(DecodingMixin, L.Layer):
         dtype: float dtype of the parameters.
     """
 
-    def __init__(self, vocab_size, wordvec_size, hidden_size, image_shape=(1, 32, 96), channels=(16, 32, 32),
+    def __init__(self, vocab_size, wordvec_size, hidden_size, image_shape=(1, 32, 96), channels=(8, 32, 64),
                  seed=None, dtype=np.float32):
         super().__init__()
         rng = np.random.default_rng(seed)

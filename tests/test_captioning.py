@@ -1,13 +1,21 @@
 """Captioning: the generated digit data set and CaptionModel (gradients, decoding, a short run)."""
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
 import numpy as np
 import pytest
 from test_layers import check_layer_grads
 
 import tinygrad_rnn as tg
 from models import CaptionModel
+from models.decoding import sequence_log_prob
 from tinygrad_rnn.data import captions
 from tinygrad_rnn.optimizers import Adam
 
+ROOT = Path(__file__).resolve().parents[1]
 V, D, H = 13, 3, 4
 TINY_IMAGE = (1, 6, 8)
 
@@ -102,7 +110,6 @@ def test_beam_width_one_is_greedy_decoding():
 def test_beam_search_finds_a_caption_at_least_as_likely_as_greedy():
     model = _tiny_model(dtype=np.float64)
     xs, _ = _tiny_batch(n=4)
-    from models.decoding import sequence_log_prob
     greedy = sequence_log_prob(model, xs, 1, model.generate(xs, 1, 4))
     _, beam = model.beam_search(xs, 1, 4, beam_width=4)
     assert (beam >= greedy - 1e-9).all()
@@ -121,6 +128,19 @@ def test_short_training_run_on_generated_images_lowers_the_loss():
         optimizer.update()
         losses.append(float(loss.data))
     assert np.mean(losses[-4:]) < 0.7 * np.mean(losses[:4])
+
+
+def test_train_tool_prints_captions_a_grid_and_a_json_summary(tmp_path):
+    env = dict(os.environ, PYTHONPATH=str(ROOT), PYTHONIOENCODING="utf-8")
+    done = subprocess.run([sys.executable, "tools/train_caption.py", "--no-progress", "--epochs", "2", "--train-size",
+                           "100", "--test-size", "20", "--hidden", "16", "--channels", "2,4", "--out", str(tmp_path)],
+                          cwd=ROOT, env=env, capture_output=True, text=True, timeout=120, check=False)
+    assert done.returncode == 0, done.stderr
+    lines = done.stdout.splitlines()
+    result = json.loads(lines[-1])
+    assert {"test_exact_match", "train_seconds", "exact_match"} <= result.keys() and len(result["exact_match"]) == 2
+    assert any("☑" in line or "☒" in line for line in lines)
+    assert (tmp_path / "captions.png").stat().st_size > 0 and (tmp_path / "history.json").exists()
 
 
 @pytest.mark.gpu

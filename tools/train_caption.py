@@ -33,13 +33,13 @@ from tinygrad_rnn.training import SeqTrainer
 def parse_args(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0],
                                      formatter_class=argparse.RawDescriptionHelpFormatter, epilog=__doc__)
-    parser.add_argument("--epochs", type=int, default=8)
+    parser.add_argument("--epochs", type=int, default=5)
     parser.add_argument("--batch-size", type=int, default=50)
-    parser.add_argument("--train-size", type=int, default=10000, help="generated training images")
+    parser.add_argument("--train-size", type=int, default=40000, help="generated training images")
     parser.add_argument("--test-size", type=int, default=1000, help="generated held-out images")
     parser.add_argument("--wordvec", type=int, default=16, help="D, word vector size")
-    parser.add_argument("--hidden", type=int, default=128, help="H, image code and decoder LSTM size")
-    parser.add_argument("--channels", default="16,32,32", help="output channels of the conv blocks")
+    parser.add_argument("--hidden", type=int, default=256, help="H, image code and decoder LSTM size")
+    parser.add_argument("--channels", default="8,32,64", help="output channels of the conv blocks")
     parser.add_argument("--lr", type=float, default=0.002, help="Adam learning rate")
     parser.add_argument("--clip", type=float, default=5.0, help="max global gradient norm (0: no clipping)")
     parser.add_argument("--examples", type=int, default=6, help="held-out images printed each epoch")

@@ -2,15 +2,15 @@
 
     python tools/train_seq2seq.py --task {addition,date} --model {seq2seq,peeky,attention}
         [--reverse] [--bidirectional] [--epochs E] [--wordvec D] [--hidden H] [--batch-size N]
-        [--lr LR] [--clip NORM] [--count C] [--test-size S] [--data-file PATH] [--examples K]
+        [--lr LR] [--eps EPS] [--clip NORM] [--count C] [--test-size S] [--data-file PATH] [--examples K]
         [--beam-width K] [--attention-question TEXT] [--device cpu|gpu] [--seed S] [--out DIR]
         [--no-progress]
 
 Defaults are the classic settings: addition with D 16, H 128, 25 epochs; dates with D 16,
-H 256, 10 epochs; both with batch 128, Adam lr 0.001, clip 5.0, 50,000 generated examples of
-which 5,000 are held out (``--data-file`` reads the textbook's addition.txt or date.txt
-instead). After each epoch the held-out set is decoded greedily and scored by exact match of
-the whole answer, and a few held-out questions are printed with their decoded answers, marked
+H 256, 10 epochs; both with batch 128, Adam lr 0.001 (eps 1e-7, as the textbook's Adam),
+clip 5.0, 50,000 generated examples of which 5,000 are held out (``--data-file`` reads the
+textbook's addition.txt or date.txt instead). After each epoch the held-out set is decoded
+greedily and scored by exact match of the whole answer, and a few held-out questions are printed with their decoded answers, marked
 ☑ (right) or ☒ (wrong).
 
 Writes ``history.json``, ``history.png`` and ``last.npz`` into ``--out`` and, for the attention
@@ -50,13 +50,15 @@ def parse_args(argv=None):
     parser.add_argument("--hidden", type=int, help="H, hidden size")
     parser.add_argument("--batch-size", type=int, default=128)
     parser.add_argument("--lr", type=float, default=0.001, help="Adam learning rate")
+    parser.add_argument("--eps", type=float, default=1e-7, help="Adam epsilon (the textbook's Adam uses 1e-7)")
     parser.add_argument("--clip", type=float, default=5.0, help="max global gradient norm (0: no clipping)")
     parser.add_argument("--count", type=int, default=50000, help="examples to generate")
     parser.add_argument("--test-size", type=int, default=5000, help="held-out examples")
     parser.add_argument("--data-file", help="read question_answer lines from this file instead of generating")
     parser.add_argument("--examples", type=int, default=8, help="held-out questions printed each epoch")
     parser.add_argument("--beam-width", type=int, default=1, help="also score the final model with beam search")
-    parser.add_argument("--attention-question", help="question drawn in attention.png (default: a held-out one)")
+    parser.add_argument("--attention-question", help="question drawn in attention.png (default: the longest of "
+                                                     "the first 100 held-out ones)")
     parser.add_argument("--device", choices=("cpu", "gpu"), default="cpu")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--out", help="output folder (default runs/<task>-<model>)")
@@ -124,6 +126,7 @@ def plot_attention(weights, question, answer, path):
     ax.set_yticks(range(len(answer)), ["␣" if c == " " else c for c in answer])
     ax.set_xlabel("input")
     ax.set_ylabel("output")
+    ax.set_title(f"{question.rstrip()} -> {answer.strip()}", fontsize=10)
     fig.colorbar(image, ax=ax, fraction=0.04)
     fig.tight_layout()
     with atomic_write(path) as f:
@@ -132,8 +135,9 @@ def plot_attention(weights, question, answer, path):
 
 def draw_attention(model, data, question, move, path):
     """Decode one question with the attention model and draw its weights; returns the answer."""
-    if question is None:
-        x = data.x_test[:1]
+    if question is None:  # the longest of the first held-out questions: the most to look at
+        lengths = [len(data.question(x).rstrip()) for x in data.x_test[:100]]
+        x = data.x_test[int(np.argmax(lengths))][None]
     else:
         width = data.x_train.shape[1]
         x = data.vocab.encode([question], width)
@@ -164,13 +168,14 @@ def main(argv=None):
     def examples(trainer, record):
         show_examples(model, data, args.examples, move)
 
-    trainer = SeqTrainer(model, Adam(args.lr).setup(model), batch_size=args.batch_size,
+    trainer = SeqTrainer(model, Adam(args.lr, eps=args.eps).setup(model), batch_size=args.batch_size,
                          max_grad_norm=args.clip or None, seed=args.seed, out_dir=out,
                          progress=False if args.no_progress else None, log=print, callback=examples,
                          meta={"model": spec, "vocab": data.vocab.id_to_char, "args": vars(args)})
     print(f"{type(model).__name__} on {args.task}{' (reversed questions)' if args.reverse else ''}: "
           f"V {len(data.vocab)}, D {args.wordvec}, H {args.hidden}; {len(data.x_train):,} training and "
-          f"{len(data.x_test):,} held-out examples, batch {args.batch_size}, Adam lr {args.lr:g}, clip {args.clip}, "
+          f"{len(data.x_test):,} held-out examples, batch {args.batch_size}, Adam lr {args.lr:g} eps {args.eps:g}, "
+          f"clip {args.clip}, "
           f"device {args.device}")
     history = trainer.fit(data.x_train, data.t_train, data.x_test, data.t_test, epochs=args.epochs)
 
