@@ -1,8 +1,12 @@
 """Train CaptionModel on generated digit images and score whole captions on held-out images.
 
     python tools/train_caption.py [--epochs E] [--batch-size N] [--train-size S] [--test-size S]
-        [--wordvec D] [--hidden H] [--channels C1,C2,...] [--lr LR] [--clip NORM] [--examples K]
-        [--beam-width K] [--device cpu|gpu] [--seed S] [--out DIR] [--no-progress]
+        [--wordvec D] [--hidden H] [--channels C1,C2,...] [--lr LR] [--lr-decay F] [--clip NORM]
+        [--examples K] [--beam-width K] [--device cpu|gpu] [--seed S] [--out DIR] [--no-progress]
+
+Defaults: 60,000 training and 1,000 held-out images, D 16, H 256, conv channels (8, 32, 64),
+batch 50, Adam lr 0.002 halved after every epoch, clip 5.0, 3 epochs: about 97% held-out
+exact match in about 5 minutes on 2 CPU cores (docs/captioning.md).
 
 The images (1 x 32 x 96) show one to four digits of a bitmap font at a random size and
 position, with noise (``tinygrad_rnn.data.captions``); a caption names the digits in words
@@ -33,14 +37,15 @@ from tinygrad_rnn.training import SeqTrainer
 def parse_args(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0],
                                      formatter_class=argparse.RawDescriptionHelpFormatter, epilog=__doc__)
-    parser.add_argument("--epochs", type=int, default=5)
+    parser.add_argument("--epochs", type=int, default=3)
     parser.add_argument("--batch-size", type=int, default=50)
-    parser.add_argument("--train-size", type=int, default=40000, help="generated training images")
+    parser.add_argument("--train-size", type=int, default=60000, help="generated training images")
     parser.add_argument("--test-size", type=int, default=1000, help="generated held-out images")
     parser.add_argument("--wordvec", type=int, default=16, help="D, word vector size")
     parser.add_argument("--hidden", type=int, default=256, help="H, image code and decoder LSTM size")
     parser.add_argument("--channels", default="8,32,64", help="output channels of the conv blocks")
     parser.add_argument("--lr", type=float, default=0.002, help="Adam learning rate")
+    parser.add_argument("--lr-decay", type=float, default=0.5, help="multiply the learning rate by this after each epoch")
     parser.add_argument("--clip", type=float, default=5.0, help="max global gradient norm (0: no clipping)")
     parser.add_argument("--examples", type=int, default=6, help="held-out images printed each epoch")
     parser.add_argument("--beam-width", type=int, default=1, help="also score the final model with beam search")
@@ -112,16 +117,17 @@ def main(argv=None):
     spec = {"vocab_size": len(data.vocab), "wordvec_size": args.wordvec, "hidden_size": args.hidden,
             "image_shape": list(data.x_train.shape[1:]), "channels": list(args.channels)}
 
-    def examples(trainer, record):
+    def after_epoch(trainer, record):
         show_examples(model, data, args.examples, move)
+        trainer.optimizer.lr *= args.lr_decay
 
     trainer = SeqTrainer(model, Adam(args.lr).setup(model), batch_size=args.batch_size,
                          max_grad_norm=args.clip or None, seed=args.seed, out_dir=out,
-                         progress=False if args.no_progress else None, log=print, callback=examples,
+                         progress=False if args.no_progress else None, log=print, callback=after_epoch,
                          meta={"model": spec, "vocab": data.vocab.id_to_word, "args": vars(args)})
     print(f"CaptionModel: V {len(data.vocab)}, D {args.wordvec}, H {args.hidden}, conv channels {args.channels}; "
           f"{len(data.x_train):,} training and {len(data.x_test):,} held-out images, batch {args.batch_size}, "
-          f"Adam lr {args.lr:g}, clip {args.clip}, device {args.device}")
+          f"Adam lr {args.lr:g} (x{args.lr_decay:g} per epoch), clip {args.clip}, device {args.device}")
     history = trainer.fit(data.x_train, data.t_train, data.x_test, data.t_test, epochs=args.epochs)
 
     shown = slice(0, 12)

@@ -13,7 +13,7 @@ rows. Usage::
 
     data = captions.load_captions(train_size=10000, test_size=1000, seed=0)
     data.x_train.shape, data.t_train.shape             # (10000, 1, 32, 96), (10000, 6)
-    data.caption(data.t_test[0])                       # 'four one'
+    data.caption(data.t_test[0])                       # 'six three two'
 """
 from dataclasses import dataclass
 
