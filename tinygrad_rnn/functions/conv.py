@@ -1,9 +1,10 @@
 """Image ops on (N, C, H, W) arrays: conv2d (im2col and one matmul), max_pool2d, flatten.
 
-Both ops read every sliding window through one strided view of the (padded) input, so the
-forward pass is one gather plus one reduction or matrix product. Their backward passes loop
-over the KH * KW kernel offsets, adding one strided slice each (col2im), which needs only
-basic indexing and so runs unchanged on NumPy and CuPy.
+Both ops read every sliding window through one strided view of the (padded) input: conv2d
+copies it once into the im2col matrix and does one matmul, max_pool2d takes a running max over
+its kernel offsets. Their backward passes loop over the KH * KW kernel offsets, adding one
+strided slice each (col2im), which needs only basic indexing and so runs unchanged on NumPy
+and CuPy.
 """
 from tinygrad_rnn.backend import get_array_module
 from tinygrad_rnn.core import Function, as_variable
