@@ -7,6 +7,6 @@ from models.rnnlm import LSTMLM, BetterLSTMLM, SimpleRNNLM
 from models.seq2seq import PeekySeq2seq, Seq2seq
 
 __all__ = [
-    "AttentionSeq2seq", "BetterLSTMLM", "CaptionModel", "DecodingMixin", "LSTMLM", "PeekySeq2seq", "Seq2seq",
+    "LSTMLM", "AttentionSeq2seq", "BetterLSTMLM", "CaptionModel", "DecodingMixin", "PeekySeq2seq", "Seq2seq",
     "SimpleRNNLM", "beam_search", "generate", "greedy", "greedy_search", "sequence_log_prob",
 ]
