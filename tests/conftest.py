@@ -18,13 +18,21 @@ def _gpu_param():
     return pytest.param("cupy", marks=pytest.mark.gpu)
 
 
-@pytest.fixture(scope="session", params=["numpy", _gpu_param()])
-def xp(request):
-    """The array module under test; the CuPy case skips where CuPy or a GPU is absent."""
-    if request.param == "numpy":
-        return np
+def _cupy_or_skip():
     if not tinygrad_rnn.cuda.available:
         pytest.skip("CuPy or a GPU is not available")
     import cupy
 
     return cupy
+
+
+@pytest.fixture(scope="session", params=["numpy", _gpu_param()])
+def xp(request):
+    """The array module under test; the CuPy case skips where CuPy or a GPU is absent."""
+    return np if request.param == "numpy" else _cupy_or_skip()
+
+
+@pytest.fixture(scope="session")
+def cupy():
+    """CuPy, for the tests that compare the GPU with the CPU (mark them gpu); skips without it."""
+    return _cupy_or_skip()

@@ -186,10 +186,7 @@ def test_batcher_rejects_a_corpus_too_short_for_one_batch():
 
 
 @pytest.mark.gpu
-def test_batcher_yields_gpu_arrays():
-    from tinygrad_rnn import cuda
-    if not cuda.available:
-        pytest.skip("needs CuPy and a GPU")
+def test_batcher_yields_gpu_arrays(cupy):
     from tinygrad_rnn.backend import as_numpy, get_array_module
     xs, ts = next(iter(BPTTBatcher(np.arange(50), batch_size=2, time_size=4, device="gpu")))
     assert get_array_module(xs).__name__ == "cupy"

@@ -76,10 +76,7 @@ def test_generate_rejects_bad_arguments(model):
 
 
 @pytest.mark.gpu
-def test_greedy_gives_the_same_ids_on_gpu(model):
-    from tinygrad_rnn import cuda
-    if not cuda.available:
-        pytest.skip("needs CuPy and a GPU")
+def test_greedy_gives_the_same_ids_on_gpu(model, cupy):
     cpu = greedy(model, [1, 2], 20)
     sampled = generate(model, [1], 20, seed=3)
     model.to_gpu()

@@ -192,10 +192,7 @@ def test_reduce_on_plateau_patience_and_state_round_trip():
 
 
 @pytest.mark.gpu
-def test_optimizer_state_follows_parameters_to_gpu():
-    from tinygrad_rnn import cuda
-    if not cuda.available:
-        pytest.skip("needs CuPy and a GPU")
+def test_optimizer_state_follows_parameters_to_gpu(cupy):
     from tinygrad_rnn.backend import as_cupy, as_numpy, get_array_module
     cpu_model, gpu_model = Pair(), Pair()
     cpu_opt, gpu_opt = Adam(0.1).setup(cpu_model), Adam(0.1).setup(gpu_model)

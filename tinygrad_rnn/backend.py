@@ -97,17 +97,6 @@ def as_cupy(x):
     return cupy.asarray(_unwrap(x))
 
 
-def scatter_add(a, indices, b):
-    """Unbuffered ``a[indices] += b`` (duplicate indices accumulate), in place on ``a``."""
-    xp = get_array_module(a)
-    if xp is np:
-        np.add.at(a, indices, b)
-    else:
-        import cupyx
-
-        cupyx.scatter_add(a, indices, b)
-
-
 def uniform(shape, rng, xp, dtype):
     """Uniform [0, 1) samples of ``shape`` on the device of ``xp``, drawn from ``rng``.
 

@@ -45,7 +45,8 @@ def parse_args(argv=None):
     parser.add_argument("--hidden", type=int, default=256, help="H, image code and decoder LSTM size")
     parser.add_argument("--channels", default="8,32,64", help="output channels of the conv blocks")
     parser.add_argument("--lr", type=float, default=0.002, help="Adam learning rate")
-    parser.add_argument("--lr-decay", type=float, default=0.5, help="multiply the learning rate by this after each epoch")
+    parser.add_argument("--lr-decay", type=float, default=0.5,
+                        help="multiply the learning rate by this after each epoch")
     parser.add_argument("--clip", type=float, default=5.0, help="max global gradient norm (0: no clipping)")
     parser.add_argument("--examples", type=int, default=6, help="held-out images printed each epoch")
     parser.add_argument("--beam-width", type=int, default=1, help="also score the final model with beam search")

@@ -10,8 +10,8 @@ Defaults are the classic settings: addition with D 16, H 128, 25 epochs; dates w
 H 256, 10 epochs; both with batch 128, Adam lr 0.001 (eps 1e-7, as the textbook's Adam),
 clip 5.0, 50,000 generated examples of which 5,000 are held out (``--data-file`` reads the
 textbook's addition.txt or date.txt instead). After each epoch the held-out set is decoded
-greedily and scored by exact match of the whole answer, and a few held-out questions are printed with their decoded answers, marked
-☑ (right) or ☒ (wrong).
+greedily and scored by exact match of the whole answer, and a few held-out questions are
+printed with their decoded answers, marked ☑ (right) or ☒ (wrong).
 
 Writes ``history.json``, ``history.png`` and ``last.npz`` into ``--out`` and, for the attention
 model, ``attention.png``: the attention weights of one decoded held-out question (or

@@ -3,7 +3,7 @@ import itertools
 
 import numpy as np
 
-from tinygrad_rnn.backend import get_array_module, scatter_add
+from tinygrad_rnn.backend import get_array_module
 from tinygrad_rnn.core import Function, Variable, as_variable, dual
 
 
@@ -105,7 +105,7 @@ class GetItemGrad(Function):
         if _is_basic(self.index):  # basic indexing never repeats an element: plain assignment
             gx[self.index] = gy
         else:
-            scatter_add(gx, self.index, gy)
+            xp.add.at(gx, self.index, gy)  # unbuffered: repeated indices accumulate
         return gx
 
     def backward(self, ggx):
