@@ -1,4 +1,5 @@
 """The engine: Variable, Function, the backward walk, configuration contexts and error messages."""
+import ctypes
 import gc
 import subprocess
 import sys
@@ -255,6 +256,15 @@ def test_importing_does_not_import_cupy_and_cuda_available_is_a_bool():
             "a = tinygrad_rnn.cuda.available; assert isinstance(a, bool); print(a)")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() in ("True", "False")
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux") or not hasattr(ctypes.CDLL(None), "mallopt"),
+                    reason="needs glibc's mallopt")
+def test_keep_freed_memory_tunes_glibc_unless_the_environment_chose(monkeypatch):
+    from tinygrad_rnn.backend import keep_freed_memory
+    assert keep_freed_memory() is True
+    monkeypatch.setenv("MALLOC_TRIM_THRESHOLD_", "131072")
+    assert keep_freed_memory() is False
 
 
 def test_as_cupy_without_a_gpu_says_how_to_get_one():

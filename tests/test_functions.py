@@ -291,6 +291,43 @@ def _np_max_pool2d(x, kernel, stride=None, pad=0):
     return y
 
 
+@st.composite
+def _lstm_case(draw):
+    n, h = draw(st.integers(1, 3)), draw(st.integers(1, 3))
+    return (draw(float_arrays((n, 4 * h), -2.0, 2.0)), draw(float_arrays((n, h), -2.0, 2.0))), {}
+
+
+@st.composite
+def _lstm_sequence_case(draw):
+    n, t, h = draw(st.integers(1, 3)), draw(st.integers(1, 4)), draw(st.integers(1, 3))
+    return (draw(float_arrays((n, t, 4 * h), -2.0, 2.0)), draw(float_arrays((n, h), -1.0, 1.0)),
+            draw(float_arrays((n, h), -2.0, 2.0)), draw(float_arrays((h, 4 * h), -1.0, 1.0))), {}
+
+
+def _np_lstm_step(a, c):
+    h = c.shape[1]
+    i, f, g, o = (a[:, k * h:(k + 1) * h] for k in range(4))
+    c = _np_sigmoid(f) * c + _np_sigmoid(i) * np.tanh(g)
+    return _np_sigmoid(o) * np.tanh(c), c
+
+
+def _np_lstm_sequence(xw, h, c, Wh):
+    hs = []
+    for t in range(xw.shape[1]):
+        h, c = _np_lstm_step(xw[:, t] + h @ Wh, c)
+        hs.append(h)
+    return np.stack(hs, axis=1), h, c
+
+
+def _joined(*ys):
+    """Several outputs as one (N, ...) array, so that one check covers all of them."""
+    return np.concatenate([y.reshape(len(y), -1) for y in ys], axis=1)
+
+
+def _fjoined(*ys):
+    return F.concat([F.reshape(y, (y.shape[0], -1)) for y in ys], axis=1)
+
+
 OPS = [
     Op("add", F.add, np.add, _binary()),
     Op("sub", F.sub, np.subtract, _binary()),
@@ -330,6 +367,9 @@ OPS = [
        st.builds(lambda y, t: ((y, t), {}), float_arrays((5, 3), unique=True), labels((5,), 3)), differentiable=False),
     Op("conv2d", F.conv2d, _np_conv2d, _conv2d_case()),
     Op("max_pool2d", F.max_pool2d, _np_max_pool2d, _max_pool2d_case()),
+    Op("lstm", lambda a, c: _fjoined(*F.lstm(a, c)), lambda a, c: _joined(*_np_lstm_step(a, c)), _lstm_case()),
+    Op("lstm_sequence", lambda *xs: _fjoined(*F.lstm_sequence(*xs)), lambda *xs: _joined(*_np_lstm_sequence(*xs)),
+       _lstm_sequence_case()),
     Op("flatten", F.flatten, lambda x: x.reshape(len(x), -1), _unary().filter(lambda case: case[0][0].ndim >= 1)),
 ]
 OPS_BY_NAME = {op.name: op for op in OPS}
@@ -437,6 +477,21 @@ def test_sigmoid_does_not_overflow_for_large_negative_inputs():
     with np.errstate(all="raise"):
         y = F.sigmoid(x)
     np.testing.assert_allclose(y.data, [0, 0, 0.5, 1, 1])
+
+
+def test_fused_lstm_ops_name_themselves_and_the_shapes_in_errors():
+    with pytest.raises(ValueError, match=r"lstm: shapes a \(2, 8\), c \(2, 3\) do not fit a \(N, 4H\), c \(N, H\)"):
+        F.lstm(np.ones((2, 8)), np.ones((2, 3)))
+    with pytest.raises(ValueError, match=r"lstm_sequence: shapes xw \(2, 3, 8\), h \(2, 2\), c \(2, 2\), "
+                                         r"Wh \(2, 4\) do not fit xw \(N, T, 4H\)"):
+        F.lstm_sequence(np.ones((2, 3, 8)), np.ones((2, 2)), np.ones((2, 2)), np.ones((2, 4)))
+    with pytest.raises(ValueError, match=r"lstm_sequence: needs at least one time step, got xw of shape \(2, 0, 8\)"):
+        F.lstm_sequence(np.ones((2, 0, 8)), np.ones((2, 2)), np.ones((2, 2)), np.ones((2, 8)))
+    with pytest.raises(TypeError, match=r"lstm: inputs of different dtypes \(float32, float64\)"):
+        F.lstm(np.ones((2, 8), np.float32), np.ones((2, 2)))
+    h, c = F.lstm(np.ones((2, 8)), np.ones((2, 2)))
+    with pytest.raises(NotImplementedError, match="lstm: backward with create_graph=True is not supported"):
+        F.sum(h * c).backward(create_graph=True)
 
 
 def test_softmax_cross_entropy_is_stable_for_large_logits():

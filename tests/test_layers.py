@@ -152,8 +152,10 @@ def test_calls_record_functions_in_the_layer_scope():
     y = model.fc(np.ones((1, 2), np.float32))
     assert y.creator.scope == ("fc",)
     hs = model.lstm(np.ones((1, 2, 3), np.float32))
-    assert hs.creator.scope == ("lstm",)
-    assert model.lstm.h.creator.scope == ("lstm", "t1")
+    assert hs.creator.scope == ("lstm",) and model.lstm.h.creator.scope == ("lstm",)  # one fused op
+    with tg.using_config("fused_cells", False):
+        model.lstm(np.ones((1, 2, 3), np.float32))
+    assert model.lstm.h.creator.scope == ("lstm", "t1")  # composed: ops of step 1 in their own scope
     alone = L.GRU(3, 2, num_layers=2, seed=0)
     alone(np.ones((1, 2, 3), np.float32))
     assert alone.h.creator.inputs[1].creator.scope == ("gru", "cell1", "t1")
@@ -340,6 +342,31 @@ def test_sequence_layer_equals_a_loop_of_its_cells(n, t, d, h, cls, seed):
         last = state
     np.testing.assert_allclose(hs.data, inputs, rtol=1e-9, atol=1e-12)
     np.testing.assert_allclose(layer.h.data[-1], (last[0] if isinstance(last, tuple) else last).data, rtol=1e-9)
+
+
+@settings(max_examples=10)
+@given(n=sizes, t=sizes, d=sizes, h=sizes, num_layers=st.integers(1, 2), seed=seeds)
+def test_fused_lstm_equals_the_graph_composed_from_primitives(n, t, d, h, num_layers, seed):
+    # values and every gradient (inputs, initial state, weights) of lstm_sequence and of the
+    # one-step lstm op against the per-gate graph, in float64
+    rng = np.random.default_rng(seed)
+    state = (num_layers, n, h) if num_layers > 1 else (n, h)
+    xs, h0, c0 = rng.standard_normal((n, t, d)), rng.standard_normal(state), rng.standard_normal(state)
+    gys = [rng.standard_normal(shape) for shape in [(n, t, h), state, state, (n, h), (n, h)]]
+    results = []
+    for fused in (True, False):
+        layer = L.LSTM(d, h, num_layers=num_layers, seed=seed, dtype=np.float64, forget_bias=1.0)
+        inputs = [tg.Variable(a) for a in (xs, h0, c0)]
+        with tg.using_config("fused_cells", fused):
+            layer.set_state(*inputs[1:])
+            hs = layer(inputs[0])
+            step = layer.cells[0](inputs[0][:, 0], hs[:, -1], layer.c[-1] if num_layers > 1 else layer.c)
+            outputs = [hs, layer.h, layer.c, *step]
+            F.sum(F.stack([F.sum(y * gy) for y, gy in zip(outputs, gys)])).backward()
+        grads = [v.grad.data for v in inputs] + [p.grad.data for p in layer.params()]
+        results.append([y.data for y in outputs] + grads)
+    for fused, composed in zip(*results):
+        np.testing.assert_allclose(fused, composed, rtol=1e-9, atol=1e-12)
 
 
 @given(cls=st.sampled_from(SEQUENCE_LAYERS), num_layers=st.integers(1, 2), seed=seeds)

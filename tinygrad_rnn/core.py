@@ -29,6 +29,7 @@ class Config:
     train = True
     anomaly = False
     scope = ()
+    fused_cells = True
 
 
 @contextlib.contextmanager
@@ -36,7 +37,8 @@ def using_config(name, value):
     """Temporarily set ``Config.<name>`` to ``value``.
 
     Args:
-        name (str): one of ``enable_backprop``, ``train``, ``anomaly``, ``scope``.
+        name (str): one of ``enable_backprop``, ``train``, ``anomaly``, ``scope``,
+            ``fused_cells`` (False: LSTM cells record every gate instead of one fused op).
         value: the value inside the block.
     """
     if not hasattr(Config, name):
@@ -140,12 +142,19 @@ class Variable:
 
     def unchain_backward(self):
         """Cut every link of the graph behind this Variable, so that the graph is freed once
-        nothing else refers to it (what truncated BPTT needs after each backward)."""
+        nothing else refers to it (what truncated BPTT needs after each backward).
+
+        The other outputs of every op behind it become leaves too: a sequence op's final
+        state, carried into the next window, must not lead back into this one."""
         stack = [self.creator] if self.creator is not None else []
         seen = set(stack)
         self.creator = None
         while stack:
             f = stack.pop()
+            for ref in f.outputs:
+                y = ref()
+                if y is not None:
+                    y.creator = None
             for x in f.inputs:
                 if x.creator is not None and x.creator not in seen:
                     seen.add(x.creator)

@@ -16,15 +16,13 @@ iteration's graph is freed by ``unchain_backward``).
         [--memory-iters 300] [--device cpu|gpu]
 """
 import argparse
-import importlib.util
 import json
 import os
 import resource
-import subprocess
-import sys
-import time
 
 import numpy as np
+
+from benchlib import alternating, run_worker, time_training
 
 # LSTMLM and BetterLSTMLM in their classic settings (PTB's vocabulary, N 20 x T 35, SGD lr 20, clip 0.25)
 SETTINGS = {
@@ -134,27 +132,15 @@ def worker(impl, model_name, iters, warmup, device, memory_iters):
                           f"rss_mb_at_{memory_iters}": round(rss[memory_iters], 1),
                           "growth_mb": round(rss[memory_iters] - rss[checkpoint], 1)}))
         return
-    batches = _batches(warmup + iters)
-    for xs, ts in batches[:warmup]:
-        sync(step(xs, ts))
-    began = time.perf_counter()
-    for xs, ts in batches[warmup:]:
-        loss = step(xs, ts)
-    sync(loss)
-    seconds = time.perf_counter() - began
+    seconds = time_training(step, sync, _batches(warmup + iters), warmup)
     print(json.dumps({"impl": impl, "model": SETTINGS[model_name]["name"], "device": device,
                       "words_per_second": round(iters * BATCH * TIME / seconds, 1),
                       "peak_rss_mb": round(_peak_rss_mb(), 1), "iterations": iters, "seconds": round(seconds, 3)}))
 
 
-def _child(args, impl, model_name, memory_iters=0, round_index=None):
-    command = [sys.executable, __file__, "--worker", impl, "--models", model_name, "--iters", str(args.iters),
-               "--warmup", str(args.warmup), "--device", args.device, "--memory-iters", str(memory_iters)]
-    done = subprocess.run(command, check=True, capture_output=True, text=True)
-    result = json.loads(done.stdout.strip().splitlines()[-1])
-    if round_index is not None:
-        result["round"] = round_index
-    print(json.dumps(result), flush=True)
+def _measure(args, impl, model_name, memory_iters=0, **extra):
+    run_worker(__file__, [impl, "--models", model_name, "--iters", str(args.iters), "--warmup", str(args.warmup),
+                          "--device", args.device, "--memory-iters", str(memory_iters)], **extra)
 
 
 def main():
@@ -171,13 +157,11 @@ def main():
     if args.worker:
         worker(args.worker, models[0], args.iters, args.warmup, args.device, args.memory_iters)
         return
-    impls = ["tinygrad_rnn"] + (["torch"] if importlib.util.find_spec("torch") is not None else [])
     for model_name in models:
-        for r in range(args.rounds):
-            for impl in impls if r % 2 == 0 else impls[::-1]:
-                _child(args, impl, model_name, round_index=r)
+        for r, impl in alternating(args.rounds):
+            _measure(args, impl, model_name, round=r)
     if args.memory_iters:
-        _child(args, "tinygrad_rnn", "lstm", memory_iters=args.memory_iters)
+        _measure(args, "tinygrad_rnn", "lstm", memory_iters=args.memory_iters)
 
 
 if __name__ == "__main__":

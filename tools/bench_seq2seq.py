@@ -11,24 +11,34 @@ where it is importable (it is never a dependency), with the same models built fr
 Prints one JSON object a line: ``impl``, ``model``, ``samples_per_second`` (and round,
 iterations, seconds).
 
-    python tools/bench_seq2seq.py [--models seq2seq,peeky] [--iters 100] [--warmup 5] [--rounds 2]
+    python tools/bench_seq2seq.py [--models seq2seq,peeky] [--iters 300] [--warmup 5] [--rounds 3]
 """
 import argparse
-import importlib.util
 import json
-import subprocess
-import sys
-import time
+import os
+import tempfile
+
+import numpy as np
+
+from benchlib import alternating, run_worker, time_training
 
 VOCAB, WORDVEC, HIDDEN, BATCH, LR, CLIP = 13, 16, 128, 128, 0.001, 5.0
 NAMES = {"seq2seq": "Seq2seq", "peeky": "PeekySeq2seq"}
 
 
-def _batches(count):
+def _write_batches(count, path):
+    """Generate ``count`` batches of reversed addition questions into an .npz file for the workers
+    (so that the PyTorch worker never imports tinygrad_rnn, whose import tunes malloc)."""
     from tinygrad_rnn.data import toy_seq
 
     data = toy_seq.load_task("addition", count=count * BATCH, test_size=0, reverse=True)
-    return [(data.x_train[i:i + BATCH], data.t_train[i:i + BATCH]) for i in range(0, count * BATCH, BATCH)]
+    np.savez(path, xs=data.x_train, ts=data.t_train)
+
+
+def _read_batches(path):
+    with np.load(path) as f:
+        xs, ts = f["xs"], f["ts"]
+    return [(xs[i:i + BATCH], ts[i:i + BATCH]) for i in range(0, len(xs), BATCH)]
 
 
 def _ours(model_name):
@@ -88,47 +98,36 @@ def _torch(model_name):
     return step, lambda loss: float(loss.item())
 
 
-def worker(impl, model_name, iters, warmup):
+def worker(impl, model_name, data, warmup):
     """Run in a child process: time one implementation on one model and print one JSON line."""
     step, sync = (_ours if impl == "tinygrad_rnn" else _torch)(model_name)
-    batches = _batches(warmup + iters)
-    for xs, ts in batches[:warmup]:
-        sync(step(xs, ts))
-    began = time.perf_counter()
-    for xs, ts in batches[warmup:]:
-        loss = step(xs, ts)
-    sync(loss)
-    seconds = time.perf_counter() - began
+    batches = _read_batches(data)
+    seconds = time_training(step, sync, batches, warmup)
+    iters = len(batches) - warmup
     print(json.dumps({"impl": impl, "model": NAMES[model_name], "samples_per_second": round(iters * BATCH / seconds),
                       "iterations": iters, "seconds": round(seconds, 3)}))
-
-
-def _child(args, impl, model_name, round_index):
-    command = [sys.executable, __file__, "--worker", impl, "--models", model_name, "--iters", str(args.iters),
-               "--warmup", str(args.warmup)]
-    done = subprocess.run(command, check=True, capture_output=True, text=True)
-    result = json.loads(done.stdout.strip().splitlines()[-1])
-    result["round"] = round_index
-    print(json.dumps(result), flush=True)
 
 
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--models", default="seq2seq,peeky", help="comma-separated: seq2seq, peeky")
-    parser.add_argument("--iters", type=int, default=100, help="timed iterations per measurement")
+    parser.add_argument("--iters", type=int, default=300, help="timed iterations per measurement")
     parser.add_argument("--warmup", type=int, default=5, help="untimed iterations before them")
-    parser.add_argument("--rounds", type=int, default=2, help="measurements per side and model, alternating")
+    parser.add_argument("--rounds", type=int, default=3, help="measurements per side and model, alternating")
     parser.add_argument("--worker", choices=("tinygrad_rnn", "torch"), help=argparse.SUPPRESS)
+    parser.add_argument("--data", help=argparse.SUPPRESS)
     args = parser.parse_args()
     models = args.models.split(",")
     if args.worker:
-        worker(args.worker, models[0], args.iters, args.warmup)
+        worker(args.worker, models[0], args.data, args.warmup)
         return
-    impls = ["tinygrad_rnn"] + (["torch"] if importlib.util.find_spec("torch") is not None else [])
-    for model_name in models:
-        for r in range(args.rounds):
-            for impl in impls if r % 2 == 0 else impls[::-1]:
-                _child(args, impl, model_name, r)
+    with tempfile.TemporaryDirectory() as tmp:
+        data = os.path.join(tmp, "batches.npz")
+        _write_batches(args.warmup + args.iters, data)
+        for model_name in models:
+            for r, impl in alternating(args.rounds):
+                run_worker(__file__, [impl, "--models", model_name, "--data", data, "--warmup", str(args.warmup)],
+                           round=r)
 
 
 if __name__ == "__main__":

@@ -172,8 +172,17 @@ class LSTMCell(_Cell):
         state = self._state((h, c), x.shape[0])
         return self._step(F.linear(x, self.Wx, self.b), state)
 
+    def _sequence(self, xs, state):
+        if not Config.fused_cells:
+            return super()._sequence(xs, state)
+        hs, h, c = F.lstm_sequence(F.linear(xs, self.Wx, self.b), *state, self.Wh)
+        return hs, (h, c)
+
     def _step(self, xw, state):
         h, c = state
+        if Config.fused_cells:
+            h, c = F.lstm(xw + F.matmul(h, self.Wh), c)
+            return h, c
         a_i, a_f, a_g, a_o = F.split(xw + F.matmul(h, self.Wh), 4, axis=1)
         c = F.sigmoid(a_f) * c + F.sigmoid(a_i) * F.tanh(a_g)
         return F.sigmoid(a_o) * F.tanh(c), c
