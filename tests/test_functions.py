@@ -300,7 +300,7 @@ def _lstm_case(draw):
 @st.composite
 def _lstm_sequence_case(draw):
     n, t, h = draw(st.integers(1, 3)), draw(st.integers(1, 4)), draw(st.integers(1, 3))
-    return (draw(float_arrays((n, t, 4 * h), -2.0, 2.0)), draw(float_arrays((n, h), -1.0, 1.0)),
+    return (draw(float_arrays((t, n, 4 * h), -2.0, 2.0)), draw(float_arrays((n, h), -1.0, 1.0)),
             draw(float_arrays((n, h), -2.0, 2.0)), draw(float_arrays((h, 4 * h), -1.0, 1.0))), {}
 
 
@@ -313,19 +313,19 @@ def _np_lstm_step(a, c):
 
 def _np_lstm_sequence(xw, h, c, Wh):
     hs = []
-    for t in range(xw.shape[1]):
-        h, c = _np_lstm_step(xw[:, t] + h @ Wh, c)
+    for xw_t in xw:
+        h, c = _np_lstm_step(xw_t + h @ Wh, c)
         hs.append(h)
-    return np.stack(hs, axis=1), h, c
+    return np.stack(hs), h, c
 
 
 def _joined(*ys):
-    """Several outputs as one (N, ...) array, so that one check covers all of them."""
-    return np.concatenate([y.reshape(len(y), -1) for y in ys], axis=1)
+    """Several outputs as one flat array, so that one check covers all of them."""
+    return np.concatenate([y.ravel() for y in ys])
 
 
 def _fjoined(*ys):
-    return F.concat([F.reshape(y, (y.shape[0], -1)) for y in ys], axis=1)
+    return F.concat([F.reshape(y, (-1,)) for y in ys], axis=0)
 
 
 OPS = [
@@ -482,11 +482,11 @@ def test_sigmoid_does_not_overflow_for_large_negative_inputs():
 def test_fused_lstm_ops_name_themselves_and_the_shapes_in_errors():
     with pytest.raises(ValueError, match=r"lstm: shapes a \(2, 8\), c \(2, 3\) do not fit a \(N, 4H\), c \(N, H\)"):
         F.lstm(np.ones((2, 8)), np.ones((2, 3)))
-    with pytest.raises(ValueError, match=r"lstm_sequence: shapes xw \(2, 3, 8\), h \(2, 2\), c \(2, 2\), "
-                                         r"Wh \(2, 4\) do not fit xw \(N, T, 4H\)"):
-        F.lstm_sequence(np.ones((2, 3, 8)), np.ones((2, 2)), np.ones((2, 2)), np.ones((2, 4)))
-    with pytest.raises(ValueError, match=r"lstm_sequence: needs at least one time step, got xw of shape \(2, 0, 8\)"):
-        F.lstm_sequence(np.ones((2, 0, 8)), np.ones((2, 2)), np.ones((2, 2)), np.ones((2, 8)))
+    with pytest.raises(ValueError, match=r"lstm_sequence: shapes xw \(3, 2, 8\), h \(2, 2\), c \(2, 2\), "
+                                         r"Wh \(2, 4\) do not fit xw \(T, N, 4H\)"):
+        F.lstm_sequence(np.ones((3, 2, 8)), np.ones((2, 2)), np.ones((2, 2)), np.ones((2, 4)))
+    with pytest.raises(ValueError, match=r"lstm_sequence: needs at least one time step, got xw of shape \(0, 2, 8\)"):
+        F.lstm_sequence(np.ones((0, 2, 8)), np.ones((2, 2)), np.ones((2, 2)), np.ones((2, 8)))
     with pytest.raises(TypeError, match=r"lstm: inputs of different dtypes \(float32, float64\)"):
         F.lstm(np.ones((2, 8), np.float32), np.ones((2, 2)))
     h, c = F.lstm(np.ones((2, 8)), np.ones((2, 2)))

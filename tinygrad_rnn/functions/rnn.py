@@ -4,8 +4,8 @@ An LSTM step built from primitives records about a dozen ops (split, three sigmo
 tanh, products and sums) and as many backward calls; on the small batches of the classic
 lessons their Python overhead costs more than the arithmetic. ``lstm`` computes the same
 values and gradients in one forward and one backward; ``lstm_sequence`` runs all T steps of
-a layer as one op (the textbook's TimeLSTM, PyTorch's ``nn.LSTM``), and takes the gradient
-of ``Wh`` as one product over all steps. ``LSTMCell`` and ``LSTM`` use them unless the graph is
+a layer as one op (the textbook's TimeLSTM, PyTorch's ``nn.LSTM``; time-major), and takes the
+gradient of ``Wh`` as one product over all steps. ``LSTMCell`` and ``LSTM`` use them unless the graph is
 recorded under ``using_config("fused_cells", False)``, which shows every gate of every step.
 
 Gate blocks are ordered i, f, g, o, as everywhere in tinygrad_rnn.
@@ -77,17 +77,17 @@ class LSTM(Function):
 
 
 def _check(op, a, c, h=None, Wh=None):
-    """Shapes and dtypes of the fused ops' inputs; ``a`` is (N, 4H) for lstm, (N, T, 4H) for lstm_sequence."""
-    n, width = a.shape[0], a.shape[-1]
+    """Shapes and dtypes of the fused ops' inputs; ``a`` is (N, 4H) for lstm, (T, N, 4H) for lstm_sequence."""
+    n, width = a.shape[-2], a.shape[-1]
     states = [s for s in (h, c) if s is not None]
     fits = (a.ndim == (2 if h is None else 3) and all(s.shape == (n, width // 4) for s in states)
             and width == 4 * c.shape[-1] and (Wh is None or Wh.shape == (c.shape[-1], width)))
     if not fits:
         named = (("a" if h is None else "xw", a), ("h", h), ("c", c), ("Wh", Wh))
         got = ", ".join(f"{name} {x.shape}" for name, x in named if x is not None)
-        want = "a (N, 4H), c (N, H)" if h is None else "xw (N, T, 4H), h (N, H), c (N, H), Wh (H, 4H)"
+        want = "a (N, 4H), c (N, H)" if h is None else "xw (T, N, 4H), h (N, H), c (N, H), Wh (H, 4H)"
         raise ValueError(f"{op}: shapes {got} do not fit {want}")
-    if h is not None and a.shape[1] == 0:
+    if h is not None and a.shape[0] == 0:
         raise ValueError(f"{op}: needs at least one time step, got xw of shape {a.shape}")
     dtypes = {x.dtype for x in (a, c, h, Wh) if x is not None}
     if len(dtypes) > 1:
@@ -119,27 +119,24 @@ def lstm(a, c):
 class LSTMSequence(Function):
     twice_differentiable = False  # backward uses the gates saved by forward and plain array math
 
-    # Steps are kept time-major, (T, N, ...): one step's arrays are then contiguous, and the
-    # element-wise work of a step runs about twice as fast as on (N, T, ...) slices.
     def forward(self, xw, h, c, Wh):
         xp = get_array_module(xw)
-        n, steps, width = xw.shape
-        xw = xw.transpose(1, 0, 2)
+        steps, n, width = xw.shape
         self.gates = xp.empty_like(xw)
         self.tanh_c = xp.empty((steps, n, width // 4), dtype=xw.dtype)
-        self.hs, self.cs = xp.empty_like(self.tanh_c), xp.empty_like(self.tanh_c)
+        hs, self.cs = xp.empty_like(self.tanh_c), xp.empty_like(self.tanh_c)
         for t in range(steps):
             a = h @ Wh
             a += xw[t]
-            _cell_forward(a, c, self.gates[t], self.tanh_c[t], self.hs[t], self.cs[t])
-            h, c = self.hs[t], self.cs[t]
+            _cell_forward(a, c, self.gates[t], self.tanh_c[t], hs[t], self.cs[t])
+            h, c = hs[t], self.cs[t]
+        self.hs = hs  # also for backward: the caller may drop this output
         # copies: the final state may be carried to the next call and must not keep hs and cs alive
-        return xp.ascontiguousarray(self.hs.transpose(1, 0, 2)), h.copy(), c.copy()
+        return hs, h.copy(), c.copy()
 
     def backward(self, ghs, gh, gc):
         xp = get_array_module(ghs)
         h0, c0, Wh = self.arg(1), self.arg(2), self.arg(3)
-        ghs = ghs.transpose(1, 0, 2)
         da = xp.empty_like(self.gates)
         for t in reversed(range(len(da))):
             gh = gh + ghs[t]
@@ -148,22 +145,25 @@ class LSTMSequence(Function):
         # Wh's gradient over all steps at once: sum_t h_{t-1}^T @ da_t as one product
         h_prev = xp.concatenate([h0[None], self.hs[:-1]])
         dWh = h_prev.reshape(-1, h_prev.shape[2]).T @ da.reshape(-1, da.shape[2])
-        return xp.ascontiguousarray(da.transpose(1, 0, 2)), gh, gc, dWh
+        return da, gh, gc, dWh
 
 
 def lstm_sequence(xw, h, c, Wh):
     """A whole LSTM layer over T steps as one op: the T steps of ``lstm`` with ``a_t = xw_t + h_{t-1} @ Wh``.
 
     Values and gradients equal T composed steps; the input projection ``xw = x @ Wx + b`` of
-    all steps is computed before (one product), ``h @ Wh`` inside. Not twice differentiable.
+    all steps is computed before (one product), ``h @ Wh`` inside. Time-major, as cuDNN and
+    PyTorch's default ``nn.LSTM``: each step's arrays are then contiguous, which makes the
+    element-wise work of a step about twice as fast as on (N, T, ...) slices. Not twice
+    differentiable.
 
     Args:
-        xw (Variable | ndarray): (N, T, 4H) input projections, T >= 1, gate blocks i, f, g, o.
+        xw (Variable | ndarray): (T, N, 4H) input projections, T >= 1, gate blocks i, f, g, o.
         h (Variable | ndarray): (N, H) the initial hidden state.
         c (Variable | ndarray): (N, H) the initial cell state.
         Wh (Variable | ndarray): (H, 4H) the recurrent weights.
     Returns:
-        tuple of Variable: (hs, h, c): all hidden states (N, T, H), and the final h and c (N, H).
+        tuple of Variable: (hs, h, c): all hidden states (T, N, H), and the final h and c (N, H).
     Raises:
         ValueError: the shapes do not fit, or T is 0.
         TypeError: the dtypes differ.

@@ -175,8 +175,10 @@ class LSTMCell(_Cell):
     def _sequence(self, xs, state):
         if not Config.fused_cells:
             return super()._sequence(xs, state)
-        hs, h, c = F.lstm_sequence(F.linear(xs, self.Wx, self.b), *state, self.Wh)
-        return hs, (h, c)
+        # time-major for the fused op: transposing the (N, T, D) input costs less than the (N, T, 4H) projection
+        xw = F.linear(F.transpose(xs, (1, 0, 2)), self.Wx, self.b)
+        hs, h, c = F.lstm_sequence(xw, *state, self.Wh)
+        return F.transpose(hs, (1, 0, 2)), (h, c)
 
     def _step(self, xw, state):
         h, c = state
