@@ -219,6 +219,7 @@ def test_train_tool_prints_examples_and_a_json_summary(tmp_path):
 
 
 def test_train_tool_draws_an_attention_heatmap_of_a_date(tmp_path):
-    _, result = _run_tool("--task", "date", "--model", "attention", "--reverse", "--epochs", "1", "--count", "300",
-                          "--test-size", "50", "--hidden", "16", "--out", str(tmp_path))
+    lines, result = _run_tool("--task", "date", "--model", "attention", "--reverse", "--epochs", "1", "--count",
+                              "300", "--test-size", "50", "--hidden", "16", "--examples", "0", "--out", str(tmp_path))
     assert Path(result["attention_plot"]).stat().st_size > 0
+    assert not any("☑" in line or "☒" in line for line in lines)  # --examples 0 prints none

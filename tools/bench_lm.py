@@ -22,7 +22,7 @@ import resource
 
 import numpy as np
 
-from benchlib import alternating, run_worker, time_training
+from common import alternating, run_worker, time_training
 
 # LSTMLM and BetterLSTMLM in their classic settings (PTB's vocabulary, N 20 x T 35, SGD lr 20, clip 0.25)
 SETTINGS = {

@@ -20,7 +20,7 @@ import tempfile
 
 import numpy as np
 
-from benchlib import alternating, run_worker, time_training
+from common import alternating, run_worker, time_training
 
 VOCAB, WORDVEC, HIDDEN, BATCH, LR, CLIP = 13, 16, 128, 128, 0.001, 5.0
 NAMES = {"seq2seq": "Seq2seq", "peeky": "PeekySeq2seq"}

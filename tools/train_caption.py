@@ -21,11 +21,11 @@ train_seconds, eval_seconds, samples_per_second, ...
 """
 import argparse
 import json
-import sys
 from pathlib import Path
 
 import numpy as np
 
+from common import marks
 from models import CaptionModel
 from tinygrad_rnn import as_cupy
 from tinygrad_rnn.data import captions
@@ -62,17 +62,14 @@ def parse_args(argv=None):
     return args
 
 
-def _marks():
-    """Right/wrong marks the terminal can print."""
-    encoding = (sys.stdout.encoding or "").lower().replace("-", "")
-    return ("☑", "☒") if encoding.startswith("utf") else ("OK", "X ")
-
 
 def show_examples(model, data, count, move):
     """Print ``count`` held-out captions as generated, marked right or wrong."""
+    if count <= 0:
+        return
     ts = data.t_test[:count]
     ids = model.generate(move(data.x_test[:count]), data.start_id, ts.shape[1] - 1)
-    right, wrong = _marks()
+    right, wrong = marks()
     for t, y in zip(ts, ids):
         ok = np.array_equal(y, t[1:])
         note = "" if ok else f"   (want {data.caption(t)})"

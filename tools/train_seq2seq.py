@@ -20,11 +20,11 @@ epoch), accuracy (per epoch), train_seconds, eval_seconds, samples_per_second, .
 """
 import argparse
 import json
-import sys
 from pathlib import Path
 
 import numpy as np
 
+from common import marks
 from models import AttentionSeq2seq, PeekySeq2seq, Seq2seq
 from tinygrad_rnn import as_cupy
 from tinygrad_rnn.data import toy_seq
@@ -89,17 +89,14 @@ def build_model(kind, vocab_size, wordvec_size, hidden_size, bidirectional=False
     return {"seq2seq": Seq2seq, "peeky": PeekySeq2seq}[kind](vocab_size, wordvec_size, hidden_size, seed=seed)
 
 
-def _marks():
-    """Right/wrong marks the terminal can print."""
-    encoding = (sys.stdout.encoding or "").lower().replace("-", "")
-    return ("☑", "☒") if encoding.startswith("utf") else ("OK", "X ")
-
 
 def show_examples(model, data, count, move):
     """Print ``count`` held-out questions with the decoded answer, marked right or wrong."""
+    if count <= 0:
+        return
     xs, ts = data.x_test[:count], data.t_test[:count]
     ids = model.generate(move(xs), data.vocab.start_id, ts.shape[1] - 1)
-    right, wrong = _marks()
+    right, wrong = marks()
     for x, t, y in zip(xs, ts, ids):
         answer = data.vocab.decode(y)
         ok = answer == data.vocab.decode(t[1:])

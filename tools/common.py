@@ -1,9 +1,10 @@
-"""What the training benchmarks share: one measurement per fresh process, the two sides alternating.
+"""What the tools share: the right/wrong marks of the training tools, and the benchmarks' runner.
 
-A measurement runs ``SCRIPT --worker IMPL ...`` in a new interpreter, so that its memory figures
-are its own and neither side inherits the other's state (PyTorch's threads, tinygrad_rnn's
-``malloc`` settings). Rounds alternate the order of the sides, so that a slow phase of the
-machine hits both. PyTorch is measured only where it is importable; it is never a dependency.
+Benchmarks take one measurement per fresh process, the sides alternating. A measurement runs
+``SCRIPT --worker IMPL ...`` in a new interpreter, so that its memory figures are its own and no
+side inherits another's state (PyTorch's threads, tinygrad_rnn's ``malloc`` settings). Rounds
+alternate the order of the sides, so that a slow phase of the machine hits both. PyTorch is
+measured only where it is importable; it is never a dependency.
 """
 import importlib.util
 import json
@@ -14,6 +15,12 @@ import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
+
+
+def marks():
+    """The (right, wrong) marks printed next to decoded examples, in what the terminal can print."""
+    encoding = (sys.stdout.encoding or "").lower().replace("-", "")
+    return ("☑", "☒") if encoding.startswith("utf") else ("OK", "X ")
 
 
 def alternating(rounds):
