@@ -304,6 +304,36 @@ def _lstm_sequence_case(draw):
             draw(float_arrays((n, h), -2.0, 2.0)), draw(float_arrays((h, 4 * h), -1.0, 1.0))), {}
 
 
+@st.composite
+def _gru_case(draw):
+    n, h = draw(st.integers(1, 3)), draw(st.integers(1, 3))
+    return (draw(float_arrays((n, 3 * h), -2.0, 2.0)), draw(float_arrays((n, 3 * h), -2.0, 2.0)),
+            draw(float_arrays((n, h), -2.0, 2.0)), draw(float_arrays((h,), -1.0, 1.0))), {}
+
+
+@st.composite
+def _gru_sequence_case(draw):
+    n, t, h = draw(st.integers(1, 3)), draw(st.integers(1, 4)), draw(st.integers(1, 3))
+    return (draw(float_arrays((t, n, 3 * h), -2.0, 2.0)), draw(float_arrays((n, h), -1.0, 1.0)),
+            draw(float_arrays((h, 3 * h), -1.0, 1.0)), draw(float_arrays((h,), -1.0, 1.0))), {}
+
+
+def _np_gru_step(xw, hw, h, bh):
+    size = h.shape[1]
+    r = _np_sigmoid(xw[:, :size] + hw[:, :size])
+    z = _np_sigmoid(xw[:, size:2 * size] + hw[:, size:2 * size])
+    n = np.tanh(xw[:, 2 * size:] + r * (hw[:, 2 * size:] + bh))
+    return (1 - z) * n + z * h
+
+
+def _np_gru_sequence(xw, h, Wh, bh):
+    hs = []
+    for xw_t in xw:
+        h = _np_gru_step(xw_t, h @ Wh, h, bh)
+        hs.append(h)
+    return np.stack(hs), h
+
+
 def _np_lstm_step(a, c):
     h = c.shape[1]
     i, f, g, o = (a[:, k * h:(k + 1) * h] for k in range(4))
@@ -370,6 +400,9 @@ OPS = [
     Op("lstm", lambda a, c: _fjoined(*F.lstm(a, c)), lambda a, c: _joined(*_np_lstm_step(a, c)), _lstm_case()),
     Op("lstm_sequence", lambda *xs: _fjoined(*F.lstm_sequence(*xs)), lambda *xs: _joined(*_np_lstm_sequence(*xs)),
        _lstm_sequence_case()),
+    Op("gru", F.gru, _np_gru_step, _gru_case()),
+    Op("gru_sequence", lambda *xs: _fjoined(*F.gru_sequence(*xs)), lambda *xs: _joined(*_np_gru_sequence(*xs)),
+       _gru_sequence_case()),
     Op("flatten", F.flatten, lambda x: x.reshape(len(x), -1), _unary().filter(lambda case: case[0][0].ndim >= 1)),
 ]
 OPS_BY_NAME = {op.name: op for op in OPS}
@@ -489,6 +522,11 @@ def test_fused_lstm_ops_name_themselves_and_the_shapes_in_errors():
         F.lstm_sequence(np.ones((0, 2, 8)), np.ones((2, 2)), np.ones((2, 2)), np.ones((2, 8)))
     with pytest.raises(TypeError, match=r"lstm: inputs of different dtypes \(float32, float64\)"):
         F.lstm(np.ones((2, 8), np.float32), np.ones((2, 2)))
+    with pytest.raises(ValueError, match=r"gru: shapes xw \(2, 6\), hw \(2, 6\), h \(2, 2\), bh \(3,\) do not fit "
+                                         r"xw \(N, 3H\), hw \(N, 3H\), h \(N, H\), bh \(H\)"):
+        F.gru(np.ones((2, 6)), np.ones((2, 6)), np.ones((2, 2)), np.ones(3))
+    with pytest.raises(ValueError, match=r"gru_sequence: needs at least one time step"):
+        F.gru_sequence(np.ones((0, 2, 6)), np.ones((2, 2)), np.ones((2, 6)), np.ones(2))
     h, c = F.lstm(np.ones((2, 8)), np.ones((2, 2)))
     with pytest.raises(NotImplementedError, match="lstm: backward with create_graph=True is not supported"):
         F.sum(h * c).backward(create_graph=True)

@@ -369,6 +369,32 @@ def test_fused_lstm_equals_the_graph_composed_from_primitives(n, t, d, h, num_la
         np.testing.assert_allclose(fused, composed, rtol=1e-9, atol=1e-12)
 
 
+@settings(max_examples=10)
+@given(n=sizes, t=sizes, d=sizes, h=sizes, num_layers=st.integers(1, 2), seed=seeds)
+def test_fused_gru_equals_the_graph_composed_from_primitives(n, t, d, h, num_layers, seed):
+    rng = np.random.default_rng(seed)
+    state = (num_layers, n, h) if num_layers > 1 else (n, h)
+    xs, h0 = rng.standard_normal((n, t, d)), rng.standard_normal(state)
+    gys = [rng.standard_normal(shape) for shape in [(n, t, h), state, (n, h)]]
+    bhs = rng.standard_normal((num_layers, h))  # a nonzero recurrent bias, so that its gradient is checked too
+    results = []
+    for fused in (True, False):
+        layer = L.GRU(d, h, num_layers=num_layers, seed=seed, dtype=np.float64)
+        for cell, bh in zip(layer.cells, bhs):
+            cell.bh.data[...] = bh
+        inputs = [tg.Variable(a) for a in (xs, h0)]
+        with tg.using_config("fused_cells", fused):
+            layer.set_state(inputs[1])
+            hs = layer(inputs[0])
+            step = layer.cells[0](inputs[0][:, 0], hs[:, -1])
+            outputs = [hs, layer.h, step]
+            F.sum(F.stack([F.sum(y * gy) for y, gy in zip(outputs, gys)])).backward()
+        grads = [v.grad.data for v in inputs] + [p.grad.data for p in layer.params()]
+        results.append([y.data for y in outputs] + grads)
+    for fused, composed in zip(*results):
+        np.testing.assert_allclose(fused, composed, rtol=1e-9, atol=1e-12)
+
+
 @given(cls=st.sampled_from(SEQUENCE_LAYERS), num_layers=st.integers(1, 2), seed=seeds)
 def test_stateful_layer_carries_state_two_windows_equal_one(cls, num_layers, seed):
     rng = np.random.default_rng(seed)

@@ -20,6 +20,7 @@ epoch), accuracy (per epoch), train_seconds, eval_seconds, samples_per_second, .
 """
 import argparse
 import json
+import math
 from pathlib import Path
 
 import numpy as np
@@ -52,6 +53,8 @@ def parse_args(argv=None):
     parser.add_argument("--lr", type=float, default=0.001, help="Adam learning rate")
     parser.add_argument("--eps", type=float, default=1e-7, help="Adam epsilon (the textbook's Adam uses 1e-7)")
     parser.add_argument("--clip", type=float, default=5.0, help="max global gradient norm (0: no clipping)")
+    parser.add_argument("--lr-schedule", choices=("constant", "cosine"), default="constant",
+                        help="cosine: anneal the learning rate towards 0 over the epochs, one step an epoch")
     parser.add_argument("--count", type=int, default=50000, help="examples to generate")
     parser.add_argument("--test-size", type=int, default=5000, help="held-out examples")
     parser.add_argument("--data-file", help="read question_answer lines from this file instead of generating")
@@ -162,17 +165,19 @@ def main(argv=None):
     spec = {"task": args.task, "model": args.model, "reverse": args.reverse, "bidirectional": args.bidirectional,
             "vocab_size": len(data.vocab), "wordvec_size": args.wordvec, "hidden_size": args.hidden}
 
-    def examples(trainer, record):
+    def end_of_epoch(trainer, record):
         show_examples(model, data, args.examples, move)
+        if args.lr_schedule == "cosine":
+            trainer.optimizer.lr = args.lr * 0.5 * (1 + math.cos(math.pi * trainer.epoch / args.epochs))
 
     trainer = SeqTrainer(model, Adam(args.lr, eps=args.eps).setup(model), batch_size=args.batch_size,
                          max_grad_norm=args.clip or None, seed=args.seed, out_dir=out,
-                         progress=False if args.no_progress else None, log=print, callback=examples,
+                         progress=False if args.no_progress else None, log=print, callback=end_of_epoch,
                          meta={"model": spec, "vocab": data.vocab.id_to_char, "args": vars(args)})
     print(f"{type(model).__name__} on {args.task}{' (reversed questions)' if args.reverse else ''}: "
           f"V {len(data.vocab)}, D {args.wordvec}, H {args.hidden}; {len(data.x_train):,} training and "
-          f"{len(data.x_test):,} held-out examples, batch {args.batch_size}, Adam lr {args.lr:g} eps {args.eps:g}, "
-          f"clip {args.clip}, "
+          f"{len(data.x_test):,} held-out examples, batch {args.batch_size}, Adam lr {args.lr:g} eps {args.eps:g} "
+          f"({args.lr_schedule}), clip {args.clip}, "
           f"device {args.device}")
     history = trainer.fit(data.x_train, data.t_train, data.x_test, data.t_test, epochs=args.epochs)
 

@@ -1,14 +1,16 @@
-"""Fused LSTM: the element-wise part of one step (``lstm``), and whole sequences (``lstm_sequence``).
+"""Fused LSTM and GRU: the element-wise part of one step, and whole sequences, each as one op.
 
 An LSTM step built from primitives records about a dozen ops (split, three sigmoids, two
 tanh, products and sums) and as many backward calls; on the small batches of the classic
-lessons their Python overhead costs more than the arithmetic. ``lstm`` computes the same
-values and gradients in one forward and one backward; ``lstm_sequence`` runs all T steps of
-a layer as one op (the textbook's TimeLSTM, PyTorch's ``nn.LSTM``; time-major), and takes the
-gradient of ``Wh`` as one product over all steps. ``LSTMCell`` and ``LSTM`` use them unless the graph is
-recorded under ``using_config("fused_cells", False)``, which shows every gate of every step.
+lessons their Python overhead costs more than the arithmetic. ``lstm`` and ``gru`` compute the
+same values and gradients in one forward and one backward; ``lstm_sequence`` and
+``gru_sequence`` run all T steps of a layer as one op (the textbook's TimeLSTM, PyTorch's
+``nn.LSTM``; time-major, as cuDNN), and take the gradient of ``Wh`` as one product over all
+steps. The cells and sequence layers use them unless the graph is recorded under
+``using_config("fused_cells", False)``, which shows every gate of every step. None of them is
+twice differentiable: record the composed graph for higher derivatives.
 
-Gate blocks are ordered i, f, g, o, as everywhere in tinygrad_rnn.
+Gate blocks are ordered i, f, g, o for the LSTM and r, z, n for the GRU, as everywhere in tinygrad_rnn.
 """
 from tinygrad_rnn.backend import get_array_module
 from tinygrad_rnn.core import Function, as_variable
@@ -76,20 +78,37 @@ class LSTM(Function):
         return da, gc_prev
 
 
-def _check(op, a, c, h=None, Wh=None):
-    """Shapes and dtypes of the fused ops' inputs; ``a`` is (N, 4H) for lstm, (T, N, 4H) for lstm_sequence."""
-    n, width = a.shape[-2], a.shape[-1]
-    states = [s for s in (h, c) if s is not None]
-    fits = (a.ndim == (2 if h is None else 3) and all(s.shape == (n, width // 4) for s in states)
-            and width == 4 * c.shape[-1] and (Wh is None or Wh.shape == (c.shape[-1], width)))
+def _check(op, inputs, want, steps_first=False):
+    """Check the shapes and dtypes of a fused op's inputs against ``want``.
+
+    Args:
+        op (str): the op's name, for the messages.
+        inputs (dict): name -> Variable, in argument order.
+        want (dict): name -> shape pattern, a tuple of letters ("N", "H", "T"); "G*H" reads as G
+            times H. Each letter must take one value across all inputs.
+        steps_first (bool): the first input is (T, ...) and T must be at least 1.
+    Raises:
+        ValueError: a shape does not fit the pattern (one value per letter) or T is 0.
+        TypeError: the dtypes differ.
+    """
+    sizes, fits = {}, True
+    for name, x in inputs.items():
+        pattern = want[name]
+        fits = fits and x.ndim == len(pattern)
+        for size, symbol in zip(x.shape, pattern):
+            blocks, letter = (int(symbol[0]), symbol[-1]) if "*" in symbol else (1, symbol)
+            if size % blocks:
+                fits = False
+            elif sizes.setdefault(letter, size // blocks) != size // blocks:
+                fits = False
     if not fits:
-        named = (("a" if h is None else "xw", a), ("h", h), ("c", c), ("Wh", Wh))
-        got = ", ".join(f"{name} {x.shape}" for name, x in named if x is not None)
-        want = "a (N, 4H), c (N, H)" if h is None else "xw (T, N, 4H), h (N, H), c (N, H), Wh (H, 4H)"
-        raise ValueError(f"{op}: shapes {got} do not fit {want}")
-    if h is not None and a.shape[0] == 0:
-        raise ValueError(f"{op}: needs at least one time step, got xw of shape {a.shape}")
-    dtypes = {x.dtype for x in (a, c, h, Wh) if x is not None}
+        got = ", ".join(f"{name} {x.shape}" for name, x in inputs.items())
+        shapes = ", ".join(f"{name} ({', '.join(p.replace('*', '') for p in want[name])})" for name in inputs)
+        raise ValueError(f"{op}: shapes {got} do not fit {shapes}")
+    first = next(iter(inputs.values()))
+    if steps_first and first.shape[0] == 0:
+        raise ValueError(f"{op}: needs at least one time step, got {next(iter(inputs))} of shape {first.shape}")
+    dtypes = {x.dtype for x in inputs.values()}
     if len(dtypes) > 1:
         raise TypeError(f"{op}: inputs of different dtypes ({', '.join(sorted(map(str, dtypes)))})")
 
@@ -100,7 +119,6 @@ def lstm(a, c):
     With ``[a_i, a_f, a_g, a_o]`` the four (N, H) blocks of ``a`` (order i, f, g, o):
     ``c' = sigmoid(a_f) * c + sigmoid(a_i) * tanh(a_g)`` and ``h' = sigmoid(a_o) * tanh(c')``,
     the same values and gradients as the graph composed from split, sigmoid, tanh, mul and add.
-    Not twice differentiable: build the cell from primitives for higher derivatives.
 
     Args:
         a (Variable | ndarray): (N, 4H) pre-activations ``x @ Wx + h @ Wh + b``.
@@ -112,7 +130,7 @@ def lstm(a, c):
         TypeError: the dtypes differ.
     """
     a, c = as_variable(a), as_variable(c)
-    _check("lstm", a, c)
+    _check("lstm", {"a": a, "c": c}, {"a": ("N", "4*H"), "c": ("N", "H")})
     return LSTM()(a, c)
 
 
@@ -154,8 +172,7 @@ def lstm_sequence(xw, h, c, Wh):
     Values and gradients equal T composed steps; the input projection ``xw = x @ Wx + b`` of
     all steps is computed before (one product), ``h @ Wh`` inside. Time-major, as cuDNN and
     PyTorch's default ``nn.LSTM``: each step's arrays are then contiguous, which makes the
-    element-wise work of a step about twice as fast as on (N, T, ...) slices. Not twice
-    differentiable.
+    element-wise work of a step about twice as fast as on (N, T, ...) slices.
 
     Args:
         xw (Variable | ndarray): (T, N, 4H) input projections, T >= 1, gate blocks i, f, g, o.
@@ -169,5 +186,134 @@ def lstm_sequence(xw, h, c, Wh):
         TypeError: the dtypes differ.
     """
     xw, h, c, Wh = (as_variable(x) for x in (xw, h, c, Wh))
-    _check("lstm_sequence", xw, c, h, Wh)
+    _check("lstm_sequence", {"xw": xw, "h": h, "c": c, "Wh": Wh},
+           {"xw": ("T", "N", "4*H"), "h": ("N", "H"), "c": ("N", "H"), "Wh": ("H", "4*H")}, steps_first=True)
     return LSTMSequence()(xw, h, c, Wh)
+
+
+def _gru_forward(xw, hw, h, bh, gates, hn, h_next):
+    """One GRU step from ``xw = x @ Wx + b`` and ``hw = h @ Wh`` (N, 3H), into the given arrays.
+
+    ``gates`` (N, 3H) receives r, z, n; ``hn`` (N, H) the recurrent part of n before the reset
+    gate, ``h @ Wh_n + bh``; ``h_next`` (N, H) the new state.
+    """
+    xp = get_array_module(xw)
+    size = h.shape[1]
+    rz, n = gates[:, :2 * size], gates[:, 2 * size:]
+    xp.add(xw[:, :2 * size], hw[:, :2 * size], out=rz)
+    rz *= 0.5  # the tanh form of the sigmoid, as F.sigmoid
+    xp.tanh(rz, out=rz)
+    rz *= 0.5
+    rz += 0.5
+    r, z = rz[:, :size], rz[:, size:]
+    xp.add(hw[:, 2 * size:], bh, out=hn)
+    xp.multiply(r, hn, out=n)
+    n += xw[:, 2 * size:]
+    xp.tanh(n, out=n)
+    xp.subtract(h, n, out=h_next)  # h' = (1 - z) * n + z * h = n + z * (h - n)
+    h_next *= z
+    h_next += n
+
+
+def _gru_backward(gates, hn, h, gh, dxw, dhw):
+    """Gradients of one step for the gradient ``gh`` of h': fill ``dxw`` and ``dhw`` (N, 3H)
+    for ``xw`` and ``hw``; return the part of h's gradient that skips ``Wh`` (``gh * z``)."""
+    size = h.shape[1]
+    r, z, n = gates[:, :size], gates[:, size:2 * size], gates[:, 2 * size:]
+    da_n = gh * (1 - z) * (1 - n * n)  # through n = tanh(a_n)
+    dxw[:, 2 * size:] = da_n
+    dhw[:, 2 * size:] = da_n * r
+    dxw[:, :size] = da_n * hn * r * (1 - r)
+    dxw[:, size:2 * size] = gh * (h - n) * z * (1 - z)
+    dhw[:, :2 * size] = dxw[:, :2 * size]
+    return gh * z
+
+
+class GRU(Function):
+    twice_differentiable = False  # backward uses the gates saved by forward and plain array math
+
+    def forward(self, xw, hw, h, bh):
+        xp = get_array_module(xw)
+        self.gates, self.hn = xp.empty_like(xw), xp.empty_like(h)
+        h_next = xp.empty_like(h)
+        _gru_forward(xw, hw, h, bh, self.gates, self.hn, h_next)
+        return h_next
+
+    def backward(self, gh):
+        xp = get_array_module(gh)
+        dxw, dhw = xp.empty_like(self.gates), xp.empty_like(self.gates)
+        gh_direct = _gru_backward(self.gates, self.hn, self.arg(2), gh, dxw, dhw)
+        return dxw, dhw, gh_direct, dhw[:, 2 * gh.shape[1]:].sum(axis=0)
+
+
+def gru(xw, hw, h, bh):
+    """The element-wise part of a GRU step (PyTorch's convention), fused: projections -> h'.
+
+    With blocks r, z, n of ``xw`` and ``hw``: ``r = sigmoid(xw_r + hw_r)``,
+    ``z = sigmoid(xw_z + hw_z)``, ``n = tanh(xw_n + r * (hw_n + bh))``, ``h' = (1 - z) * n + z * h``,
+    the same values and gradients as the graph ``GRUCell`` composes from primitives.
+
+    Args:
+        xw (Variable | ndarray): (N, 3H) input projections ``x @ Wx + b``.
+        hw (Variable | ndarray): (N, 3H) recurrent projections ``h @ Wh``.
+        h (Variable | ndarray): (N, H) the previous state.
+        bh (Variable | ndarray): (H,) the recurrent bias of n.
+    Returns:
+        Variable: h' (N, H).
+    Raises:
+        ValueError: the shapes do not fit.
+        TypeError: the dtypes differ.
+    """
+    xw, hw, h, bh = (as_variable(x) for x in (xw, hw, h, bh))
+    _check("gru", {"xw": xw, "hw": hw, "h": h, "bh": bh},
+           {"xw": ("N", "3*H"), "hw": ("N", "3*H"), "h": ("N", "H"), "bh": ("H",)})
+    return GRU()(xw, hw, h, bh)
+
+
+class GRUSequence(Function):
+    twice_differentiable = False  # backward uses the gates saved by forward and plain array math
+
+    def forward(self, xw, h, Wh, bh):
+        xp = get_array_module(xw)
+        self.gates = xp.empty_like(xw)
+        self.hn = xp.empty(xw.shape[:2] + h.shape[1:], dtype=xw.dtype)
+        hs = xp.empty_like(self.hn)
+        for t in range(len(xw)):
+            _gru_forward(xw[t], h @ Wh, h, bh, self.gates[t], self.hn[t], hs[t])
+            h = hs[t]
+        self.hs = hs  # also for backward: the caller may drop this output
+        return hs, h.copy()  # a copy: the final state may be carried and must not keep hs alive
+
+    def backward(self, ghs, gh):
+        xp = get_array_module(ghs)
+        h0, Wh = self.arg(1), self.arg(2)
+        dxw, dhw = xp.empty_like(self.gates), xp.empty_like(self.gates)
+        for t in reversed(range(len(dxw))):
+            gh = gh + ghs[t]
+            direct = _gru_backward(self.gates[t], self.hn[t], self.hs[t - 1] if t else h0, gh, dxw[t], dhw[t])
+            gh = direct + dhw[t] @ Wh.T
+        h_prev = xp.concatenate([h0[None], self.hs[:-1]])  # Wh's gradient over all steps as one product
+        dWh = h_prev.reshape(-1, h_prev.shape[2]).T @ dhw.reshape(-1, dhw.shape[2])
+        return dxw, gh, dWh, dhw[:, :, 2 * gh.shape[1]:].sum(axis=(0, 1))
+
+
+def gru_sequence(xw, h, Wh, bh):
+    """A whole GRU layer over T steps as one op: the T steps of ``gru`` with ``hw_t = h_{t-1} @ Wh``.
+
+    Time-major like ``lstm_sequence``; values and gradients equal T composed steps.
+
+    Args:
+        xw (Variable | ndarray): (T, N, 3H) input projections ``x @ Wx + b``, T >= 1, blocks r, z, n.
+        h (Variable | ndarray): (N, H) the initial state.
+        Wh (Variable | ndarray): (H, 3H) the recurrent weights.
+        bh (Variable | ndarray): (H,) the recurrent bias of n.
+    Returns:
+        tuple of Variable: (hs, h): all states (T, N, H) and the final one (N, H).
+    Raises:
+        ValueError: the shapes do not fit, or T is 0.
+        TypeError: the dtypes differ.
+    """
+    xw, h, Wh, bh = (as_variable(x) for x in (xw, h, Wh, bh))
+    _check("gru_sequence", {"xw": xw, "h": h, "Wh": Wh, "bh": bh},
+           {"xw": ("T", "N", "3*H"), "h": ("N", "H"), "Wh": ("H", "3*H"), "bh": ("H",)}, steps_first=True)
+    return GRUSequence()(xw, h, Wh, bh)

@@ -1,9 +1,11 @@
 """Recurrent layers: one-step cells (RNNCell, LSTMCell, GRUCell) and sequence layers (RNN, LSTM, GRU).
 
-Cells are composed from primitive ops (MatMul/Linear, Split, Sigmoid, Tanh, Mul, Add), so
-graphs show every gate. A sequence layer computes the input projection of all T steps with one
-``F.linear`` over (N, T, D) and slices it with one ``F.split``; each step then only adds
-``h @ Wh``. Step t is recorded inside ``name_scope(f"t{t}")`` under the layer's scope.
+A sequence layer computes the input projection of all T steps with one ``F.linear``. LSTM and
+GRU cells then run as the fused ops of ``functions/rnn.py`` (``lstm_sequence`` / ``gru_sequence``
+for a whole layer, ``lstm`` / ``gru`` for one step). Under ``using_config("fused_cells", False)``,
+and always for the RNN, cells are composed from primitive ops (MatMul, Split, Sigmoid, Tanh,
+Mul, Add), so graphs show every gate: the projection is sliced with one ``F.split``, each step
+adds ``h @ Wh``, and step t is recorded inside ``name_scope(f"t{t}")`` under the layer's scope.
 """
 import contextlib
 
@@ -175,7 +177,7 @@ class LSTMCell(_Cell):
     def _sequence(self, xs, state):
         if not Config.fused_cells:
             return super()._sequence(xs, state)
-        # time-major for the fused op: transposing the (N, T, D) input costs less than the (N, T, 4H) projection
+        # time-major for the fused op: transposing the (N, T, D) input costs less than transposing xw
         xw = F.linear(F.transpose(xs, (1, 0, 2)), self.Wx, self.b)
         hs, h, c = F.lstm_sequence(xw, *state, self.Wh)
         return F.transpose(hs, (1, 0, 2)), (h, c)
@@ -233,8 +235,17 @@ class GRUCell(_Cell):
         state = self._state((h,), x.shape[0])
         return self._step(F.linear(x, self.Wx, self.b), state)[0]
 
+    def _sequence(self, xs, state):
+        if not Config.fused_cells:
+            return super()._sequence(xs, state)
+        xw = F.linear(F.transpose(xs, (1, 0, 2)), self.Wx, self.b)  # time-major, as for the LSTM
+        hs, h = F.gru_sequence(xw, *state, self.Wh, self.bh)
+        return F.transpose(hs, (1, 0, 2)), (h,)
+
     def _step(self, xw, state):
         (h,) = state
+        if Config.fused_cells:
+            return (F.gru(xw, F.matmul(h, self.Wh), h, self.bh),)
         cut = [2 * self.hidden_size]
         x_rz, x_n = F.split(xw, cut, axis=1)
         h_rz, h_n = F.split(F.matmul(h, self.Wh), cut, axis=1)
