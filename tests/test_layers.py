@@ -158,6 +158,9 @@ def test_calls_record_functions_in_the_layer_scope():
     assert model.lstm.h.creator.scope == ("lstm", "t1")  # composed: ops of step 1 in their own scope
     alone = L.GRU(3, 2, num_layers=2, seed=0)
     alone(np.ones((1, 2, 3), np.float32))
+    assert alone.h.creator.inputs[1].creator.scope == ("gru", "cell1")
+    with tg.using_config("fused_cells", False):
+        alone(np.ones((1, 2, 3), np.float32))
     assert alone.h.creator.inputs[1].creator.scope == ("gru", "cell1", "t1")
 
 
