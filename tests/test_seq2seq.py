@@ -216,6 +216,8 @@ def test_train_tool_prints_examples_and_a_json_summary(tmp_path):
     assert {"test_accuracy", "train_seconds", "accuracy"} <= result.keys() and len(result["accuracy"]) == 2
     assert any("☑" in line or "☒" in line for line in lines)
     assert (tmp_path / "history.png").exists()
+    history = json.loads((tmp_path / "history.json").read_text())
+    assert [r["lr"] for r in history["epochs"]] == pytest.approx([0.001, 0.0005])  # cosine, one step an epoch
 
 
 def test_train_tool_draws_an_attention_heatmap_of_a_date(tmp_path):
