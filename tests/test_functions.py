@@ -512,6 +512,19 @@ def test_sigmoid_does_not_overflow_for_large_negative_inputs():
     np.testing.assert_allclose(y.data, [0, 0, 0.5, 1, 1])
 
 
+def test_fused_sequence_ops_take_strided_projections():
+    # a (T, N, G*H) view of an (N, T, G*H) array, as a batch-major caller would pass it
+    rng = np.random.default_rng(0)
+    h, c = rng.standard_normal((2, 3)), rng.standard_normal((2, 3))
+    for op, blocks, extra in [(F.lstm_sequence, 4, (c,)), (F.gru_sequence, 3, ())]:
+        xw = rng.standard_normal((2, 4, blocks * 3)).transpose(1, 0, 2)
+        Wh = rng.standard_normal((3, blocks * 3))
+        args = (h, *extra, Wh) if op is F.lstm_sequence else (h, Wh, rng.standard_normal(3))
+        strided, contiguous = op(xw, *args), op(np.ascontiguousarray(xw), *args)
+        for a, b in zip(strided, contiguous):
+            np.testing.assert_array_equal(a.data, b.data)
+
+
 def test_fused_lstm_ops_name_themselves_and_the_shapes_in_errors():
     with pytest.raises(ValueError, match=r"lstm: shapes a \(2, 8\), c \(2, 3\) do not fit a \(N, 4H\), c \(N, H\)"):
         F.lstm(np.ones((2, 8)), np.ones((2, 3)))

@@ -24,7 +24,7 @@ def _cell_forward(a, c, gates, tanh_c, h_next, c_next):
     """One step from pre-activations ``a`` (N, 4H) and ``c`` (N, H), into the given arrays.
 
     ``gates`` (N, 4H) receives sigmoid(i), sigmoid(f), tanh(g), sigmoid(o); ``tanh_c``, ``h_next``
-    and ``c_next`` (N, H) the rest. Each may be a strided view (one step of a sequence).
+    and ``c_next`` (N, H) the rest. Each may be a view (one step of a time-major sequence).
     """
     xp = get_array_module(a)
     h = c.shape[1]
@@ -140,7 +140,7 @@ class LSTMSequence(Function):
     def forward(self, xw, h, c, Wh):
         xp = get_array_module(xw)
         steps, n, width = xw.shape
-        self.gates = xp.empty_like(xw)
+        self.gates = xp.empty(xw.shape, dtype=xw.dtype)  # C order whatever xw's strides: contiguous steps
         self.tanh_c = xp.empty((steps, n, width // 4), dtype=xw.dtype)
         hs, self.cs = xp.empty_like(self.tanh_c), xp.empty_like(self.tanh_c)
         for t in range(steps):
@@ -275,7 +275,7 @@ class GRUSequence(Function):
 
     def forward(self, xw, h, Wh, bh):
         xp = get_array_module(xw)
-        self.gates = xp.empty_like(xw)
+        self.gates = xp.empty(xw.shape, dtype=xw.dtype)  # C order whatever xw's strides: contiguous steps
         self.hn = xp.empty(xw.shape[:2] + h.shape[1:], dtype=xw.dtype)
         hs = xp.empty_like(self.hn)
         for t in range(len(xw)):
