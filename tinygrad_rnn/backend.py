@@ -101,6 +101,24 @@ def as_cupy(x):
     return cupy.asarray(_unwrap(x))
 
 
+_kernels = {}
+
+
+def elementwise_kernel(name, in_params, out_params, body):
+    """A CuPy ``ElementwiseKernel``, compiled on first use and cached by ``name``.
+
+    Args:
+        name (str): the kernel's name (also the cache key).
+        in_params, out_params (str): CuPy's parameter lists, e.g. ``"T x, T y"``.
+        body (str): the CUDA C++ loop body.
+    Returns:
+        cupy.ElementwiseKernel: call it with CuPy arrays (views with any strides are fine).
+    """
+    if name not in _kernels:
+        _kernels[name] = _cupy().ElementwiseKernel(in_params, out_params, body, name)
+    return _kernels[name]
+
+
 def uniform(shape, rng, xp, dtype):
     """Uniform [0, 1) samples of ``shape`` on the device of ``xp``, drawn from ``rng``.
 

@@ -12,12 +12,56 @@ twice differentiable: record the composed graph for higher derivatives.
 
 Gate blocks are ordered i, f, g, o for the LSTM and r, z, n for the GRU, as everywhere in tinygrad_rnn.
 """
-from tinygrad_rnn.backend import get_array_module
+import numpy as np
+
+from tinygrad_rnn.backend import elementwise_kernel, get_array_module
 from tinygrad_rnn.core import Function, as_variable
+
+# On the GPU each step's element-wise math is one kernel, where NumPy's version below launches
+# about ten (their launch overhead dominates a step at these sizes). Same formulas, block by block;
+# gate names end in g because CuPy reserves i and n.
+_LSTM_FORWARD = ("tinygrad_rnn_lstm_forward", "T ai, T af, T ag, T ao, T c",
+                 "T ig, T fg, T gg, T og, T tanh_c, T h_next, T c_next", """
+    ig = tanh(ai * (T)0.5) * (T)0.5 + (T)0.5;
+    fg = tanh(af * (T)0.5) * (T)0.5 + (T)0.5;
+    gg = tanh(ag);
+    og = tanh(ao * (T)0.5) * (T)0.5 + (T)0.5;
+    c_next = fg * c + ig * gg;
+    tanh_c = tanh(c_next);
+    h_next = og * tanh_c;""")
+_LSTM_BACKWARD = ("tinygrad_rnn_lstm_backward", "T ig, T fg, T gg, T og, T tanh_c, T c, T gh, T gc",
+                  "T dai, T daf, T dag, T dao, T gc_prev", """
+    T gc_all = gc + gh * og * (1 - tanh_c * tanh_c);
+    dai = gc_all * gg * ig * (1 - ig);
+    daf = gc_all * c * fg * (1 - fg);
+    dag = gc_all * ig * (1 - gg * gg);
+    dao = gh * tanh_c * og * (1 - og);
+    gc_prev = gc_all * fg;""")
+_GRU_FORWARD = ("tinygrad_rnn_gru_forward", "T xr, T xz, T xn, T hr, T hz, T hw_n, T h, T bh",
+                "T rg, T zg, T ng, T hn, T h_next", """
+    rg = tanh((xr + hr) * (T)0.5) * (T)0.5 + (T)0.5;
+    zg = tanh((xz + hz) * (T)0.5) * (T)0.5 + (T)0.5;
+    hn = hw_n + bh;
+    ng = tanh(xn + rg * hn);
+    h_next = ng + zg * (h - ng);""")
+_GRU_BACKWARD = ("tinygrad_rnn_gru_backward", "T rg, T zg, T ng, T hn, T h, T gh",
+                 "T dxr, T dxz, T dxn, T dhr, T dhz, T dhn, T gh_direct", """
+    T da_n = gh * (1 - zg) * (1 - ng * ng);
+    dxn = da_n;
+    dhn = da_n * rg;
+    dxr = da_n * hn * rg * (1 - rg);
+    dxz = gh * (h - ng) * zg * (1 - zg);
+    dhr = dxr;
+    dhz = dxz;
+    gh_direct = gh * zg;""")
 
 
 def _blocks(gates, h):
     return gates[:, :h], gates[:, h:2 * h], gates[:, 2 * h:3 * h], gates[:, 3 * h:]
+
+
+def _thirds(x, h):
+    return x[:, :h], x[:, h:2 * h], x[:, 2 * h:]
 
 
 def _cell_forward(a, c, gates, tanh_c, h_next, c_next):
@@ -28,6 +72,9 @@ def _cell_forward(a, c, gates, tanh_c, h_next, c_next):
     """
     xp = get_array_module(a)
     h = c.shape[1]
+    if xp is not np:
+        elementwise_kernel(*_LSTM_FORWARD)(*_blocks(a, h), c, *_blocks(gates, h), tanh_c, h_next, c_next)
+        return
     # All four blocks through the tanh form of the sigmoid (as F.sigmoid), then g's block
     # overwritten with tanh: one pass over (N, 4H) instead of four slices.
     xp.multiply(a, 0.5, out=gates)
@@ -49,6 +96,10 @@ def _cell_backward(gates, tanh_c, c, gh, gc, da):
     """
     xp = get_array_module(gates)
     h = c.shape[1]
+    if xp is not np:
+        gc_prev = xp.empty_like(c)
+        elementwise_kernel(*_LSTM_BACKWARD)(*_blocks(gates, h), tanh_c, c, gh, gc, *_blocks(da, h), gc_prev)
+        return gc_prev
     i, f, g, o = _blocks(gates, h)
     gc = gc + gh * o * (1 - tanh_c * tanh_c)  # c' reaches the loss through h' = o * tanh(c') too
     # da = (gradient with respect to each gate) * (that gate's derivative), block by block
@@ -199,6 +250,10 @@ def _gru_forward(xw, hw, h, bh, gates, hn, h_next):
     """
     xp = get_array_module(xw)
     size = h.shape[1]
+    if xp is not np:
+        elementwise_kernel(*_GRU_FORWARD)(*_thirds(xw, size), *_thirds(hw, size), h, bh, *_thirds(gates, size), hn,
+                                          h_next)
+        return
     rz, n = gates[:, :2 * size], gates[:, 2 * size:]
     xp.add(xw[:, :2 * size], hw[:, :2 * size], out=rz)
     rz *= 0.5  # the tanh form of the sigmoid, as F.sigmoid
@@ -218,8 +273,14 @@ def _gru_forward(xw, hw, h, bh, gates, hn, h_next):
 def _gru_backward(gates, hn, h, gh, dxw, dhw):
     """Gradients of one step for the gradient ``gh`` of h': fill ``dxw`` and ``dhw`` (N, 3H)
     for ``xw`` and ``hw``; return the part of h's gradient that skips ``Wh`` (``gh * z``)."""
+    xp = get_array_module(gates)
     size = h.shape[1]
-    r, z, n = gates[:, :size], gates[:, size:2 * size], gates[:, 2 * size:]
+    if xp is not np:
+        gh_direct = xp.empty_like(h)
+        elementwise_kernel(*_GRU_BACKWARD)(*_thirds(gates, size), hn, h, gh, *_thirds(dxw, size), *_thirds(dhw, size),
+                                           gh_direct)
+        return gh_direct
+    r, z, n = _thirds(gates, size)
     da_n = gh * (1 - z) * (1 - n * n)  # through n = tanh(a_n)
     dxw[:, 2 * size:] = da_n
     dhw[:, 2 * size:] = da_n * r
