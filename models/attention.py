@@ -127,26 +127,15 @@ class AttentionSeq2seq(DecodingMixin, L.Layer):
         self.decoder = AttentionDecoder(vocab_size, wordvec_size, hidden_size, seed=rng, dtype=dtype)
         self.attention_weights = None
 
-    def forward(self, xs, ts):
-        """Mean cross-entropy of teacher-forced decoding.
-
-        Args:
-            xs (ndarray): (N, Tq) int question ids.
-            ts (ndarray): (N, Ta) int answer ids; ``ts[:, 0]`` is the start token.
-        Returns:
-            Variable: () the mean over the N * (Ta - 1) predictions of ``ts[:, 1:]``.
-        """
+    def scores(self, xs, inputs):
+        """Teacher-forced scores (N, T, V) of the decoder inputs (N, T) for questions (N, Tq)."""
         hs, h = self.encoder(xs)
-        scores, _ = self.decoder(ts[:, :-1], hs, h)
-        return F.softmax_cross_entropy(scores, ts[:, 1:])
+        return self.decoder(inputs, hs, h)[0]
 
     def init_decoder(self, xs):
         """Encode for ``models.decoding``: the decoder's state before the first step."""
         return self.decoder.init_state(*self.encoder(xs))
 
-    def decode_step(self, state, ids):
-        """One step for ``models.decoding``: (N,) ids -> (N, V) scores and the next state."""
-        return self.decoder.step(state, ids)
 
     def weights_of(self, xs, start_id, ids):
         """Attention weights of decoding given outputs (teacher forcing on them).

@@ -82,21 +82,11 @@ class CaptionModel(DecodingMixin, L.Layer):
         self.encoder = CNNEncoder(hidden_size, image_shape, channels, seed=rng, dtype=dtype)
         self.decoder = PeekyDecoder(vocab_size, wordvec_size, hidden_size, seed=rng, dtype=dtype)
 
-    def forward(self, xs, ts):
-        """Mean cross-entropy of teacher-forced decoding.
-
-        Args:
-            xs (Variable | ndarray): (N, C, H, W) images.
-            ts (ndarray): (N, L) int caption ids; ``ts[:, 0]`` is the start token.
-        Returns:
-            Variable: () the mean over the N * (L - 1) predictions of ``ts[:, 1:]``.
-        """
-        return F.softmax_cross_entropy(self.decoder(ts[:, :-1], self.encoder(xs)), ts[:, 1:])
+    def scores(self, xs, inputs):
+        """Teacher-forced scores (N, T, V) of the caption inputs (N, T) for images (N, C, H, W)."""
+        return self.decoder(inputs, self.encoder(xs))
 
     def init_decoder(self, xs):
         """Encode for ``models.decoding``: the decoder's state before the first step."""
         return self.decoder.init_state(self.encoder(xs))
 
-    def decode_step(self, state, ids):
-        """One step for ``models.decoding``: (N,) ids -> (N, V) scores and the next state."""
-        return self.decoder.step(state, ids)

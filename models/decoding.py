@@ -1,7 +1,7 @@
 """Decoding for encoder-decoder models: greedy search and beam search, shared by every decoder.
 
-A model that decodes implements two methods (``DecodingMixin`` then adds ``generate`` and
-``beam_search``)::
+A model that decodes implements two methods (``DecodingMixin`` gives ``decode_step`` to models
+with a ``decoder``, and adds ``generate`` and ``beam_search``)::
 
     state = model.init_decoder(xs)                # encode the inputs (an array on the model's device)
     scores, state = model.decode_step(state, ids)  # ids (N,) -> next-token scores (N, V), Variable or array
@@ -17,6 +17,7 @@ ranks in float64. Results are NumPy arrays on the CPU.
 import numpy as np
 
 from tinygrad_rnn import Variable, as_numpy, get_array_module, no_grad, test_mode
+from tinygrad_rnn import functions as F
 
 
 def _take(state, index):
@@ -151,7 +152,27 @@ def sequence_log_prob(model, xs, start_id, ids):
 
 
 class DecodingMixin:
-    """``generate`` and ``beam_search`` for a Layer with ``init_decoder`` and ``decode_step``."""
+    """What every encoder-decoder Layer shares: the teacher-forced loss, ``decode_step``,
+    ``generate`` and ``beam_search``.
+
+    The Layer holds ``encoder`` and ``decoder`` (whose ``step(state, ids)`` is one decoding
+    step) and defines ``scores(xs, inputs)`` (teacher-forced scores) and ``init_decoder(xs)``.
+    """
+
+    def forward(self, xs, ts):
+        """Mean cross-entropy of teacher-forced decoding.
+
+        Args:
+            xs (Variable | ndarray): (N, ...) inputs: (N, Tq) int question ids, or images.
+            ts (ndarray): (N, Ta) int answer ids; ``ts[:, 0]`` is the start token.
+        Returns:
+            Variable: () the mean over the N * (Ta - 1) predictions of ``ts[:, 1:]``.
+        """
+        return F.softmax_cross_entropy(self.scores(xs, ts[:, :-1]), ts[:, 1:])
+
+    def decode_step(self, state, ids):
+        """One step for ``models.decoding``: (N,) ids -> (N, V) scores and the next state."""
+        return self.decoder.step(state, ids)
 
     def generate(self, xs, start_id, length, beam_width=1):
         """Decode output sequences.

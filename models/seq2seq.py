@@ -145,25 +145,14 @@ class Seq2seq(DecodingMixin, L.Layer):
         self.encoder = Encoder(vocab_size, wordvec_size, hidden_size, seed=rng, dtype=dtype)
         self.decoder = self.decoder_class(vocab_size, wordvec_size, hidden_size, seed=rng, dtype=dtype)
 
-    def forward(self, xs, ts):
-        """Mean cross-entropy of teacher-forced decoding.
-
-        Args:
-            xs (ndarray): (N, Tq) int question ids.
-            ts (ndarray): (N, Ta) int answer ids; ``ts[:, 0]`` is the start token.
-        Returns:
-            Variable: () the mean over the N * (Ta - 1) predictions of ``ts[:, 1:]``.
-        """
-        _, h = self.encoder(xs)
-        return F.softmax_cross_entropy(self.decoder(ts[:, :-1], h), ts[:, 1:])
+    def scores(self, xs, inputs):
+        """Teacher-forced scores (N, T, V) of the decoder inputs (N, T) for questions (N, Tq)."""
+        return self.decoder(inputs, self.encoder(xs)[1])
 
     def init_decoder(self, xs):
         """Encode for ``models.decoding``: the decoder's state before the first step."""
         return self.decoder.init_state(self.encoder(xs)[1])
 
-    def decode_step(self, state, ids):
-        """One step for ``models.decoding``: (N,) ids -> (N, V) scores and the next state."""
-        return self.decoder.step(state, ids)
 
 
 class PeekySeq2seq(Seq2seq):

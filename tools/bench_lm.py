@@ -22,7 +22,7 @@ import resource
 
 import numpy as np
 
-from common import alternating, run_worker, time_training
+from common import alternating, run_worker, time_training, torch_update
 
 # LSTMLM and BetterLSTMLM in their classic settings (PTB's vocabulary, N 20 x T 35, SGD lr 20, clip 0.25)
 SETTINGS = {
@@ -108,11 +108,7 @@ def _torch(model_name, device):
             state = tuple(s.detach() for s in state)
         scores, carried["state"] = model(xs, state)
         loss = loss_fn(scores.reshape(-1, VOCAB), ts.reshape(-1))
-        opt.zero_grad()
-        loss.backward()
-        nn.utils.clip_grad_norm_(model.parameters(), CLIP)
-        opt.step()
-        return loss.detach()
+        return torch_update(loss, model, opt, CLIP)
 
     return step, lambda loss: float(loss.item())
 

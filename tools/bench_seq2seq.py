@@ -20,7 +20,7 @@ import tempfile
 
 import numpy as np
 
-from common import alternating, run_worker, time_training
+from common import alternating, run_worker, time_training, torch_update
 
 VOCAB, WORDVEC, HIDDEN, BATCH, LR, CLIP = 13, 16, 128, 128, 0.001, 5.0
 NAMES = {"seq2seq": "Seq2seq", "peeky": "PeekySeq2seq"}
@@ -89,11 +89,7 @@ def _torch(model_name):
         xs, ts = torch.from_numpy(xs).long(), torch.from_numpy(ts).long()
         scores = model(xs, ts[:, :-1])
         loss = loss_fn(scores.reshape(-1, VOCAB), ts[:, 1:].reshape(-1))
-        opt.zero_grad()
-        loss.backward()
-        nn.utils.clip_grad_norm_(model.parameters(), CLIP)
-        opt.step()
-        return loss.detach()
+        return torch_update(loss, model, opt, CLIP)
 
     return step, lambda loss: float(loss.item())
 

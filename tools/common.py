@@ -68,3 +68,15 @@ def time_training(step, sync, batches, warmup):
         loss = step(xs, ts)
     sync(loss)
     return time.perf_counter() - began
+
+
+def torch_update(loss, model, optimizer, max_norm):
+    """PyTorch's end of a training iteration, as tinygrad_rnn's trainers do it: backward, clip the
+    global gradient norm to ``max_norm``, step. Returns the loss, detached (not synchronized)."""
+    from torch import nn
+
+    optimizer.zero_grad()
+    loss.backward()
+    nn.utils.clip_grad_norm_(model.parameters(), max_norm)
+    optimizer.step()
+    return loss.detach()

@@ -13,9 +13,9 @@ clip 5.0, 50,000 generated examples of which 5,000 are held out (``--data-file``
 textbook's addition.txt or date.txt instead). One default differs from the textbook: the
 learning rate follows a cosine from 0.001 towards 0, one step an epoch. At a constant rate
 (``--lr-schedule constant``, the textbook's) the held-out accuracy of peeky + reverse swings by
-1 to 5 points between the last epochs, so its final figure depends on the seed. After each epoch the held-out set is decoded
-greedily and scored by exact match of the whole answer, and a few held-out questions are
-printed with their decoded answers, marked ☑ (right) or ☒ (wrong).
+1 to 5 points between the last epochs, so its final figure depends on the seed. After each
+epoch the held-out set is decoded greedily and scored by exact match of the whole answer, and a
+few held-out questions are printed with their decoded answers, marked ☑ (right) or ☒ (wrong).
 
 Writes ``history.json``, ``history.png`` and ``last.npz`` into ``--out`` and, for the attention
 model, ``attention.png``: the attention weights of one decoded held-out question (or
