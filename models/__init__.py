@@ -1,12 +1,14 @@
-"""Models built only from the public API of tinygrad_rnn."""
-from models.attention import AttentionSeq2seq
-from models.captioning import CaptionModel
-from models.decoding import DecodingMixin, beam_search, greedy_search, sequence_log_prob
-from models.generation import generate, greedy
-from models.rnnlm import LSTMLM, BetterLSTMLM, SimpleRNNLM
-from models.seq2seq import PeekySeq2seq, Seq2seq
+"""Models built only from the public API of tinygrad_rnn (installed as ``tinygrad_rnn.models``)."""
+from tinygrad_rnn.models.attention import AttentionSeq2seq
+from tinygrad_rnn.models.captioning import CaptionModel
+from tinygrad_rnn.models.decoding import DecodingMixin, beam_search, greedy_search, sequence_log_prob
+from tinygrad_rnn.models.factory import MODELS, build_model
+from tinygrad_rnn.models.generation import generate, greedy
+from tinygrad_rnn.models.rnnlm import LSTMLM, BetterLSTMLM, SimpleRNNLM
+from tinygrad_rnn.models.seq2seq import PeekySeq2seq, Seq2seq
 
 __all__ = [
-    "LSTMLM", "AttentionSeq2seq", "BetterLSTMLM", "CaptionModel", "DecodingMixin", "PeekySeq2seq", "Seq2seq",
-    "SimpleRNNLM", "beam_search", "generate", "greedy", "greedy_search", "sequence_log_prob",
+    "LSTMLM", "MODELS", "AttentionSeq2seq", "BetterLSTMLM", "CaptionModel", "DecodingMixin", "PeekySeq2seq",
+    "Seq2seq", "SimpleRNNLM", "beam_search", "build_model", "generate", "greedy", "greedy_search",
+    "sequence_log_prob",
 ]

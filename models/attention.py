@@ -11,11 +11,11 @@ and keeps the width H; the decoder starts from the sum of both LSTMs' final stat
 """
 import numpy as np
 
-from models.decoding import DecodingMixin
-from models.seq2seq import Decoder, Encoder
 from tinygrad_rnn import as_numpy, get_array_module, no_grad, test_mode
 from tinygrad_rnn import functions as F
 from tinygrad_rnn import layers as L
+from tinygrad_rnn.models.decoding import DecodingMixin
+from tinygrad_rnn.models.seq2seq import Decoder, Encoder
 
 
 def attend(hs_dec, hs_enc):
@@ -92,16 +92,16 @@ class AttentionDecoder(Decoder):
         return self.fc(F.concat([context, out], axis=2)), weights
 
     def init_state(self, hs_enc, h):
-        """The decoding state before the first step: (h, c, encoder states)."""
-        return super().init_state(h) + (hs_enc,)
+        """The decoding state before the first step: ``(lstm state, encoder states)``."""
+        return self.lstm.initial_state(h=h), hs_enc
 
     def step(self, state, ids):
         """One decoding step (see ``Decoder.step``)."""
-        h, c, hs_enc = state
-        h, c = self.lstm.cells[0](self.embed(ids), h, c)
+        lstm_state, hs_enc = state
+        h, lstm_state = self.lstm.step(self.embed(ids), lstm_state)
         n, width = h.shape
         context, _ = attend(F.reshape(h, (n, 1, width)), hs_enc)
-        return self.fc(F.concat([F.reshape(context, (n, width)), h], axis=1)), (h, c, hs_enc)
+        return self.fc(F.concat([F.reshape(context, (n, width)), h], axis=1)), (lstm_state, hs_enc)
 
 
 class AttentionSeq2seq(DecodingMixin, L.Layer):
@@ -114,10 +114,6 @@ class AttentionSeq2seq(DecodingMixin, L.Layer):
         bidirectional (bool): the encoder also reads the question backwards.
         seed (int | numpy.random.Generator | None): randomness of the weights.
         dtype: float dtype of the parameters.
-    Attributes:
-        attention_weights (ndarray | None): (N, length, Tq) float weights of the last
-            ``generate`` (or ``beam_search``) on the CPU: row ``[n, t]`` is how output token t
-            of example n attended over its input positions.
     """
 
     def __init__(self, vocab_size, wordvec_size, hidden_size, bidirectional=False, seed=None, dtype=np.float32):
@@ -125,27 +121,35 @@ class AttentionSeq2seq(DecodingMixin, L.Layer):
         rng = np.random.default_rng(seed)
         self.encoder = AttentionEncoder(vocab_size, wordvec_size, hidden_size, bidirectional, seed=rng, dtype=dtype)
         self.decoder = AttentionDecoder(vocab_size, wordvec_size, hidden_size, seed=rng, dtype=dtype)
-        self.attention_weights = None
 
-    def scores(self, xs, inputs):
-        """Teacher-forced scores (N, T, V) of the decoder inputs (N, T) for questions (N, Tq)."""
+    def forward(self, xs, inputs):
+        """Teacher-forced scores.
+
+        Args:
+            xs (ndarray): (N, Tq) int questions.
+            inputs (ndarray): (N, T) int decoder inputs (an answer without its last token).
+        Returns:
+            Variable: (N, T, V) scores of the next tokens.
+        """
         hs, h = self.encoder(xs)
         return self.decoder(inputs, hs, h)[0]
 
     def init_decoder(self, xs):
-        """Encode for ``models.decoding``: the decoder's state before the first step."""
+        """Encode for ``tinygrad_rnn.models.decoding``: the decoder's state before the first step."""
         return self.decoder.init_state(*self.encoder(xs))
 
+    def attention_weights(self, xs, start_id, ids):
+        """Attention weights of decoding the given outputs (teacher forcing on them).
 
-    def weights_of(self, xs, start_id, ids):
-        """Attention weights of decoding given outputs (teacher forcing on them).
+        For the ids ``generate`` returned, these are the weights its decoding steps used.
 
         Args:
             xs (ndarray): (N, Tq) int question ids.
             start_id (int): the first decoder input.
-            ids (array-like): (N, L) int outputs, e.g. from ``generate``.
+            ids (array-like): (N, L) int outputs, L >= 1, e.g. from ``generate``.
         Returns:
-            ndarray: (N, L, Tq) on the CPU.
+            ndarray: (N, L, Tq) on the CPU; row ``[n, t]`` is how output token t of example n
+            attended over its input positions (it sums to 1).
         """
         xp = get_array_module(xs)
         ids = xp.asarray(ids, dtype=xp.int32)
@@ -154,14 +158,20 @@ class AttentionSeq2seq(DecodingMixin, L.Layer):
             hs, h = self.encoder(xs)
             return as_numpy(self.decoder(inputs, hs, h)[1].data)
 
-    def generate(self, xs, start_id, length, beam_width=1):
-        """Decode (see ``DecodingMixin.generate``) and keep ``attention_weights``."""
-        ids = super().generate(xs, start_id, length, beam_width)
-        self.attention_weights = self.weights_of(xs, start_id, ids)
-        return ids
+    def generate(self, xs, start_id, length, beam_width=1, return_attention=False):
+        """Decode (see ``DecodingMixin.generate``), with the attention weights on request.
 
-    def beam_search(self, xs, start_id, length, beam_width=3, end_id=None):
-        """Beam search (see ``DecodingMixin.beam_search``) that keeps ``attention_weights``."""
-        ids, scores = super().beam_search(xs, start_id, length, beam_width, end_id)
-        self.attention_weights = self.weights_of(xs, start_id, ids)
-        return ids, scores
+        Args:
+            xs (ndarray): (N, Tq) int questions, on the model's device.
+            start_id (int): the first decoder input.
+            length (int): tokens to generate.
+            beam_width (int): 1 for greedy search, more for beam search.
+            return_attention (bool): also return ``attention_weights`` of the decoded ids.
+        Returns:
+            ndarray | tuple: (N, length) int32 ids on the CPU, and with ``return_attention``
+            the (N, length, Tq) weights too.
+        """
+        ids = super().generate(xs, start_id, length, beam_width)
+        if not return_attention:
+            return ids
+        return ids, self.attention_weights(xs, start_id, ids)

@@ -1,7 +1,7 @@
 """Decoding for encoder-decoder models: greedy search and beam search, shared by every decoder.
 
 A model that decodes implements two methods (``DecodingMixin`` gives ``decode_step`` to models
-with a ``decoder``, and adds ``generate`` and ``beam_search``)::
+with a ``decoder``, and adds ``loss``, ``generate`` and ``beam_search``)::
 
     state = model.init_decoder(xs)                # encode the inputs (an array on the model's device)
     scores, state = model.decode_step(state, ids)  # ids (N,) -> next-token scores (N, V), Variable or array
@@ -152,26 +152,29 @@ def sequence_log_prob(model, xs, start_id, ids):
 
 
 class DecodingMixin:
-    """What every encoder-decoder Layer shares: the teacher-forced loss, ``decode_step``,
+    """What every encoder-decoder Layer shares: the teacher-forced ``loss``, ``decode_step``,
     ``generate`` and ``beam_search``.
 
     The Layer holds ``encoder`` and ``decoder`` (whose ``step(state, ids)`` is one decoding
-    step) and defines ``scores(xs, inputs)`` (teacher-forced scores) and ``init_decoder(xs)``.
+    step) and defines ``forward(xs, inputs)`` (teacher-forced scores) and ``init_decoder(xs)``.
     """
 
-    def forward(self, xs, ts):
-        """Mean cross-entropy of teacher-forced decoding.
+    def loss(self, xs, ts):
+        """Mean cross-entropy of teacher-forced decoding: the model reads ``ts[:, :-1]`` and predicts ``ts[:, 1:]``.
+
+        Equals the mean, over the N * (Ta - 1) predicted tokens, of the negative
+        log-probabilities that ``sequence_log_prob`` (and beam search) sum step by step.
 
         Args:
             xs (Variable | ndarray): (N, ...) inputs: (N, Tq) int question ids, or images.
             ts (ndarray): (N, Ta) int answer ids; ``ts[:, 0]`` is the start token.
         Returns:
-            Variable: () the mean over the N * (Ta - 1) predictions of ``ts[:, 1:]``.
+            Variable: () float.
         """
-        return F.softmax_cross_entropy(self.scores(xs, ts[:, :-1]), ts[:, 1:])
+        return F.softmax_cross_entropy(self(xs, ts[:, :-1]), ts[:, 1:])
 
     def decode_step(self, state, ids):
-        """One step for ``models.decoding``: (N,) ids -> (N, V) scores and the next state."""
+        """One step for ``tinygrad_rnn.models.decoding``: (N,) ids -> (N, V) scores and the next state."""
         return self.decoder.step(state, ids)
 
     def generate(self, xs, start_id, length, beam_width=1):
@@ -192,7 +195,7 @@ class DecodingMixin:
         return beam_search(self, xs, start_id, length, beam_width)[0]
 
     def beam_search(self, xs, start_id, length, beam_width=3, end_id=None):
-        """Beam search (see ``models.decoding.beam_search``).
+        """Beam search (see ``tinygrad_rnn.models.decoding.beam_search``).
 
         Args:
             xs (ndarray): (N, ...) inputs, on the model's device.

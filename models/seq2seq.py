@@ -6,14 +6,16 @@ forcing: it reads the answer shifted by one (``ts[:, :-1]``, starting with the s
 and predicts ``ts[:, 1:]``. A peeky decoder also sees ``h`` at every step: concatenated to
 its input embedding and to the input of its output Linear.
 
-Every model maps ``model(xs, ts)`` to the mean cross-entropy and decodes with
-``generate(xs, start_id, length, beam_width=1)`` (``models.decoding``).
+Every model maps ``model(xs, inputs)`` to teacher-forced scores, ``model.loss(xs, ts)`` to the
+mean cross-entropy, and decodes with ``generate(xs, start_id, length, beam_width=1)``
+(``tinygrad_rnn.models.decoding``). Teacher-forced training runs the decoder's LSTM over the
+whole answer at once; decoding runs it one step at a time (``LSTM.step``), the same function.
 """
 import numpy as np
 
-from models.decoding import DecodingMixin
 from tinygrad_rnn import functions as F
 from tinygrad_rnn import layers as L
+from tinygrad_rnn.models.decoding import DecodingMixin
 
 
 class Encoder(L.Layer):
@@ -81,8 +83,8 @@ class Decoder(L.Layer):
         return self.fc(self.lstm(self.embed(ts)))
 
     def init_state(self, h):
-        """The decoding state before the first step: (h, c), c zero (as in ``forward``)."""
-        return h, self.lstm.cells[0].zero_state(h.shape[0])[1]
+        """The decoding state before the first step: ``(lstm state,)``, from the code (c zero, as in ``forward``)."""
+        return (self.lstm.initial_state(h=h),)
 
     def step(self, state, ids):
         """One decoding step.
@@ -93,8 +95,9 @@ class Decoder(L.Layer):
         Returns:
             tuple: scores (N, V) and the next state.
         """
-        h, c = self.lstm.cells[0](self.embed(ids), *state)
-        return self.fc(h), (h, c)
+        (lstm_state,) = state
+        h, lstm_state = self.lstm.step(self.embed(ids), lstm_state)
+        return self.fc(h), (lstm_state,)
 
 
 class PeekyDecoder(Decoder):
@@ -116,14 +119,14 @@ class PeekyDecoder(Decoder):
         return self.fc(F.concat([out, hs], axis=2))
 
     def init_state(self, h):
-        """The decoding state before the first step: (h, c, code)."""
-        return super().init_state(h) + (h,)
+        """The decoding state before the first step: ``(lstm state, code)``."""
+        return self.lstm.initial_state(h=h), h
 
     def step(self, state, ids):
         """One decoding step (see ``Decoder.step``)."""
-        h, c, code = state
-        h, c = self.lstm.cells[0](F.concat([self.embed(ids), code], axis=1), h, c)
-        return self.fc(F.concat([h, code], axis=1)), (h, c, code)
+        lstm_state, code = state
+        h, lstm_state = self.lstm.step(F.concat([self.embed(ids), code], axis=1), lstm_state)
+        return self.fc(F.concat([h, code], axis=1)), (lstm_state, code)
 
 
 class Seq2seq(DecodingMixin, L.Layer):
@@ -145,14 +148,20 @@ class Seq2seq(DecodingMixin, L.Layer):
         self.encoder = Encoder(vocab_size, wordvec_size, hidden_size, seed=rng, dtype=dtype)
         self.decoder = self.decoder_class(vocab_size, wordvec_size, hidden_size, seed=rng, dtype=dtype)
 
-    def scores(self, xs, inputs):
-        """Teacher-forced scores (N, T, V) of the decoder inputs (N, T) for questions (N, Tq)."""
+    def forward(self, xs, inputs):
+        """Teacher-forced scores.
+
+        Args:
+            xs (ndarray): (N, Tq) int questions.
+            inputs (ndarray): (N, T) int decoder inputs (an answer without its last token).
+        Returns:
+            Variable: (N, T, V) scores of the next tokens.
+        """
         return self.decoder(inputs, self.encoder(xs)[1])
 
     def init_decoder(self, xs):
-        """Encode for ``models.decoding``: the decoder's state before the first step."""
+        """Encode for ``tinygrad_rnn.models.decoding``: the decoder's state before the first step."""
         return self.decoder.init_state(self.encoder(xs)[1])
-
 
 
 class PeekySeq2seq(Seq2seq):

@@ -88,9 +88,25 @@ def test_conv_pool_flatten_layers_give_the_expected_shapes():
     assert L.Flatten()(h).shape == (4, 5 * 7 * 11)
 
 
-def test_conv_layer_rejects_a_nonpositive_size():
-    with pytest.raises(ValueError, match="Conv2d: channels and kernel sides must be positive"):
-        L.Conv2d(0, 4, 3)
+@pytest.mark.parametrize("args", [(0, 4, 3), (2, 4, 0), (2.0, 4, 3), (2, True, 3), (2, 4, (3,)), (2, 4, (3, 2.5)),
+                                  (2, 4, (3, -1))])
+def test_conv_layer_rejects_sizes_that_are_not_positive_ints(args):
+    with pytest.raises(ValueError, match=r"Conv2d: channels and kernel sides must be positive.*in_channels="):
+        L.Conv2d(*args)
+
+
+def test_conv_layer_rejects_a_non_float_dtype_and_an_unknown_preset():
+    with pytest.raises(TypeError, match="Conv2d: dtype must be a float dtype, got int32"):
+        L.Conv2d(1, 2, 3, dtype=np.int32)
+    with pytest.raises(ValueError, match="Conv2d: unknown init preset 'he'"):
+        L.Conv2d(1, 2, 3, init="he")
+
+
+def test_conv_layer_pytorch_preset_bounds_weight_and_bias_by_the_fan_in():
+    layer = L.Conv2d(4, 8, (3, 2), init="pytorch", seed=0)
+    bound = 1 / np.sqrt(4 * 3 * 2)
+    assert np.abs(layer.W.data).max() <= bound and np.abs(layer.b.data).max() <= bound
+    assert np.abs(layer.W.data).max() > 0.9 * bound and (layer.b.data != 0).all()
 
 
 def test_a_small_cnn_backward_matches_numerical():

@@ -1,8 +1,10 @@
 """The engine: Variable, Function, the backward walk, configuration contexts and error messages."""
+import contextlib
 import ctypes
 import gc
 import subprocess
 import sys
+import threading
 import weakref
 
 import numpy as np
@@ -10,6 +12,7 @@ import pytest
 
 import tinygrad_rnn as tg
 from tinygrad_rnn import functions as F
+from tinygrad_rnn import layers as L
 
 
 def test_variable_exposes_array_attributes_and_a_readable_repr():
@@ -95,7 +98,7 @@ def test_backward_of_a_non_scalar_needs_a_gradient():
 def test_gradients_of_a_variable_used_twice_accumulate_and_persist_across_calls():
     x = tg.Variable(np.array(3.0))
     y = x * x + x
-    y.backward()
+    y.backward(retain_graph=True)
     assert x.grad.data == 7.0
     y.backward()
     assert x.grad.data == 14.0
@@ -184,9 +187,104 @@ def test_config_contexts_restore_their_values_even_after_an_error():
     assert tg.core.Config.enable_backprop and tg.core.Config.train
     with tg.using_config("train", False):
         assert not tg.core.Config.train
-    with pytest.raises(AttributeError):
+    with pytest.raises(AttributeError, match="unknown setting 'no_such_setting'"):
         with tg.using_config("no_such_setting", 1):
             pass
+    with pytest.raises(AttributeError, match="read-only"):
+        tg.core.Config.train = False
+
+
+def test_a_thread_under_no_grad_leaves_a_training_thread_recording_its_graph():
+    errors, recorded = [], []
+    start = threading.Barrier(2)
+
+    def evaluate():
+        try:
+            start.wait()
+            for _ in range(300):
+                with tg.no_grad(), tg.test_mode(), tg.name_scope("eval"):
+                    F.tanh(tg.Variable(np.ones(4)))
+        except BaseException as e:  # a failure must fail the test, not vanish with the thread
+            errors.append(e)
+
+    def train():
+        try:
+            start.wait()
+            W = tg.Parameter(np.ones((4, 4)))
+            for _ in range(300):
+                y = F.tanh(tg.Variable(np.ones((2, 4))) @ W).sum()
+                recorded.append(y.creator is not None and y.creator.scope == () and tg.core.Config.train)
+                y.backward()
+        except BaseException as e:
+            errors.append(e)
+
+    threads = [threading.Thread(target=evaluate), threading.Thread(target=train)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert not errors and len(recorded) == 300 and all(recorded)
+    settings = tg.core.Config
+    assert settings.enable_backprop and settings.train and settings.scope == () and not settings.debug
+
+
+def test_settings_changed_in_a_thread_stay_in_that_thread():
+    seen = {}
+    with tg.no_grad():
+        worker = threading.Thread(target=lambda: seen.update(grad=tg.core.Config.enable_backprop))
+        worker.start()
+        worker.join()
+        assert not tg.core.Config.enable_backprop
+    assert seen == {"grad": True}  # a new thread starts from the defaults
+
+
+def test_backward_frees_the_graph_and_a_second_backward_says_what_to_do():
+    x = tg.Parameter(np.ones(3))
+    y = F.tanh(x * 2.0)
+    saved = weakref.ref(y.creator.inputs[0])  # the input Tanh kept for its backward
+    loss = y.sum()
+    loss.backward()
+    gc.collect()
+    assert saved() is None and y.creator.freed  # the graph's arrays are gone right after backward
+    with pytest.raises(RuntimeError, match=r"unchain_backward\(\).*retain_graph=True"):
+        loss.backward()
+    np.testing.assert_allclose(x.grad.data, 2 * (1 - np.tanh(2.0) ** 2))  # the refused call added nothing
+
+
+def test_a_carried_state_whose_graph_was_freed_is_refused_until_unchained():
+    lstm = L.LSTM(3, 4, stateful=True, seed=0)
+    xs = np.ones((2, 3, 3), np.float32)
+    F.sum(lstm(xs)).backward()  # the loop forgets loss.unchain_backward()
+    with pytest.raises(RuntimeError, match="lstm_sequence: backward reached a graph that an earlier backward freed"):
+        F.sum(lstm(xs)).backward()
+    loss = F.sum(lstm(xs))
+    lstm.unchain()
+    loss.unchain_backward()  # works on a freed graph too
+    second = F.sum(lstm(xs))
+    second.backward()
+    assert lstm.cells[0].Wh.grad is not None
+
+
+def test_retain_graph_allows_a_second_backward_and_defaults_to_create_graph():
+    x = tg.Variable(np.array(0.5))
+    y = F.tanh(x)
+    y.backward(retain_graph=True)
+    y.backward()
+    assert x.grad.data == pytest.approx(2 * (1 - np.tanh(0.5) ** 2))
+    x.cleargrad()
+    y = F.tanh(x)
+    y.backward(create_graph=True)  # keeps the graph: the gradient's own graph reads the first one
+    gx = x.grad
+    x.cleargrad()
+    gx.backward()
+    assert x.grad.data == pytest.approx(-2 * np.tanh(0.5) * (1 - np.tanh(0.5) ** 2))
+
+
+def test_a_function_instance_called_twice_is_refused():
+    tanh = tg.functions.activation.Tanh()
+    tanh(np.ones(2))
+    with pytest.raises(RuntimeError, match="tanh: this Tanh instance was already called"):
+        tanh(np.ones(2))
 
 
 def test_name_scopes_nest_and_tag_functions():
@@ -230,13 +328,41 @@ def test_shape_mismatches_raise_value_errors_naming_the_op_and_shapes(call, patt
         call()
 
 
-def test_label_errors_name_the_op():
-    with pytest.raises(IndexError, match="softmax_cross_entropy: labels must lie in"):
-        F.softmax_cross_entropy(np.ones((2, 3)), np.array([0, 3]))
+@pytest.mark.parametrize("debug", [False, True], ids=["NumPy's bounds check", "debug_mode"])
+def test_label_and_id_errors_name_the_op_and_the_range_also_for_negative_ids(debug):
+    context = tg.debug_mode() if debug else contextlib.nullcontext()
+    with context:
+        for bad in ([0, 3], [-1, 0]):
+            with pytest.raises(IndexError, match=r"softmax_cross_entropy: labels must lie in \[0, 3\), got range"):
+                F.softmax_cross_entropy(np.ones((2, 3)), np.array(bad))
+            with pytest.raises(IndexError, match=r"embed_id: ids must lie in \[0, 3\), got range"):
+                F.embed_id(np.array(bad), tg.Variable(np.ones((3, 2))))
+        with pytest.raises(IndexError, match=r"got range \[-2, 1\]"):  # ignored labels do not count
+            F.softmax_cross_entropy(np.ones((3, 3)), np.array([-1, -2, 1]), ignore_label=-1)
     with pytest.raises(TypeError, match="softmax_cross_entropy: labels must be an integer array"):
         F.softmax_cross_entropy(np.ones((2, 3)), np.array([0.0, 1.0]))
-    with pytest.raises(IndexError, match="embed_id: ids must lie in"):
-        F.embed_id(np.array([5]), tg.Variable(np.ones((3, 2))))
+
+
+def test_softmax_cross_entropy_over_no_rows_is_zero():
+    for ignore in (None, -1):
+        loss = F.softmax_cross_entropy(tg.Variable(np.ones((0, 4))), np.zeros(0, np.int32), ignore_label=ignore)
+        assert float(loss.data) == 0.0
+    all_ignored = F.softmax_cross_entropy(tg.Variable(np.ones((2, 4))), np.array([-1, -1]), ignore_label=-1)
+    assert float(all_ignored.data) == 0.0
+
+
+def test_sigmoid_cross_entropy_turns_a_bad_label_into_nan_without_a_read_and_debug_mode_raises():
+    assert np.isnan(float(F.sigmoid_cross_entropy(np.zeros(3), np.array([0, 1, 2])).data))
+    with tg.debug_mode(), pytest.raises(ValueError, match="labels must be 0, 1 or -1"):
+        F.sigmoid_cross_entropy(np.zeros(3), np.array([0, 1, 2]))
+
+
+def test_scalar_operands_stay_scalars_of_the_array_dtype():
+    x = tg.Variable(np.ones(3, np.float32))
+    for y, op, kind in ((x * 2, "MulConstant", np.float32), (3 - x, "RSubConstant", np.float32),
+                        (x / 4, "DivConstant", np.float32), (2.0 / x, "RDivConstant", np.float32),
+                        (x + np.float64(1.5), "AddConstant", np.float32)):
+        assert type(y.creator).__name__ == op and len(y.creator.inputs) == 1 and type(y.creator.c) is kind
 
 
 def test_a_backward_returning_a_wrong_shape_is_reported():
@@ -262,9 +388,10 @@ def test_importing_does_not_import_cupy_and_cuda_available_is_a_bool():
                     reason="needs glibc's mallopt")
 def test_keep_freed_memory_tunes_glibc_unless_the_environment_chose(monkeypatch):
     from tinygrad_rnn.backend import keep_freed_memory
-    assert keep_freed_memory() is True
     monkeypatch.setenv("MALLOC_TRIM_THRESHOLD_", "131072")
     assert keep_freed_memory() is False
+    monkeypatch.delenv("MALLOC_TRIM_THRESHOLD_")
+    assert keep_freed_memory() is True
 
 
 def test_as_cupy_without_a_gpu_says_how_to_get_one():

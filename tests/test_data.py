@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from tinygrad_rnn.data import BPTTBatcher, Vocabulary, ptb
+from tinygrad_rnn.data import BPTTBatcher, ShuffledBatcher, Vocabulary, ptb
 
 SHARED_DATA = Path(__file__).resolve().parents[2] / "shared" / "data"  # the workplace copy beside the repo
 
@@ -153,7 +153,7 @@ def test_batcher_epochs_continue_the_streams_and_wrap_around():
     batcher = BPTTBatcher(corpus, batch_size=4, time_size=5)
     length, jump = 102, 102 // 4
     for epoch in (1, 3):
-        for k, (xs, ts) in enumerate(batcher.iterate(epoch)):
+        for k, (xs, ts) in enumerate(batcher.batches(epoch)):
             position = (np.arange(4)[:, None] * jump + (epoch * len(batcher) + k) * 5 + np.arange(5)) % length
             np.testing.assert_array_equal(xs, corpus[position])
             np.testing.assert_array_equal(ts, corpus[position + 1])
@@ -162,14 +162,14 @@ def test_batcher_epochs_continue_the_streams_and_wrap_around():
 def test_batcher_can_start_at_a_given_iteration():
     batcher = BPTTBatcher(np.arange(200) % 17, batch_size=2, time_size=3)
     full = list(batcher)
-    resumed = list(batcher.iterate(start=7))
+    resumed = list(batcher.batches(start=7))
     assert len(resumed) == len(full) - 7
     for (x0, t0), (x1, t1) in zip(full[7:], resumed):
         np.testing.assert_array_equal(x0, x1)
         np.testing.assert_array_equal(t0, t1)
-    assert list(batcher.iterate(start=len(batcher))) == []
+    assert list(batcher.batches(start=len(batcher))) == []
     with pytest.raises(ValueError, match="start"):
-        next(batcher.iterate(start=len(batcher) + 1))
+        next(batcher.batches(start=len(batcher) + 1))
 
 
 def test_batcher_batches_are_copies():
@@ -191,3 +191,78 @@ def test_batcher_yields_gpu_arrays(cupy):
     xs, ts = next(iter(BPTTBatcher(np.arange(50), batch_size=2, time_size=4, device="gpu")))
     assert get_array_module(xs).__name__ == "cupy"
     np.testing.assert_array_equal(as_numpy(ts), [[1, 2, 3, 4], [25, 26, 27, 28]])
+
+
+def test_pytorch_convention_cuts_streams_and_windows_as_word_language_model_does():
+    corpus = np.arange(103)
+    n, steps = 4, 5
+    # PyTorch's batchify and get_batch, written out
+    streams = corpus[:(len(corpus) // n) * n].reshape(n, -1)
+    expected = [(streams[:, i:i + min(steps, streams.shape[1] - 1 - i)],
+                 streams[:, i + 1:i + 1 + min(steps, streams.shape[1] - 1 - i)])
+                for i in range(0, streams.shape[1] - 1, steps)]
+    batcher = BPTTBatcher(corpus, n, steps, convention="pytorch", drop_last=False)
+    assert batcher.reset_each_epoch and len(batcher) == len(expected) == 5
+    for epoch in (0, 3):  # fixed cuts: every epoch the same windows
+        got = list(batcher.batches(epoch))
+        assert len(got) == len(expected)
+        for (x, t), (ex, et) in zip(got, expected):
+            np.testing.assert_array_equal(x, ex)
+            np.testing.assert_array_equal(t, et)
+    dropped = list(BPTTBatcher(corpus, n, steps, convention="pytorch").batches())
+    assert len(dropped) == 4 and all(x.shape == (4, 5) for x, _ in dropped)
+
+
+def test_textbook_convention_with_the_last_window_covers_every_stream_each_epoch():
+    corpus = np.arange(103)
+    batcher = BPTTBatcher(corpus, 4, 7, drop_last=False)
+    assert not batcher.reset_each_epoch and len(batcher) == 4  # 25 tokens a stream: 7, 7, 7 and 4
+    for epoch in (0, 1):
+        windows = list(batcher.batches(epoch))
+        assert [x.shape[1] for x, _ in windows] == [7, 7, 7, 4]
+        xs = np.concatenate([x for x, _ in windows], axis=1)
+        ts = np.concatenate([t for _, t in windows], axis=1)
+        position = (np.arange(4)[:, None] * 25 + epoch * 25 + np.arange(25)) % 102  # the streams continue
+        np.testing.assert_array_equal(xs, corpus[position])
+        np.testing.assert_array_equal(ts, corpus[position + 1])
+    assert len(BPTTBatcher(corpus, 4, 7)) == 3  # without the short window
+
+
+def test_batchers_validate_the_data_where_it_enters():
+    with pytest.raises(ValueError, match=r"BPTTBatcher: corpus ids must be \[0, 10\), got range \[0, 12\]"):
+        BPTTBatcher(np.arange(13), 2, 2, vocab_size=10)
+    with pytest.raises(ValueError, match="corpus ids must be non-negative, got range"):
+        BPTTBatcher(np.arange(-1, 40), 2, 2)
+    with pytest.raises(TypeError, match="corpus must hold integer ids"):
+        BPTTBatcher(np.linspace(0, 1, 40), 2, 2)
+    with pytest.raises(ValueError, match="convention must be one of textbook, pytorch"):
+        BPTTBatcher(np.arange(40), 2, 2, convention="chainer")
+    for bad in (0, -3, 2.5, True):
+        with pytest.raises(ValueError, match="batch_size must be a positive integer"):
+            BPTTBatcher(np.arange(40), bad, 2)
+    xs, ts = np.zeros((10, 3), np.int32), np.zeros((10, 2), np.int32)
+    ts[3, 1] = 13
+    with pytest.raises(ValueError, match=r"ShuffledBatcher: array 1 ids must be \[0, 13\) \(or -1\), got range"):
+        ShuffledBatcher((xs, ts), 2, vocab_size=13, ignore_label=-1)
+    with pytest.raises(ValueError, match="arrays of different lengths"):
+        ShuffledBatcher((xs, ts[:5]), 2)
+    with pytest.raises(ValueError, match="10 examples are fewer than one batch of 11"):
+        ShuffledBatcher((xs, ts), 11)
+
+
+def test_shuffled_batches_follow_a_seeded_permutation_per_epoch_and_resume_mid_epoch():
+    xs = np.arange(50)[:, None].astype(np.int32)
+    ys = np.arange(50).astype(np.float32)
+    batcher = ShuffledBatcher((xs, ys), 8, seed=3)
+    assert len(batcher) == 6 and batcher.count(next(iter(batcher))) == 8
+    epoch0, epoch1 = list(batcher.batches(0)), list(batcher.batches(1))
+    order0 = np.concatenate([x[:, 0] for x, _ in epoch0])
+    np.testing.assert_array_equal(order0, np.random.default_rng([3, 0]).permutation(50)[:48])
+    assert not np.array_equal(order0, np.concatenate([x[:, 0] for x, _ in epoch1]))
+    for x, y in epoch0:
+        np.testing.assert_array_equal(x[:, 0], y)  # the parts of an example stay together
+    for (a, _), (b, _) in zip(epoch0[2:], batcher.batches(0, start=2)):
+        np.testing.assert_array_equal(a, b)
+    whole = ShuffledBatcher((xs, ys), 8, seed=3, drop_last=False)
+    assert len(whole) == 7 and [len(x) for x, _ in whole.batches(0)][-1] == 2
+    assert sorted(np.concatenate([x[:, 0] for x, _ in whole.batches(0)])) == list(range(50))

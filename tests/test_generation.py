@@ -2,7 +2,7 @@ import numpy as np
 import pytest
 
 import tinygrad_rnn as tg
-from models import LSTMLM, BetterLSTMLM, generate, greedy
+from tinygrad_rnn.models import LSTMLM, BetterLSTMLM, generate, greedy
 
 V = 7
 

@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 
 from tinygrad_rnn import Parameter, Variable, graph, name_scope
+from tinygrad_rnn import random as tg_random
 from tinygrad_rnn import functions as F
 from tinygrad_rnn.graph import render, to_dot
 
@@ -75,7 +76,7 @@ def test_function_labels_name_the_op_class_and_its_hyper_parameters():
 
 
 def test_array_hyper_parameters_show_shape_and_dtype_not_contents():
-    y = F.dropout(Variable(np.ones((N, H), np.float32)), p=0.5, rng=np.random.default_rng(0))
+    y = F.dropout(Variable(np.ones((N, H), np.float32)), p=0.5, generator=tg_random.Generator(0))
     assert "Dropout\\nscale=array(2, 4) float32" in to_dot(y)
 
 

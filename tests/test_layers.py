@@ -1,4 +1,5 @@
-"""Layers: registration and naming, gradients, cells against their equations, sequence layers, state."""
+"""Layers: registration and naming, arguments, gradients, cells against their equations (one bias or PyTorch's
+two), sequence layers, carried state and the one-step API (initial_state, step)."""
 import contextlib
 import gc
 import weakref
@@ -10,7 +11,6 @@ from hypothesis import strategies as st
 
 import tinygrad_rnn as tg
 from tinygrad_rnn import functions as F
-from tinygrad_rnn import initializers
 from tinygrad_rnn import layers as L
 
 F64 = np.float64
@@ -164,26 +164,40 @@ def test_calls_record_functions_in_the_layer_scope():
     assert alone.h.creator.inputs[1].creator.scope == ("gru", "cell1", "t1")
 
 
-# --- Initializers ----------------------------------------------------------------------------------
-
-
-def test_initializers_draw_the_classic_scales_reproducibly():
-    rng = np.random.default_rng(0)
-    W = initializers.fan_in_normal((400, 300), rng)
-    assert W.dtype == np.float32 and abs(W.std() - 1 / 20) < 1e-3
-    E = initializers.embedding_normal((300, 400), 1)
-    assert abs(E.std() - 0.01) < 2e-4
-    assert initializers.zeros((3,), F64).dtype == F64 and not initializers.zeros((3,)).any()
-    np.testing.assert_array_equal(initializers.normal((2, 2), 1.0, 5), initializers.normal((2, 2), 1.0, 5))
-    # drawn in float64 then cast: float32 and float64 models from one seed agree up to rounding
-    np.testing.assert_allclose(initializers.normal((3,), 1.0, 7, np.float32), initializers.normal((3,), 1.0, 7, F64),
-                               rtol=1e-6)
+# --- Arguments -------------------------------------------------------------------------------------
 
 
 def test_layers_default_to_float32_and_follow_dtype():
     assert all(p.dtype == np.float32 for p in L.LSTM(2, 3).params())
     assert all(p.dtype == F64 for p in L.GRU(2, 3, dtype=F64).params())
     assert L.Linear(2, 3, seed=1).W.data.tolist() == L.Linear(2, 3, seed=1).W.data.tolist()
+
+
+@pytest.mark.parametrize("make, error, message", [
+    (lambda: L.Linear(0, 3), ValueError, r"Linear: in_size must be a positive int, got 0"),
+    (lambda: L.Linear(2, 2.5), TypeError, r"Linear: out_size must be a positive int, got 2.5"),
+    (lambda: L.Linear(2, 3, dtype=np.int32), TypeError, r"Linear: dtype must be a float dtype, got int32"),
+    (lambda: L.Linear(2, 3, dtype="nonsense"), TypeError, r"Linear: dtype must be a float dtype, got 'nonsense'"),
+    (lambda: L.Embedding(0, 3), ValueError, r"Embedding: vocab_size must be a positive int, got 0"),
+    (lambda: L.Embedding(3, True), TypeError, r"Embedding: dim must be a positive int, got True"),
+    (lambda: L.Embedding(3, 2, dtype=bool), TypeError, r"Embedding: dtype must be a float dtype, got bool"),
+    (lambda: L.TiedLinear(L.Linear(2, 3)), TypeError, r"TiedLinear: embedding must be an Embedding, got Linear"),
+    (lambda: L.RNNCell(0, 2), ValueError, r"RNNCell: input_size must be a positive int, got 0"),
+    (lambda: L.GRUCell(2, -1), ValueError, r"GRUCell: hidden_size must be a positive int, got -1"),
+    (lambda: L.LSTMCell(2, 3, dtype=np.int64), TypeError, r"LSTMCell: dtype must be a float dtype, got int64"),
+    (lambda: L.LSTMCell(2, 3, forget_bias=float("nan")), ValueError, r"LSTMCell: forget_bias must be a finite"),
+    (lambda: L.LSTM(2.0, 3), TypeError, r"LSTM: input_size must be a positive int, got 2.0"),
+    (lambda: L.GRU(2, 0), ValueError, r"GRU: hidden_size must be a positive int, got 0"),
+    (lambda: L.RNN(2, 3, num_layers=0), ValueError, r"RNN: num_layers must be a positive int, got 0"),
+    (lambda: L.LSTM(2, 3, num_layers=1.5), TypeError, r"LSTM: num_layers must be a positive int, got 1.5"),
+    (lambda: L.LSTM(2, 3, dropout=-0.1), ValueError, r"LSTM: dropout must lie in \[0, 1\), got -0.1"),
+    (lambda: L.GRU(2, 3, dropout=float("nan")), ValueError, r"GRU: dropout must lie in \[0, 1\), got nan"),
+    (lambda: L.RNN(2, 3, dropout="0.5"), ValueError, r"RNN: dropout must lie in \[0, 1\), got '0.5'"),
+    (lambda: L.GRU(2, 3, dtype="int16"), TypeError, r"GRU: dtype must be a float dtype, got int16"),
+])
+def test_constructors_reject_nonsense_naming_the_layer_and_the_value(make, error, message):
+    with pytest.raises(error, match=message):
+        make()
 
 
 # --- Linear, Embedding, TiedLinear, Dropout --------------------------------------------------------
@@ -200,10 +214,13 @@ def test_linear_backward_matches_numerical(n, t, d, h, nobias, seed):
 
 def test_linear_infers_in_size_at_first_call():
     layer = L.Linear(None, 4, seed=0)
-    assert layer.W is None and [name for name, _ in layer.namedparams()] == ["b"]
+    assert layer.W is None and layer.b is None and not list(layer.namedparams())  # both wait for D
     y = layer(np.ones((2, 5, 3), np.float32))
     assert y.shape == (2, 5, 4) and layer.W.shape == (3, 4) and layer.W.name == "W"
     assert [name for name, _ in layer.namedparams()] == ["W", "b"]
+    lazy = L.Linear(None, 4, init="pytorch", seed=0)
+    lazy(np.ones((2, 9), np.float32))
+    assert 0 < np.abs(lazy.b.data).max() <= 1 / 3  # the bias waits for fan_in D = 9 too
 
 
 @given(v=st.integers(1, 5), d=sizes, n=sizes, t=sizes, seed=seeds)
@@ -239,11 +256,17 @@ def test_dropout_is_inverted_reproducible_and_inactive_in_eval_or_test_mode():
 # --- Cells ----------------------------------------------------------------------------------------
 
 
+def _two_biases(cls, two_biases):
+    """The ``two_biases`` argument where ``cls`` (a cell or sequence layer) takes it."""
+    return {} if cls in (L.RNN, L.RNNCell) else {"two_biases": two_biases}
+
+
 @settings(max_examples=10)
-@given(n=sizes, d=sizes, h=sizes, cls=st.sampled_from([L.RNNCell, L.LSTMCell, L.GRUCell]), seed=seeds)
-def test_cell_backward_matches_numerical(n, d, h, cls, seed):
+@given(n=sizes, d=sizes, h=sizes, cls=st.sampled_from([L.RNNCell, L.LSTMCell, L.GRUCell]), two_biases=st.booleans(),
+       seed=seeds)
+def test_cell_backward_matches_numerical(n, d, h, cls, two_biases, seed):
     rng = np.random.default_rng(seed)
-    cell = cls(d, h, seed=rng, dtype=F64)
+    cell = cls(d, h, seed=rng, dtype=F64, **_two_biases(cls, two_biases))
     _randomize(cell, rng)
     x, h0, c0 = _randn(rng, n, d), _randn(rng, n, h), _randn(rng, n, h)
     if cls is L.LSTMCell:
@@ -272,6 +295,52 @@ def test_gru_cell_matches_the_pytorch_equations_with_gates_r_z_n(n, d, h, seed):
     x, h0 = _randn(rng, n, d), _randn(rng, n, h)
     h_ref = _np_gru(x, h0, cell.Wx.data, cell.Wh.data, cell.b.data, cell.bh.data)
     np.testing.assert_allclose(cell(x, h0).data, h_ref, rtol=1e-9, atol=1e-12)
+
+
+def _np_gru_two_biases(x, h, Wx, Wh, b_ih, b_hh):
+    """PyTorch's GRU equations with its two biases, written out."""
+    H = h.shape[1]
+    gi, gh = x @ Wx + b_ih, h @ Wh + b_hh
+    r = _sigmoid(gi[:, :H] + gh[:, :H])
+    z = _sigmoid(gi[:, H:2 * H] + gh[:, H:2 * H])
+    n = np.tanh(gi[:, 2 * H:] + r * gh[:, 2 * H:])
+    return (1 - z) * n + z * h
+
+
+@given(n=sizes, d=sizes, h=sizes, fused=st.booleans(), seed=seeds)
+def test_two_bias_cells_match_pytorchs_equations(n, d, h, fused, seed):
+    rng = np.random.default_rng(seed)
+    lstm, gru = L.LSTMCell(d, h, two_biases=True, dtype=F64), L.GRUCell(d, h, two_biases=True, dtype=F64)
+    _randomize(lstm, rng)
+    _randomize(gru, rng)
+    assert lstm.bh.shape == (4 * h,) and gru.bh.shape == (3 * h,)
+    x, h0, c0 = _randn(rng, n, d), _randn(rng, n, h), _randn(rng, n, h)
+    with tg.using_config("fused_cells", fused):
+        h1, c1 = lstm(x, h0, c0)
+        g1 = gru(x, h0)
+    h_ref, c_ref = _np_lstm(x, h0, c0, lstm.Wx.data, lstm.Wh.data, lstm.b.data + lstm.bh.data)
+    np.testing.assert_allclose(h1.data, h_ref, rtol=1e-9, atol=1e-12)
+    np.testing.assert_allclose(c1.data, c_ref, rtol=1e-9, atol=1e-12)
+    g_ref = _np_gru_two_biases(x, h0, gru.Wx.data, gru.Wh.data, gru.b.data, gru.bh.data)
+    np.testing.assert_allclose(g1.data, g_ref, rtol=1e-9, atol=1e-12)
+
+
+@pytest.mark.parametrize("fused", [True, False])
+def test_each_of_two_biases_gets_the_full_gradient_of_the_one_bias(fused):
+    rng = np.random.default_rng(0)
+    xs, gy = rng.standard_normal((2, 3, 3)), rng.standard_normal((2, 3, 4))
+    for cls in (L.LSTM, L.GRU):
+        one, two = cls(3, 4, seed=0, dtype=F64), cls(3, 4, seed=0, dtype=F64, two_biases=True)
+        with tg.using_config("fused_cells", fused):
+            F.sum(one(xs) * gy).backward()
+            F.sum(two(xs) * gy).backward()
+        b, bh = two.cell0.b.grad.data, two.cell0.bh.grad.data
+        np.testing.assert_allclose(b, one.cell0.b.grad.data, rtol=1e-12)
+        if cls is L.LSTM:
+            np.testing.assert_allclose(bh, b, rtol=1e-12)
+        else:  # r and z blocks of b_hh act as those of b_ih; its n block is the one-bias layer's bh
+            np.testing.assert_allclose(bh[:8], b[:8], rtol=1e-12)
+            np.testing.assert_allclose(bh[8:], one.cell0.bh.grad.data, rtol=1e-12)
 
 
 def test_rnn_cell_matches_the_equation_and_starts_from_zeros():
@@ -308,10 +377,10 @@ def _final_state(layer):
 
 @settings(max_examples=10)
 @given(n=sizes, t=sizes, d=sizes, h=sizes, num_layers=st.integers(1, 2), cls=st.sampled_from(SEQUENCE_LAYERS),
-       seed=seeds)
-def test_sequence_layer_backward_matches_numerical(n, t, d, h, num_layers, cls, seed):
+       two_biases=st.booleans(), seed=seeds)
+def test_sequence_layer_backward_matches_numerical(n, t, d, h, num_layers, cls, two_biases, seed):
     rng = np.random.default_rng(seed)
-    layer = cls(d, h, num_layers=num_layers, seed=rng, dtype=F64)
+    layer = cls(d, h, num_layers=num_layers, seed=rng, dtype=F64, **_two_biases(cls, two_biases))
     _randomize(layer, rng)
     xs = _randn(rng, n, t, d)
     state = [_randn(rng, num_layers, n, h) for _ in _final_state(layer)]
@@ -348,23 +417,29 @@ def test_sequence_layer_equals_a_loop_of_its_cells(n, t, d, h, cls, seed):
 
 
 @settings(max_examples=10)
-@given(n=sizes, t=sizes, d=sizes, h=sizes, num_layers=st.integers(1, 2), seed=seeds)
-def test_fused_lstm_equals_the_graph_composed_from_primitives(n, t, d, h, num_layers, seed):
-    # values and every gradient (inputs, initial state, weights) of lstm_sequence and of the
-    # one-step lstm op against the per-gate graph, in float64
+@given(n=sizes, t=sizes, d=sizes, h=sizes, num_layers=st.integers(1, 2), two_biases=st.booleans(), seed=seeds)
+def test_fused_lstm_equals_the_graph_composed_from_primitives(n, t, d, h, num_layers, two_biases, seed):
+    # values and every gradient (inputs, initial state, weights) of lstm_sequence, of the
+    # one-step lstm op in a cell and in the layer's step, against the per-gate graph, in float64
     rng = np.random.default_rng(seed)
     state = (num_layers, n, h) if num_layers > 1 else (n, h)
     xs, h0, c0 = rng.standard_normal((n, t, d)), rng.standard_normal(state), rng.standard_normal(state)
-    gys = [rng.standard_normal(shape) for shape in [(n, t, h), state, state, (n, h), (n, h)]]
+    gys = [rng.standard_normal(shape) for shape in [(n, t, h), state, state, (n, h), (n, h), (n, h)]]
+    bhs = rng.standard_normal((num_layers, 4 * h))  # nonzero b_hh: the sum b + bh is checked too
     results = []
     for fused in (True, False):
-        layer = L.LSTM(d, h, num_layers=num_layers, seed=seed, dtype=np.float64, forget_bias=1.0)
+        layer = L.LSTM(d, h, num_layers=num_layers, seed=seed, dtype=np.float64, forget_bias=1.0,
+                       two_biases=two_biases)
+        if two_biases:
+            for cell, bh in zip(layer.cells, bhs):
+                cell.bh.data[...] = bh
         inputs = [tg.Variable(a) for a in (xs, h0, c0)]
         with tg.using_config("fused_cells", fused):
             layer.set_state(*inputs[1:])
             hs = layer(inputs[0])
             step = layer.cells[0](inputs[0][:, 0], hs[:, -1], layer.c[-1] if num_layers > 1 else layer.c)
-            outputs = [hs, layer.h, layer.c, *step]
+            top, _ = layer.step(inputs[0][:, -1], layer.initial_state(h=inputs[1], c=inputs[2]))
+            outputs = [hs, layer.h, layer.c, *step, top]
             F.sum(F.stack([F.sum(y * gy) for y, gy in zip(outputs, gys)])).backward()
         grads = [v.grad.data for v in inputs] + [p.grad.data for p in layer.params()]
         results.append([y.data for y in outputs] + grads)
@@ -373,16 +448,17 @@ def test_fused_lstm_equals_the_graph_composed_from_primitives(n, t, d, h, num_la
 
 
 @settings(max_examples=10)
-@given(n=sizes, t=sizes, d=sizes, h=sizes, num_layers=st.integers(1, 2), seed=seeds)
-def test_fused_gru_equals_the_graph_composed_from_primitives(n, t, d, h, num_layers, seed):
+@given(n=sizes, t=sizes, d=sizes, h=sizes, num_layers=st.integers(1, 2), two_biases=st.booleans(), seed=seeds)
+def test_fused_gru_equals_the_graph_composed_from_primitives(n, t, d, h, num_layers, two_biases, seed):
     rng = np.random.default_rng(seed)
     state = (num_layers, n, h) if num_layers > 1 else (n, h)
     xs, h0 = rng.standard_normal((n, t, d)), rng.standard_normal(state)
-    gys = [rng.standard_normal(shape) for shape in [(n, t, h), state, (n, h)]]
-    bhs = rng.standard_normal((num_layers, h))  # a nonzero recurrent bias, so that its gradient is checked too
+    gys = [rng.standard_normal(shape) for shape in [(n, t, h), state, (n, h), (n, h)]]
+    # nonzero recurrent biases, so that their gradients are checked too
+    bhs = rng.standard_normal((num_layers, 3 * h if two_biases else h))
     results = []
     for fused in (True, False):
-        layer = L.GRU(d, h, num_layers=num_layers, seed=seed, dtype=np.float64)
+        layer = L.GRU(d, h, num_layers=num_layers, seed=seed, dtype=np.float64, two_biases=two_biases)
         for cell, bh in zip(layer.cells, bhs):
             cell.bh.data[...] = bh
         inputs = [tg.Variable(a) for a in (xs, h0)]
@@ -390,7 +466,8 @@ def test_fused_gru_equals_the_graph_composed_from_primitives(n, t, d, h, num_lay
             layer.set_state(inputs[1])
             hs = layer(inputs[0])
             step = layer.cells[0](inputs[0][:, 0], hs[:, -1])
-            outputs = [hs, layer.h, step]
+            top, _ = layer.step(inputs[0][:, -1], layer.initial_state(h=inputs[1]))
+            outputs = [hs, layer.h, step, top]
             F.sum(F.stack([F.sum(y * gy) for y, gy in zip(outputs, gys)])).backward()
         grads = [v.grad.data for v in inputs] + [p.grad.data for p in layer.params()]
         results.append([y.data for y in outputs] + grads)
@@ -470,6 +547,141 @@ def test_sequence_layer_rejects_bad_arguments_and_inputs():
         L.RNN(3, 2)(np.ones((2, 3), np.float32))
 
 
+# --- One step at a time: initial_state and step -----------------------------------------------------
+
+
+def _initial(layer, parts):
+    return layer.initial_state(**dict(zip(("h", "c"), parts)))
+
+
+def _stacked(state, part):
+    """Part ``part`` (0: h, 1: c) of a step state, stacked over layers as ``layer.h`` is."""
+    arrays = [layer_state[part].data for layer_state in state]
+    return arrays[0] if len(arrays) == 1 else np.stack(arrays)
+
+
+@settings(max_examples=15)
+@given(n=sizes, t=sizes, d=sizes, h=sizes, num_layers=st.integers(1, 2), cls=st.sampled_from(SEQUENCE_LAYERS),
+       two_biases=st.booleans(), fused=st.booleans(), seed=seeds)
+def test_steps_from_initial_state_equal_forward_from_set_state(n, t, d, h, num_layers, cls, two_biases, fused, seed):
+    rng = np.random.default_rng(seed)
+    layer = cls(d, h, num_layers=num_layers, seed=rng, dtype=F64, **_two_biases(cls, two_biases))
+    _randomize(layer, rng)
+    xs = _randn(rng, n, t, d)
+    parts = [_randn(rng, *((num_layers, n, h) if num_layers > 1 else (n, h))) for _ in _final_state(layer)]
+    with tg.using_config("fused_cells", fused):
+        layer.set_state(*parts)
+        hs = layer(xs).data
+        finals = [v.data for v in _final_state(layer)]
+        state, outputs = _initial(layer, parts), []
+        for k in range(t):
+            y, state = layer.step(xs[:, k], state)
+            outputs.append(y.data)
+    assert len(state) == num_layers and all(len(s) == len(parts) for s in state)
+    assert all(v.shape == (n, h) for s in state for v in s)
+    np.testing.assert_allclose(np.stack(outputs, axis=1), hs, rtol=1e-12, atol=1e-14)
+    for i, final in enumerate(finals):
+        np.testing.assert_allclose(_stacked(state, i), final, rtol=1e-12, atol=1e-14)
+
+
+@settings(max_examples=10)
+@given(n=sizes, d=sizes, h=sizes, num_layers=st.integers(1, 2), cls=st.sampled_from(SEQUENCE_LAYERS),
+       two_biases=st.booleans(), fused=st.booleans(), seed=seeds)
+def test_step_backward_matches_numerical(n, d, h, num_layers, cls, two_biases, fused, seed):
+    rng = np.random.default_rng(seed)
+    layer = cls(d, h, num_layers=num_layers, seed=rng, dtype=F64, **_two_biases(cls, two_biases))
+    _randomize(layer, rng)
+    xs = _randn(rng, n, 2, d)
+    parts = [_randn(rng, num_layers, n, h) for _ in _final_state(layer)]
+
+    def run(xs, *parts):  # two steps from a given state: gradients reach the state as they would an encoder
+        state = _initial(layer, parts)
+        outputs = []
+        for k in range(2):
+            y, state = layer.step(xs[:, k], state)
+            outputs.append(y)
+        return F.concat(outputs + [v for s in state for v in s], axis=1)
+
+    with tg.using_config("fused_cells", fused):
+        check_layer_grads(layer, run, xs, *parts, seed=seed)
+
+
+def test_initial_state_fills_zeros_and_keeps_given_variables():
+    lstm = L.LSTM(3, 4, num_layers=2, seed=0, dtype=F64)
+    zeros = lstm.initial_state(5)
+    assert len(zeros) == 2 and all(len(s) == 2 and not s[0].data.any() and s[1].shape == (5, 4) for s in zeros)
+    h0 = tg.Variable(np.ones((2, 5, 4)))
+    state = lstm.initial_state(h=h0)
+    assert not state[1][1].data.any()  # c missing: zeros
+    y, _ = lstm.step(np.ones((5, 3)), state)
+    F.sum(y).backward()
+    assert h0.grad is not None and h0.grad.data[1].any()  # the top layer's start got a gradient through h0
+    gru = L.GRU(3, 4, seed=0)
+    (only,), = gru.initial_state(h=np.zeros((2, 4)))  # (N, H) for one layer; cast to the parameters' dtype
+    assert only.shape == (2, 4) and only.dtype == np.float32
+    y, state = gru.step(np.ones((2, 3), np.float32))  # no state: zeros
+    assert y.shape == (2, 4) and state[0][0] is y
+
+
+def test_step_leaves_the_carried_state_alone():
+    rng = np.random.default_rng(0)
+    xs = rng.standard_normal((2, 3, 3))
+    layer = L.LSTM(3, 4, num_layers=2, stateful=True, seed=0, dtype=F64)
+    reference = L.LSTM(3, 4, num_layers=2, stateful=True, seed=0, dtype=F64)
+    layer(xs)
+    reference(xs)
+    h, c, carried = layer.h, layer.c, layer.carried_state()
+    layer.step(xs[:, 0], layer.initial_state(h=np.ones((2, 2, 4))))
+    layer.step(xs[:, 0])
+    assert layer.carried_state().keys() == carried.keys()
+    for key, value in layer.carried_state().items():
+        np.testing.assert_array_equal(value, carried[key])
+    np.testing.assert_array_equal(layer.h.data, h.data)
+    np.testing.assert_array_equal(layer.c.data, c.data)
+    np.testing.assert_array_equal(layer(xs).data, reference(xs).data)  # the next window still continues
+    once = L.GRU(3, 4, seed=0, dtype=F64)  # not stateful: set_state applies to the next forward, steps or not
+    once.set_state(np.ones((2, 4)))
+    once.step(xs[:, 0])
+    after_step = once(xs).data
+    once.set_state(np.ones((2, 4)))
+    np.testing.assert_array_equal(after_step, once(xs).data)
+
+
+def test_step_records_its_ops_in_the_layer_and_cell_scopes():
+    model = L.Layer()
+    model.dec = L.LSTM(3, 2, num_layers=2, seed=0)
+    h, state = model.dec.step(np.ones((1, 3), np.float32))
+    assert h.creator.scope == ("dec", "cell1")
+    assert L.GRU(3, 2, seed=0).step(np.ones((1, 3), np.float32))[0].creator.scope == ("gru",)
+
+
+def test_step_and_initial_state_reject_shapes_naming_the_layer():
+    lstm = L.LSTM(3, 2, num_layers=2)
+    with pytest.raises(ValueError, match=r"LSTM.step: input of shape \(4, 5\) does not fit \(N, D\) with D=3"):
+        lstm.step(np.ones((4, 5), np.float32))
+    with pytest.raises(ValueError, match=r"LSTM.step: input of shape \(4, 1, 3\) does not fit \(N, D\)"):
+        lstm.step(np.ones((4, 1, 3), np.float32))
+    state = lstm.initial_state(4)
+    with pytest.raises(ValueError, match=r"LSTM.step: state of shape \(3, 2\) does not fit \(N, H\) = \(4, 2\)"):
+        lstm.step(np.ones((4, 3), np.float32), (state[0], (np.zeros((3, 2)), np.zeros((3, 2)))))
+    with pytest.raises(ValueError, match=r"LSTM.step: a state of 1 layers does not fit num_layers=2"):
+        lstm.step(np.ones((4, 3), np.float32), state[:1])
+    with pytest.raises(ValueError, match=r"LSTM.step: a state of 1 parts does not fit \(h, c\)"):
+        lstm.step(np.ones((4, 3), np.float32), (state[0], state[1][:1]))
+    with pytest.raises(ValueError, match=r"LSTM.initial_state: h of shape \(3, 4, 2\) does not fit \(num_layers"):
+        lstm.initial_state(h=np.zeros((3, 4, 2)))
+    with pytest.raises(ValueError, match=r"LSTM.initial_state: state of shape \(4, 3\) does not fit \(N, H\)"):
+        lstm.initial_state(h=np.zeros((2, 4, 3)))
+    with pytest.raises(ValueError, match=r"LSTM.initial_state: state of shape \(4, 2\) does not fit .* \(5, 2\)"):
+        lstm.initial_state(5, h=np.zeros((2, 4, 2)))
+    with pytest.raises(ValueError, match="GRU.initial_state: needs the batch size n"):
+        L.GRU(3, 2).initial_state()
+    with pytest.raises(ValueError, match="RNN.initial_state: n must be a positive int, got 0"):
+        L.RNN(3, 2).initial_state(0)
+    with pytest.raises(TypeError, match="'c'"):
+        L.GRU(3, 2).initial_state(2, c=np.zeros((2, 2)))  # only an LSTM has a cell state
+
+
 def _dropped_inputs_of_top_layer(variational, seed=0):
     """Outputs of a 2-layer RNN whose top cell passes its (dropped) input through tanh only,
     so that an output is exactly 0 where dropout zeroed the input."""
@@ -492,6 +704,16 @@ def test_variational_dropout_shares_one_mask_across_time_and_is_identity_in_test
     reference.load_state_dict(layer.state_dict())
     np.testing.assert_allclose(kept, reference(xs).data, rtol=1e-6)
     np.testing.assert_allclose(layer.eval()(xs).data, kept)
+
+
+@pytest.mark.parametrize("variational", [False, True])
+def test_step_drops_between_layers_as_forward_does(variational):
+    layer, xs = _dropped_inputs_of_top_layer(variational)
+    zeros = np.stack([layer.step(xs[:, k])[0].data == 0 for k in range(xs.shape[1])], axis=1)
+    assert zeros.any() and not zeros.all()
+    assert not (zeros == zeros[:, :1]).all()  # a step cannot know its sequence: a new mask each call
+    with tg.test_mode():
+        assert (layer.step(xs[:, 0])[0].data != 0).all()
 
 
 def test_plain_dropout_between_layers_draws_a_mask_per_step():

@@ -4,7 +4,7 @@ import pytest
 from test_layers import check_layer_grads
 
 import tinygrad_rnn as tg
-from models import LSTMLM, BetterLSTMLM, SimpleRNNLM
+from tinygrad_rnn.models import LSTMLM, BetterLSTMLM, SimpleRNNLM
 
 V, D, H, T, N = 7, 3, 4, 3, 2
 MODELS = {

@@ -5,7 +5,7 @@ import pytest
 
 from tinygrad_rnn import Parameter, Variable
 from tinygrad_rnn import layers as L
-from tinygrad_rnn.optimizers import SGD, AdaGrad, Adam, MomentumSGD, ReduceOnPlateau, RMSprop, clip_grads
+from tinygrad_rnn.optimizers import SGD, AdaGrad, Adam, MomentumSGD, RMSprop, clip_grads
 
 P0 = np.array([1.0, -2.0, 0.5])
 GRADS = [np.array([0.5, -1.0, 2.0]), np.array([-0.25, 0.5, 1.0])]
@@ -125,12 +125,49 @@ def test_state_dict_keeps_changed_lr_and_step_count():
     assert other.lr == 0.025 and other.t == 2
 
 
-def test_load_state_dict_rejects_foreign_entries():
-    opt = Adam(0.1).setup(Pair())
-    with pytest.raises(KeyError, match="m/missing"):
+def test_load_state_dict_rejects_foreign_entries_and_changes_nothing():
+    opt = Adam(0.1)
+    run(opt)
+    before = opt.state_dict()
+    with pytest.raises(ValueError, match="unexpected entry 'm/missing'"):
         opt.load_state_dict({"lr": np.array(0.1), "t": np.array(1), "m/missing": np.zeros(3)})
-    with pytest.raises(ValueError, match="shape"):
+    with pytest.raises(ValueError, match="has shape"):
         opt.load_state_dict({"lr": np.array(0.1), "t": np.array(1), "m/a": np.zeros(4)})
+    with pytest.raises(ValueError, match=r"missing 't'.*slots of Adam: m, v"):  # SGD state into Adam
+        opt.load_state_dict(SGD(0.5).setup(Pair()).state_dict())
+    with pytest.raises(ValueError, match="unexpected entry 'm/a'.*slots of SGD: none"):
+        SGD(0.5).setup(Pair()).load_state_dict(before)
+    after = opt.state_dict()
+    assert after.keys() == before.keys() and all(np.array_equal(after[k], before[k]) for k in after)
+
+
+@pytest.mark.parametrize("make, message", [
+    (lambda: SGD(lr=-1.0), "SGD: lr must be a finite number > 0"),
+    (lambda: SGD(lr=0.0), "SGD: lr must be a finite number > 0"),
+    (lambda: SGD(lr=float("nan")), "SGD: lr"),
+    (lambda: Adam(lr=float("inf")), "Adam: lr"),
+    (lambda: SGD(0.1, weight_decay=-0.1), "SGD: weight_decay must be a finite number >= 0"),
+    (lambda: MomentumSGD(0.1, momentum=1.0), r"MomentumSGD: momentum must be a finite number in \[0, 1\)"),
+    (lambda: MomentumSGD(0.1, momentum=-0.5), "MomentumSGD: momentum"),
+    (lambda: AdaGrad(0.1, eps=0.0), "AdaGrad: eps must be a finite number > 0"),
+    (lambda: RMSprop(0.1, decay=1.5), "RMSprop: decay"),
+    (lambda: Adam(0.1, beta1=1.0), "Adam: beta1"),
+    (lambda: Adam(0.1, beta2=-0.1), "Adam: beta2"),
+    (lambda: Adam(0.1, eps=float("nan")), "Adam: eps"),
+])
+def test_optimizers_reject_negative_and_non_finite_hyper_parameters(make, message):
+    with pytest.raises(ValueError, match=message):
+        make()
+
+
+def test_lr_can_be_lowered_to_zero_but_not_made_negative_or_a_string():
+    opt = SGD(0.1)
+    opt.lr = 0.0
+    with pytest.raises(ValueError, match="SGD: lr"):
+        opt.lr = -0.01
+    with pytest.raises(TypeError, match="SGD: lr must be a number"):
+        opt.lr = "0.1"
+    assert opt.lr == 0.0
 
 
 def test_update_before_setup_raises():
@@ -138,20 +175,28 @@ def test_update_before_setup_raises():
         SGD(0.1).update()
 
 
-def test_clip_grads_scales_to_max_norm_and_returns_norm_before():
+def test_clip_grads_scales_to_max_norm_and_returns_the_norm_before_as_an_array():
     a, b = Parameter(np.zeros(2)), Parameter(np.zeros((1, 1)))
     a.grad, b.grad = Variable(np.array([3.0, 0.0])), Variable(np.array([[4.0]]))
     norm = clip_grads([a, b], 1.0)
-    assert isinstance(norm, float) and norm == pytest.approx(5.0)
+    assert isinstance(norm, np.ndarray) and norm.shape == () and float(norm) == pytest.approx(5.0)
     np.testing.assert_allclose(a.grad.data, [0.6, 0.0], rtol=1e-6)
     np.testing.assert_allclose(b.grad.data, [[0.8]], rtol=1e-6)
 
 
-def test_clip_grads_leaves_small_gradients_alone():
+def test_clip_grads_leaves_small_gradients_at_their_values():
     a, b = Parameter(np.zeros(2)), Parameter(np.zeros(2))
-    a.grad = grad = Variable(np.array([0.3, 0.4]))
-    assert clip_grads([a, b], 1.0) == pytest.approx(0.5)
-    assert a.grad is grad
+    a.grad = Variable(np.array([0.3, 0.4]))
+    assert float(clip_grads([a, b], 1.0)) == pytest.approx(0.5)
+    np.testing.assert_array_equal(a.grad.data, [0.3, 0.4])  # scaled by exactly 1: no branch decides
+
+
+def test_clip_grads_keeps_float32_gradients_float32():
+    p = Parameter(np.zeros(3, np.float32))
+    p.grad = Variable(np.full(3, 10.0, np.float32))
+    norm = clip_grads([p], 0.25)
+    assert norm.dtype == p.grad.dtype == np.float32
+    np.testing.assert_allclose(np.linalg.norm(p.grad.data), 0.25, rtol=1e-5)
 
 
 def test_clip_grads_with_aliased_gradients_scales_each_once_and_copies():
@@ -159,7 +204,7 @@ def test_clip_grads_with_aliased_gradients_scales_each_once_and_copies():
     a, b = Parameter(np.zeros(2)), Parameter(np.zeros(2))
     a.grad, b.grad = Variable(shared), Variable(shared)  # the engine may hand out one array twice
     norm = clip_grads([a, b], 1.0)
-    assert norm == pytest.approx(math.sqrt(50.0))
+    assert float(norm) == pytest.approx(math.sqrt(50.0))
     expected = shared * (1.0 / math.sqrt(50.0))
     np.testing.assert_allclose(a.grad.data, expected, rtol=1e-6)
     np.testing.assert_allclose(b.grad.data, expected, rtol=1e-6)
@@ -167,28 +212,16 @@ def test_clip_grads_with_aliased_gradients_scales_each_once_and_copies():
 
 
 def test_clip_grads_without_gradients_returns_zero():
-    assert clip_grads([Parameter(np.zeros(2))], 1.0) == 0.0
+    assert float(clip_grads([Parameter(np.zeros(2))], 1.0)) == 0.0
 
 
-def test_reduce_on_plateau_divides_lr_by_four_when_metric_stops_improving():
-    opt = SGD(lr=20.0)
-    schedule = ReduceOnPlateau(opt, factor=0.25)
-    lrs = []
-    for metric in (200.0, 150.0, 151.0, 140.0, 140.0):
-        schedule.step(metric)
-        lrs.append(opt.lr)
-    assert lrs == [20.0, 20.0, 5.0, 5.0, 1.25]
-
-
-def test_reduce_on_plateau_patience_and_state_round_trip():
-    opt = SGD(lr=1.0)
-    schedule = ReduceOnPlateau(opt, factor=0.5, patience=1)
-    assert [schedule.step(m) for m in (10.0, 11.0, 12.0, 13.0)] == [False, False, True, False]
-    assert opt.lr == 0.5
-    other = ReduceOnPlateau(opt, factor=0.5, patience=1)
-    assert other.state_dict() == {"best": None, "bad_steps": 0}
-    other.load_state_dict(schedule.state_dict())
-    assert other.step(14.0) is True and opt.lr == 0.25
+@pytest.mark.parametrize("max_norm", [-1.0, 0.0, float("inf"), float("nan"), "1"])
+def test_clip_grads_refuses_a_norm_that_is_not_a_positive_finite_number(max_norm):
+    p = Parameter(np.zeros(2))
+    p.grad = Variable(np.ones(2))
+    with pytest.raises((ValueError, TypeError), match="clip_grads: max_norm"):
+        clip_grads([p], max_norm)
+    np.testing.assert_array_equal(p.grad.data, [1.0, 1.0])
 
 
 @pytest.mark.gpu
@@ -208,4 +241,5 @@ def test_optimizer_state_follows_parameters_to_gpu(cupy):
     a = Variable(as_cupy(np.array([3.0, 4.0])))
     p = Parameter(as_cupy(np.zeros(2)))
     p.grad = a
-    assert clip_grads([p], 1.0) == pytest.approx(5.0)
+    norm = clip_grads([p], 1.0)
+    assert get_array_module(norm) is cupy and float(norm) == pytest.approx(5.0)

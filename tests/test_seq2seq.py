@@ -1,4 +1,4 @@
-"""Seq2seq models, decoding (greedy, beam search) and SeqTrainer."""
+"""Seq2seq models, decoding (greedy, beam search), training through the Trainer and the tool."""
 import json
 import os
 import subprocess
@@ -9,12 +9,13 @@ import numpy as np
 import pytest
 from test_layers import check_layer_grads
 
-from models import AttentionSeq2seq, DecodingMixin, PeekySeq2seq, Seq2seq, beam_search, greedy_search
-from models.decoding import sequence_log_prob
+from tinygrad_rnn.models import AttentionSeq2seq, DecodingMixin, PeekySeq2seq, Seq2seq, beam_search, greedy_search
+from tinygrad_rnn.models.decoding import sequence_log_prob
+import tinygrad_rnn as tg
 from tinygrad_rnn import Variable
-from tinygrad_rnn.data import toy_seq
+from tinygrad_rnn.data import ShuffledBatcher, toy_seq
 from tinygrad_rnn.optimizers import Adam
-from tinygrad_rnn.training import SeqTrainer, exact_match
+from tinygrad_rnn.training import ExactMatch, History, Trainer
 
 ROOT = Path(__file__).resolve().parents[1]
 V, D, H, TQ, TA, N = 7, 3, 4, 3, 4, 2
@@ -35,14 +36,27 @@ def _batch(n=N, seed=0):
 def test_model_loss_backward_matches_numerical_end_to_end(name):
     model = MODELS[name](seed=0, dtype=np.float64)
     xs, ts = _batch()
-    check_layer_grads(model, lambda: model(xs, ts))
+    check_layer_grads(model, lambda: model.loss(xs, ts))
+
+
+@pytest.mark.parametrize("name", MODELS)
+def test_the_teacher_forced_loss_is_the_mean_of_the_step_by_step_negative_log_probabilities(name):
+    model = MODELS[name](seed=3, dtype=np.float64)
+    xs, ts = _batch(n=5, seed=1)
+    ts[:, 0] = ts[0, 0]  # one start token, as decoding uses
+    with tg.test_mode():
+        loss = float(model.loss(xs, ts).data)
+    per_token = -sequence_log_prob(model, xs, ts[0, 0], ts[:, 1:]).sum() / ts[:, 1:].size
+    assert loss == pytest.approx(per_token, rel=1e-12)
+    scores = model(xs, ts[:, :-1])  # __call__ gives the teacher-forced scores
+    assert scores.shape == (5, TA - 1, V)
 
 
 @pytest.mark.parametrize("name", MODELS)
 def test_loss_is_the_mean_cross_entropy_of_ts_after_the_start_token(name):
     model = MODELS[name](seed=0)
     xs, ts = _batch()
-    loss = model(xs, ts)
+    loss = model.loss(xs, ts)
     assert loss.shape == () and loss.dtype == np.float32
     # untrained, the scores are near uniform: the loss is near log V
     assert abs(float(loss.data) - np.log(V)) < 0.1
@@ -121,15 +135,17 @@ def test_beam_search_rejects_a_zero_width():
 
 
 @pytest.mark.parametrize("bidirectional", [False, True])
-def test_attention_weights_of_generate_are_distributions_over_the_input(bidirectional):
+def test_attention_weights_come_on_request_as_distributions_over_the_input(bidirectional):
     model = AttentionSeq2seq(V, D, H, bidirectional=bidirectional, seed=2)
     xs, _ = _batch(n=5)
-    model.generate(xs, 0, 6)
-    w = model.attention_weights
+    ids, w = model.generate(xs, 0, 6, return_attention=True)
+    np.testing.assert_array_equal(ids, model.generate(xs, 0, 6))
     assert w.shape == (5, 6, TQ) and (w >= 0).all()
     np.testing.assert_allclose(w.sum(axis=2), 1.0, rtol=1e-5)
-    model.beam_search(xs, 0, 2, beam_width=3)
-    assert model.attention_weights.shape == (5, 2, TQ)
+    assert not hasattr(model, "attention_weights_") and not any(
+        isinstance(v, np.ndarray) for v in vars(model).values())  # nothing is left on the model
+    wide, _ = model.beam_search(xs, 0, 2, beam_width=3)
+    assert model.attention_weights(xs, 0, wide).shape == (5, 2, TQ)
 
 
 def test_bidirectional_encoder_sees_the_whole_question_at_every_position():
@@ -146,60 +162,22 @@ def _addition(count, test_size, seed=0):
     return toy_seq.load_task("addition", count=count, test_size=test_size, seed=seed, reverse=True)
 
 
-def _trainer(out_dir, seed=0, **kwargs):
+def _trainer(out_dir, data, seed=0):
     model = PeekySeq2seq(13, 8, 24, seed=seed)
-    return SeqTrainer(model, Adam(0.01).setup(model), batch_size=40, max_grad_norm=5.0, seed=seed, out_dir=out_dir,
-                      progress=False, log_every=5, **kwargs)
+    batches = ShuffledBatcher((data.x_train, data.t_train), 40, seed=seed, vocab_size=13)
+    return Trainer(model, Adam(0.01).setup(model), batches, clip=5.0,
+                   evaluators=[ExactMatch(data.x_test, data.t_test)], extensions=[History(out_dir)], log_every=5)
 
 
 def test_short_training_lowers_the_loss_and_writes_history(tmp_path):
     data = _addition(1200, 200)
-    seen = []
-    trainer = _trainer(tmp_path, callback=lambda t, record: seen.append(record["epoch"]))
-    history = trainer.fit(data.x_train, data.t_train, data.x_test, data.t_test, epochs=3)
-    losses = [r["loss"] for r in history["epochs"]]
+    history = _trainer(tmp_path, data).fit(epochs=3)
+    losses = [r["train_loss"] for r in history["epochs"]]
     assert losses[-1] < losses[0] - 0.3
-    assert seen == [1, 2, 3]
-    assert all(0.0 <= r["accuracy"] <= 1.0 for r in history["epochs"])
+    assert all(0.0 <= r["test_exact_match"] <= 1.0 and r["test_total"] == 200 for r in history["epochs"])
     written = json.loads((tmp_path / "history.json").read_text())
     assert [r["epoch"] for r in written["epochs"]] == [1, 2, 3] and written["iterations_per_epoch"] == 25
-    assert (tmp_path / "history.png").stat().st_size > 0 and (tmp_path / "last.npz").exists()
-
-
-def test_seq_trainer_resume_continues_bit_for_bit(tmp_path):
-    data = _addition(240, 40)
-    straight = _trainer(tmp_path / "straight")
-    straight.fit(data.x_train, data.t_train, data.x_test, data.t_test, epochs=2)
-    first = _trainer(tmp_path / "resumed")
-    first.fit(data.x_train, data.t_train, data.x_test, data.t_test, epochs=1)
-    second = _trainer(tmp_path / "resumed", seed=5)  # weights and shuffling must come from the checkpoint
-    second.resume(tmp_path / "resumed" / "last.npz")
-    second.fit(data.x_train, data.t_train, data.x_test, data.t_test, epochs=2)
-    for (name, p), (_, q) in zip(straight.model.namedparams(), second.model.namedparams()):
-        np.testing.assert_array_equal(p.data, q.data, err_msg=name)
-    drop = ("seconds", "eval_seconds", "samples_per_second")
-    assert [{k: v for k, v in r.items() if k not in drop} for r in straight.history["epochs"]] == \
-           [{k: v for k, v in r.items() if k not in drop} for r in second.history["epochs"]]
-
-
-def test_exact_match_scores_whole_answers_and_ignores_padding():
-    class Fixed:  # answers row xs[n, 0] of a table
-        def generate(self, xs, start_id, length, beam_width=1):
-            return np.array([[1, 2, 3], [1, 2, 2], [4, 0, 0]], dtype=np.int32)[xs[:, 0], :length]
-
-    ts = np.array([[9, 1, 2, 3], [9, 1, 2, 3], [9, 4, 5, 5]])
-    xs = np.arange(3)[:, None]
-    assert exact_match(Fixed(), xs, ts) == pytest.approx(1 / 3)
-    assert exact_match(Fixed(), xs, ts, batch_size=2, ignore_id=5) == pytest.approx(2 / 3)
-    ts[1, 0] = 8
-    with pytest.raises(ValueError, match="start token"):
-        exact_match(Fixed(), xs, ts)
-
-
-def test_fit_needs_one_full_batch():
-    data = _addition(50, 20)
-    with pytest.raises(ValueError, match="fewer than one batch"):
-        _trainer(None).fit(data.x_train, data.t_train, epochs=1)
+    assert (tmp_path / "history.png").stat().st_size > 0
 
 
 def _run_tool(*args):
@@ -213,7 +191,9 @@ def _run_tool(*args):
 def test_train_tool_prints_examples_and_a_json_summary(tmp_path):
     lines, result = _run_tool("--task", "addition", "--model", "peeky", "--reverse", "--epochs", "2", "--count",
                               "700", "--test-size", "100", "--hidden", "16", "--out", str(tmp_path))
-    assert {"test_accuracy", "train_seconds", "accuracy"} <= result.keys() and len(result["accuracy"]) == 2
+    assert {"test_exact_match", "train_seconds", "test_exact_match_per_epoch", "samples_per_second"} <= result.keys()
+    assert len(result["test_exact_match_per_epoch"]) == 2 and result["iterations"] == 2 * (600 // 128)
+    assert json.loads((tmp_path / "summary.json").read_text()) == result
     assert any("☑" in line or "☒" in line for line in lines)
     assert (tmp_path / "history.png").exists()
     history = json.loads((tmp_path / "history.json").read_text())

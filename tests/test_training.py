@@ -1,213 +1,377 @@
+"""The trainer: one step, the loop, exact resume in every configuration, checkpoint checks, evaluators, schedules."""
 import json
 import math
 import os
 import subprocess
 import sys
-from pathlib import Path
 
 import numpy as np
 import pytest
 
-from models import LSTMLM, BetterLSTMLM
-from tinygrad_rnn import functions as F
 from tinygrad_rnn import layers as L
-from tinygrad_rnn.data import BPTTBatcher, ptb
-from tinygrad_rnn.optimizers import SGD, Adam, ReduceOnPlateau
+from tinygrad_rnn.data import BPTTBatcher, ShuffledBatcher, toy_seq
+from tinygrad_rnn.models import LSTMLM, BetterLSTMLM, PeekySeq2seq
+from tinygrad_rnn.optimizers import SGD, Adam
 from tinygrad_rnn.serialization import load_npz
-from tinygrad_rnn.training import LMTrainer, checkpoint_arrays, eval_perplexity, generators
+from tinygrad_rnn.training import (Checkpoint, Constant, Cosine, ExactMatch, ExponentialDecay, History,
+                                   LogReport, Perplexity, ReduceOnPlateau, StepDecay, Trainer, checkpoint, exact_match,
+                                   generators, perplexity)
 
-ROOT = Path(__file__).resolve().parents[1]
 V = 11
 TRAIN = np.random.default_rng(0).integers(0, V, 420).astype(np.int32)
 VALID = np.random.default_rng(1).integers(0, V, 120).astype(np.int32)
+ADDITION = toy_seq.load_task("addition", count=260, test_size=40, seed=0, reverse=True)
 
 
-def make_trainer(out_dir, seed=0, **kwargs):
-    model = BetterLSTMLM(V, 6, 6, dropout=0.3, seed=seed)
-    opt = Adam(lr=0.01).setup(model)
-    return LMTrainer(model, opt, batch_size=4, time_size=5, max_grad_norm=0.5, schedule=ReduceOnPlateau(opt),
-                     eval_batch_size=2, eval_time_size=5, out_dir=out_dir, progress=False, log_every=5, **kwargs)
+def lm_trainer(out, seed=0, convention="textbook", drop_last=True, model="better", optimizer="adam", batch_size=4,
+               time_size=5, extensions=None):
+    net = BetterLSTMLM(V, 6, 6, dropout=0.3, seed=seed) if model == "better" else LSTMLM(V, 6, 6, seed=seed)
+    opt = Adam(lr=0.01).setup(net) if optimizer == "adam" else SGD(lr=0.5).setup(net)
+    batches = BPTTBatcher(TRAIN, batch_size, time_size, convention=convention, drop_last=drop_last, vocab_size=V)
+    if extensions is None:
+        extensions = [ReduceOnPlateau("valid_perplexity"), Checkpoint(out, "valid_perplexity"), History(out)]
+    return Trainer(net, opt, batches, clip=0.5, evaluators=[Perplexity(VALID, 2, 5)], extensions=extensions,
+                   log_every=3)
 
 
-def without_times(history):
-    drop = ("seconds", "eval_seconds", "words_per_second")
-    return [{k: v for k, v in r.items() if k not in drop} for r in history["epochs"]]
+def seq_trainer(out, seed=0, drop_last=True):
+    net = PeekySeq2seq(13, 8, 24, seed=seed)
+    batches = ShuffledBatcher((ADDITION.x_train, ADDITION.t_train), 40, seed=0, drop_last=drop_last, vocab_size=13)
+    return Trainer(net, Adam(0.01).setup(net), batches, clip=5.0,
+                   evaluators=[ExactMatch(ADDITION.x_test, ADDITION.t_test)],
+                   extensions=[Cosine(3), Checkpoint(out, "test_exact_match", "max"), History(out)], log_every=2)
 
 
-def test_resume_continues_bit_for_bit(tmp_path):
-    straight = make_trainer(tmp_path / "straight")
-    straight.fit(TRAIN, VALID, epochs=2)
+CONFIGURATIONS = {
+    "BetterLSTMLM, textbook streams, Adam, plateau": lambda out, seed=0: lm_trainer(out, seed),
+    "LSTMLM, PyTorch streams with the last window, SGD": lambda out, seed=0: lm_trainer(
+        out, seed, convention="pytorch", drop_last=False, model="lstm", optimizer="sgd"),
+    "PeekySeq2seq, shuffled minibatches, cosine": lambda out, seed=0: seq_trainer(out, seed),
+    "PeekySeq2seq, shuffled with the last batch": lambda out, seed=0: seq_trainer(out, seed, drop_last=False),
+}
 
-    first = make_trainer(tmp_path / "resumed")
-    first.fit(TRAIN, VALID, epochs=1)
-    # another seed: the weights and, above all, the dropout generator must come from the checkpoint
-    second = make_trainer(tmp_path / "resumed", seed=123)
-    second.resume(tmp_path / "resumed" / "last.npz")
-    second.fit(TRAIN, VALID, epochs=2)
 
-    for (name, p), (_, q) in zip(straight.model.namedparams(), second.model.namedparams()):
+def untimed(records):
+    return [{k: v for k, v in r.items() if "second" not in k} for r in records if r["complete"]]
+
+
+def assert_same_training(a, b):
+    for (name, p), (_, q) in zip(a.model.namedparams(), b.model.namedparams()):
         np.testing.assert_array_equal(p.data, q.data, err_msg=name)
-    a, b = straight.optimizer.state_dict(), second.optimizer.state_dict()
-    assert a.keys() == b.keys()
-    for k in a:
-        np.testing.assert_array_equal(a[k], b[k], err_msg=k)
-    assert without_times(straight.history) == without_times(second.history)
-    assert straight.history["iterations"] == second.history["iterations"]
-    assert second.epoch == 2 and second.total_iterations == 2 * len(BPTTBatcher(TRAIN, 4, 5))
+    sa, sb = a.optimizer.state_dict(), b.optimizer.state_dict()
+    assert sa.keys() == sb.keys()
+    for k in sa:
+        np.testing.assert_array_equal(sa[k], sb[k], err_msg=k)
+    assert {k: g.state_dict() for k, g in generators(a.model).items()} == \
+           {k: g.state_dict() for k, g in generators(b.model).items()}
+    assert untimed(a.history["epochs"]) == untimed(b.history["epochs"])
+    assert a.history["iterations"] == b.history["iterations"]
 
 
-def test_resume_inside_an_epoch_restores_the_carried_state(tmp_path):
-    straight = make_trainer(tmp_path / "straight")
-    straight.fit(TRAIN, VALID, epochs=1)
-    first = make_trainer(tmp_path / "resumed")
-    first.fit(TRAIN, VALID, epochs=1, max_iters=3)
-    second = make_trainer(tmp_path / "resumed", seed=123)
+@pytest.mark.parametrize("stop", [7, 21], ids=["inside an epoch", "after an epoch"])
+@pytest.mark.parametrize("name", CONFIGURATIONS)
+def test_an_interrupted_and_resumed_run_equals_an_uninterrupted_one(tmp_path, name, stop):
+    make = CONFIGURATIONS[name]
+    straight = make(tmp_path / "straight")
+    straight.fit(epochs=3)
+    first = make(tmp_path / "resumed")
+    first.fit(epochs=3, max_iters=stop)
+    # another seed: the weights and the dropout generators must come from the checkpoint
+    second = make(tmp_path / "resumed", seed=123)
     second.resume(tmp_path / "resumed" / "last.npz")
-    second.fit(TRAIN, VALID, epochs=1)
-    for (name, p), (_, q) in zip(straight.model.namedparams(), second.model.namedparams()):
-        np.testing.assert_array_equal(p.data, q.data, err_msg=name)
+    second.fit(epochs=3)
+    assert_same_training(straight, second)
+    assert second.total_iterations == straight.total_iterations == 3 * len(straight.batches)
+    whole, resumed = straight.summary(), second.summary()
+    assert resumed["iterations"] == whole["iterations"] and resumed["epochs"] == 3
+    assert resumed["train_seconds"] > 0 and resumed["train_loss"] == whole["train_loss"]
 
 
-def test_evaluation_leaves_the_carried_training_state_in_place():
-    model = BetterLSTMLM(V, 4, 4, seed=0)
-    model(TRAIN[None, :6])
-    before = {k: v.copy() for k, v in model.carried_state().items()}
-    assert before  # two LSTM layers, h and c each
-    eval_perplexity(model, VALID, 2, 5)
-    after = model.carried_state()
-    assert before.keys() == after.keys()
-    for k in before:
-        np.testing.assert_array_equal(before[k], after[k], err_msg=k)
-
-
-def test_generators_finds_the_shared_dropout_generator():
-    model = BetterLSTMLM(V, 4, 4, seed=0)
-    found = generators(model)
-    assert len(found) == 1 and found["drop0/rng"] is model.drop0.rng is model.drop2.rng
+def test_the_best_checkpoint_resumes_too_and_holds_the_best_record(tmp_path):
+    trainer = lm_trainer(tmp_path)
+    trainer.fit(epochs=3)
+    best_epoch = min(trainer.history["epochs"], key=lambda r: r["valid_perplexity"])["epoch"]
+    params, meta = checkpoint.read(tmp_path / "best.npz")
+    assert meta["trainer"]["epoch"] == best_epoch
+    assert set(params) == {name for name, _ in trainer.model.namedparams()}
+    again = lm_trainer(tmp_path / "other", seed=9)
+    again.resume(tmp_path / "best.npz")
+    assert again.epoch == best_epoch and len(again.history["epochs"]) == best_epoch
 
 
 def test_fit_writes_history_plot_and_checkpoints_atomically(tmp_path):
-    trainer = make_trainer(tmp_path, meta={"model": {"kind": "better"}})
-    history = trainer.fit(TRAIN, VALID, epochs=2)
+    trainer = lm_trainer(tmp_path)
+    history = trainer.fit(epochs=2)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["best.npz", "history.json", "history.png", "last.npz"]
     saved = json.loads((tmp_path / "history.json").read_text())
     assert saved == json.loads(json.dumps(history))
-    assert [r["epoch"] for r in saved["epochs"]] == [1, 2]
+    assert [r["epoch"] for r in saved["epochs"]] == [1, 2] and saved["iterations_per_epoch"] == 20
     for r in saved["epochs"]:
-        assert r["iterations"] == 20 and r["train_perplexity"] > 1 and r["valid_perplexity"] > 1
+        assert r["iterations"] == 20 and r["complete"] and r["train_perplexity"] == pytest.approx(
+            math.exp(r["train_loss"]))
+        assert r["valid_perplexity"] > 1 and r["valid_tokens"] == len(VALID) - 1
         assert r["lr"] > 0 and r["seconds"] > 0 and r["words_per_second"] > 0
-    assert [r["iteration"] for r in saved["iterations"]] == [5, 10, 15, 20, 25, 30, 35, 40]
+    assert [r["iteration"] for r in saved["iterations"]] == [3, 6, 9, 12, 15, 18, 23, 26, 29, 32, 35, 38]
     assert (tmp_path / "history.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
-    arrays, meta = load_npz(tmp_path / "best.npz")
-    assert meta["run"] == {"model": {"kind": "better"}}
-    best_epoch = min(saved["epochs"], key=lambda r: r["valid_perplexity"])["epoch"]
-    assert meta["epoch"] == best_epoch and meta["best_valid"] == min(r["valid_perplexity"] for r in saved["epochs"])
-    assert set(checkpoint_arrays(arrays, "model")) == {name for name, _ in trainer.model.namedparams()}
 
 
-def test_failed_checkpoint_write_keeps_the_previous_file(tmp_path, monkeypatch):
-    trainer = make_trainer(tmp_path)
-    trainer.fit(TRAIN, None, epochs=1)
-    before = (tmp_path / "last.npz").read_bytes()
-
-    def broken_savez(file, *args, **kwargs):
-        file.write(b"partial")
-        raise OSError("disk full")
-
-    monkeypatch.setattr(np, "savez", broken_savez)
-    with pytest.raises(OSError, match="disk full"):
-        trainer.save_checkpoint(tmp_path / "last.npz")
-    assert (tmp_path / "last.npz").read_bytes() == before
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["history.json", "history.png", "last.npz"]
-
-
-def test_max_iters_stops_inside_an_epoch_and_resume_finishes_it(tmp_path):
-    trainer = make_trainer(tmp_path)
-    trainer.fit(TRAIN, VALID, epochs=1, max_iters=7)
+def test_max_iters_stops_inside_an_epoch_and_resume_completes_that_epoch(tmp_path):
+    trainer = lm_trainer(tmp_path)
+    trainer.fit(epochs=1, max_iters=7)
     assert (trainer.epoch, trainer.iteration, trainer.total_iterations) == (0, 7, 7)
-    assert trainer.history["epochs"][0]["iterations"] == 7
-    resumed = make_trainer(tmp_path)
+    partial = trainer.history["epochs"][0]
+    assert not partial["complete"] and partial["iterations"] == 7 and "valid_perplexity" in partial
+    resumed = lm_trainer(tmp_path)
     resumed.resume(tmp_path / "last.npz")
-    resumed.fit(TRAIN, VALID, epochs=1)
+    resumed.fit(epochs=1)
     assert (resumed.epoch, resumed.iteration, resumed.total_iterations) == (1, 0, 20)
-    assert [r["iterations"] for r in resumed.history["epochs"]] == [7, 13]
+    assert [(r["iterations"], r["complete"]) for r in resumed.history["epochs"]] == [(7, False), (20, True)]
+
+
+@pytest.mark.parametrize("change, message", [
+    (dict(optimizer="sgd"), "optimizer Adam in the checkpoint, SGD in this run"),
+    (dict(batch_size=2), "batches batch_size 4 in the checkpoint, 2 in this run"),
+    (dict(time_size=7), "batches time_size 5 in the checkpoint, 7 in this run"),
+    (dict(convention="pytorch"), "batches convention 'textbook' in the checkpoint, 'pytorch' in this run"),
+    (dict(model="lstm"), "model parameters"),
+])
+def test_a_checkpoint_that_does_not_fit_the_run_is_refused_and_changes_nothing(tmp_path, change, message):
+    lm_trainer(tmp_path).fit(epochs=1, max_iters=5)
+    other = lm_trainer(tmp_path / "other", seed=4, **change)
+    before = {k: v.copy() for k, v in other.model.state_dict().items()}
+    with pytest.raises(ValueError, match="does not fit this run") as info:
+        other.resume(tmp_path / "last.npz")
+    assert message in str(info.value) and str(tmp_path / "last.npz") in str(info.value)
+    for k, v in other.model.state_dict().items():
+        np.testing.assert_array_equal(v, before[k])
+    assert (other.epoch, other.total_iterations, other.history["epochs"]) == (0, 0, [])
+
+
+def test_another_shuffling_seed_is_named(tmp_path):
+    seq_trainer(tmp_path).fit(epochs=1, max_iters=2)
+    other = seq_trainer(tmp_path / "other")
+    other.batches.seed = 5
+    with pytest.raises(ValueError, match="batches seed 0 in the checkpoint, 5 in this run"):
+        other.resume(tmp_path / "last.npz")
+
+
+def test_another_optimizer_setting_is_named(tmp_path):
+    lm_trainer(tmp_path).fit(epochs=1, max_iters=2)
+    other = lm_trainer(tmp_path / "other")
+    other.optimizer = Adam(lr=0.01, beta1=0.5).setup(other.model)
+    with pytest.raises(ValueError, match="optimizer beta1 0.9 in the checkpoint, 0.5 in this run"):
+        other.resume(tmp_path / "last.npz")
+
+
+@pytest.mark.parametrize("damage", ["empty", "truncated", "random", "npy", "parameters only"])
+def test_a_damaged_checkpoint_gives_one_error_naming_the_file(tmp_path, damage):
+    lm_trainer(tmp_path).fit(epochs=1, max_iters=2)
+    good = (tmp_path / "last.npz").read_bytes()
+    bad = tmp_path / "bad.npz"
+    if damage == "npy":
+        np.save(bad.with_suffix(".npy"), np.ones(3))
+        bad.with_suffix(".npy").rename(bad)
+    elif damage == "parameters only":
+        L.Layer.save(lm_trainer(tmp_path / "x").model, bad)
+    else:
+        bad.write_bytes({"empty": b"", "truncated": good[:len(good) // 2],
+                         "random": np.random.default_rng(0).bytes(300)}[damage])
+    with pytest.raises(ValueError, match=f"{bad} is not a tinygrad_rnn (trainer )?checkpoint"):
+        lm_trainer(tmp_path / "other").resume(bad)
+
+
+def test_a_failure_while_loading_restores_everything(tmp_path, monkeypatch):
+    lm_trainer(tmp_path).fit(epochs=1, max_iters=5)
+    other = lm_trainer(tmp_path / "other", seed=4)
+    other.fit(epochs=1, max_iters=2)
+    before = (other.model.state_dict(), other.optimizer.state_dict(), other.history, other.total_iterations)
+    before = ({k: v.copy() for k, v in before[0].items()}, before[1], json.dumps(before[2]), before[3])
+
+    plateau = other.extensions[0]
+    original = plateau.load_state_dict
+    calls = []
+
+    def broken(state):  # the first load fails, the restore that follows succeeds
+        calls.append(state)
+        if len(calls) == 1:
+            raise RuntimeError("disk gone")
+        original(state)
+
+    monkeypatch.setattr(plateau, "load_state_dict", broken)  # late in the load: model and optimizer are loaded
+    with pytest.raises(RuntimeError, match="disk gone"):
+        other.resume(tmp_path / "last.npz")
+    for k, v in other.model.state_dict().items():
+        np.testing.assert_array_equal(v, before[0][k])
+    after = other.optimizer.state_dict()
+    assert after.keys() == before[1].keys() and all(np.array_equal(after[k], before[1][k]) for k in after)
+    assert (json.dumps(other.history), other.total_iterations) == (before[2], before[3])
 
 
 def test_training_lowers_perplexity_on_a_learnable_stream():
     model = LSTMLM(V, 8, 16, seed=0)
-    trainer = LMTrainer(model, Adam(lr=0.02).setup(model), batch_size=4, time_size=5, progress=False)
     stream = np.tile(np.arange(V, dtype=np.int32), 40)
-    before = eval_perplexity(model, stream, 4, 5)
-    history = trainer.fit(stream, epochs=4)
+    trainer = Trainer(model, Adam(lr=0.02).setup(model), BPTTBatcher(stream, 4, 5))
+    before = perplexity(model, stream, 4, 5)["perplexity"]
+    history = trainer.fit(epochs=4)
     assert before > 0.8 * V  # an untrained model is close to uniform
     assert history["epochs"][-1]["train_perplexity"] < 2.0
-    assert eval_perplexity(model, stream, 4, 5) < 1.5
+    assert perplexity(model, stream, 4, 5)["perplexity"] < 1.5
 
 
-def test_lr_schedule_divides_lr_when_validation_stops_improving():
-    model = LSTMLM(V, 4, 4, seed=0)
-    opt = SGD(lr=50.0).setup(model)  # far too large: validation gets worse, so the lr must drop
-    trainer = LMTrainer(model, opt, batch_size=4, time_size=5, schedule=ReduceOnPlateau(opt, factor=0.25),
-                        eval_batch_size=2, eval_time_size=5, progress=False)
-    history = trainer.fit(TRAIN, VALID, epochs=4)
-    valid = [r["valid_perplexity"] for r in history["epochs"]]
-    lrs = [r["lr"] for r in history["epochs"]] + [opt.lr]
-    for k in range(4):
-        improved = valid[k] < min(valid[:k], default=math.inf)
-        assert lrs[k + 1] == (lrs[k] if improved else lrs[k] * 0.25)
-    assert opt.lr < 50.0
+def test_the_pytorch_convention_resets_the_state_each_epoch_and_the_textbook_one_carries_it():
+    for convention, resets_wanted in (("pytorch", 3), ("textbook", 1)):
+        model = LSTMLM(V, 4, 4, seed=0)
+        resets = []
+        model.reset_state = lambda model=model, resets=resets: resets.append(1) or L.Layer.reset_state(model)
+        Trainer(model, SGD(0.1).setup(model), BPTTBatcher(TRAIN, 4, 5, convention=convention)).fit(epochs=3)
+        assert len(resets) == resets_wanted
 
 
-class Spy(L.Layer):
-    """Wraps a model and keeps every output it returns."""
+class Bigram(L.Layer):
+    """Scores that depend on the current id only: a stateless model whose perplexity has a closed form."""
 
-    def __init__(self, inner):
+    def __init__(self):
         super().__init__()
-        self.inner = inner
-        self.outputs = []
+        self.table = L.Embedding(V, V, seed=0)
+        self.table.W.data = np.random.default_rng(0).normal(size=(V, V)).astype(np.float32)
 
     def forward(self, xs):
-        y = self.inner(xs)
-        self.outputs.append(y)
-        return y
+        return self.table(xs)
 
 
-def test_eval_perplexity_builds_no_graph_and_matches_mean_loss():
-    model = Spy(BetterLSTMLM(V, 6, 6, dropout=0.5, seed=0))
-    ppl = eval_perplexity(model, VALID, batch_size=2, time_size=5)
-    assert len(model.outputs) == len(BPTTBatcher(VALID, 2, 5))
-    assert all(y.creator is None for y in model.outputs)
-    assert all(p.grad is None for p in model.params())
-    assert eval_perplexity(model, VALID, batch_size=2, time_size=5) == ppl  # dropout is off, state reset
-    batches = BPTTBatcher(VALID, 2, 5)  # exp of the mean loss over the same windows
-    losses = [float(F.softmax_cross_entropy(y, ts).data) for y, (_, ts) in zip(model.outputs, batches)]
-    assert ppl == pytest.approx(math.exp(np.mean(losses)), rel=1e-6)
+def test_perplexity_counts_every_target_token_exactly_once():
+    model = Bigram()
+    logits = model.table.W.data
+    logp = logits - np.log(np.exp(logits).sum(axis=1, keepdims=True))
+    for corpus in (VALID, VALID[:37], VALID[:2]):
+        expected = -logp[corpus[:-1], corpus[1:]].mean()
+        for n, t in ((10, 35), (3, 4), (1, 1), (50, 2)):
+            result = perplexity(model, corpus, n, t)
+            assert result["tokens"] == len(corpus) - 1
+            assert result["loss"] == pytest.approx(expected, rel=1e-6)
+            assert result["perplexity"] == pytest.approx(math.exp(expected), rel=1e-6)
 
 
-def ptb_dir():
-    data = os.environ.get("TINYGRAD_RNN_DATA") or str(ROOT.parent / "shared" / "data")
-    if not (Path(data) / "ptb" / "ptb.train.txt").is_file() and ptb.locate("train", download=False) is None:
-        pytest.skip("PTB not found: set TINYGRAD_RNN_DATA to a folder holding ptb/ptb.{train,valid,test}.txt")
-    return data
+def test_perplexity_leaves_the_carried_training_state_in_place():
+    model = BetterLSTMLM(V, 4, 4, seed=0)
+    model(TRAIN[None, :6])
+    before = {k: v.copy() for k, v in model.carried_state().items()}
+    assert before  # two LSTM layers, h and c each
+    perplexity(model, VALID, 2, 5)
+    after = model.carried_state()
+    assert before.keys() == after.keys() and all(np.array_equal(before[k], after[k]) for k in before)
 
 
-def run_tool(*args):
-    env = dict(os.environ, PYTHONPATH=str(ROOT))
-    done = subprocess.run([sys.executable, *args], check=False, cwd=ROOT, env=env, capture_output=True, text=True,
-                          timeout=120)
-    assert done.returncode == 0, done.stderr
-    return done.stdout
+def test_exact_match_counts_whole_answers_and_ignores_padding():
+    class Fixed:  # answers row xs[n, 0] of a table
+        def params(self):
+            return iter(())
+
+        def generate(self, xs, start_id, length, beam_width=1):
+            return np.array([[1, 2, 3], [1, 2, 2], [4, 0, 0]], dtype=np.int32)[xs[:, 0], :length]
+
+    ts = np.array([[9, 1, 2, 3], [9, 1, 2, 3], [9, 4, 5, 5]])
+    xs = np.arange(3)[:, None]
+    assert exact_match(Fixed(), xs, ts) == {"correct": 1, "total": 3, "exact_match": pytest.approx(1 / 3)}
+    assert exact_match(Fixed(), xs, ts, batch_size=2, ignore_id=5)["correct"] == 2
+    ts[1, 0] = 8
+    with pytest.raises(ValueError, match="start token"):
+        exact_match(Fixed(), xs, ts)
 
 
-def test_train_lm_smoke_run_prints_final_json_and_generate_reads_checkpoint(tmp_path):
-    data = ptb_dir()
-    out = run_tool("tools/train_lm.py", "--model", "lstm", "--wordvec", "8", "--hidden", "8", "--corpus-size",
-                   "3000", "--max-iters", "3", "--batch-size", "4", "--time-size", "5", "--data-dir", data,
-                   "--out", str(tmp_path), "--no-progress", "--seed", "0")
-    result = json.loads(out.strip().splitlines()[-1])
-    for key in ("valid_perplexity", "test_perplexity", "train_seconds", "words_per_second"):
-        assert key in result
-    assert result["iterations"] == 3 and result["train_perplexity"] > 1
-    assert {"history.json", "history.png", "last.npz"} <= {p.name for p in tmp_path.iterdir()}
-    text = run_tool("tools/generate.py", str(tmp_path / "last.npz"), "--start", "the", "--length", "5", "--seed", "1")
-    assert text.split()[0] == "the" and "<unk>" not in text
+def test_a_diverged_run_reports_an_infinite_perplexity_and_keeps_valid_json(tmp_path):
+    model = LSTMLM(V, 4, 4, seed=0)
+    trainer = Trainer(model, SGD(lr=1e6).setup(model), BPTTBatcher(TRAIN, 4, 5), evaluators=[Perplexity(VALID)],
+                      extensions=[History(tmp_path), LogReport(lambda line: None)])
+    with np.errstate(all="ignore"):
+        history = trainer.fit(epochs=2)
+    last = history["epochs"][-1]
+    assert not math.isfinite(last["valid_perplexity"]) and not math.isfinite(last["train_perplexity"])
+
+    def refuse(token):
+        raise AssertionError(f"history.json holds {token}, which is not JSON")
+
+    saved = json.loads((tmp_path / "history.json").read_text(), parse_constant=refuse)
+    assert saved["epochs"][-1]["valid_perplexity"] in ("inf", "nan")
+
+
+@pytest.mark.parametrize("schedule, rates", [
+    (Constant(), [1.0, 1.0, 1.0, 1.0]),
+    (Cosine(4), [1.0, 0.5 * (1 + math.cos(math.pi / 4)), 0.5, 0.5 * (1 + math.cos(3 * math.pi / 4))]),
+    (StepDecay(2, 0.1), [1.0, 1.0, 0.1, 0.1]),
+    (ExponentialDecay(0.5), [1.0, 0.5, 0.25, 0.125]),
+])
+def test_epoch_schedules_set_the_rate_of_each_epoch(schedule, rates):
+    model = LSTMLM(V, 4, 4, seed=0)
+    trainer = Trainer(model, SGD(lr=1.0).setup(model), BPTTBatcher(TRAIN, 4, 5), extensions=[schedule])
+    history = trainer.fit(epochs=4)
+    assert [r["lr"] for r in history["epochs"]] == pytest.approx(rates)
+
+
+def test_reduce_on_plateau_divides_the_rate_when_the_monitored_number_stops_improving():
+    opt = SGD(lr=20.0)
+    schedule = ReduceOnPlateau("valid_perplexity", factor=0.25)
+    rates = []
+    for k, metric in enumerate((200.0, 150.0, 151.0, 140.0, 140.0), start=1):
+        schedule.update(opt, k, {"valid_perplexity": metric})
+        rates.append(opt.lr)
+    assert rates == [20.0, 20.0, 5.0, 5.0, 1.25]
+    patient = ReduceOnPlateau("m", factor=0.5, patience=1)
+    opt = SGD(lr=1.0)
+    for k, metric in enumerate((10.0, 11.0, 12.0, 13.0)):
+        patient.update(opt, k, {"m": metric})
+    assert opt.lr == 0.5
+    other = ReduceOnPlateau("m", factor=0.5, patience=1)
+    other.load_state_dict(json.loads(json.dumps(patient.state_dict())))
+    other.update(opt, 5, {"m": 14.0})
+    assert opt.lr == 0.25
+    with pytest.raises(KeyError, match="no 'valid_perplexity'"):
+        ReduceOnPlateau().update(opt, 1, {"train_loss": 1.0})
+
+
+@pytest.mark.parametrize("bad", [lambda: Cosine(0), lambda: StepDecay(0), lambda: ExponentialDecay(1.5),
+                                 lambda: ReduceOnPlateau(factor=1.0), lambda: ReduceOnPlateau(patience=-1),
+                                 lambda: ReduceOnPlateau(mode="up"), lambda: Cosine(3, min_lr=float("nan"))])
+def test_schedules_refuse_nonsense_settings(bad):
+    with pytest.raises(ValueError):
+        bad()
+
+
+def test_the_trainer_refuses_bad_settings_and_batches_on_another_device(tmp_path):
+    model = LSTMLM(V, 4, 4, seed=0)
+    opt = SGD(0.1).setup(model)
+    for clip in (-1.0, 0.0, float("inf")):
+        with pytest.raises(ValueError, match="Trainer: clip"):
+            Trainer(model, opt, BPTTBatcher(TRAIN, 4, 5), clip=clip)
+    with pytest.raises(ValueError, match="list schedules before Checkpoint"):
+        Trainer(model, opt, BPTTBatcher(TRAIN, 4, 5), extensions=[Checkpoint(tmp_path), Cosine(2)])
+    with pytest.raises(ValueError, match="share a name"):
+        Trainer(model, opt, BPTTBatcher(TRAIN, 4, 5), extensions=[History(tmp_path), History(tmp_path / "b")])
+    with pytest.raises(ValueError, match="no batch source"):
+        Trainer(model, opt, None).fit(epochs=1)
+    with pytest.raises(ValueError, match="epochs must be a positive integer"):
+        Trainer(model, opt, BPTTBatcher(TRAIN, 4, 5)).fit(epochs=0)
+    source = BPTTBatcher(TRAIN, 4, 5)
+    source.device = "gpu"  # as if built for the GPU while the model stayed on the CPU
+    with pytest.raises(ValueError, match="batches are on the gpu, the model on the cpu"):
+        Trainer(model, opt, source).fit(epochs=1)
+
+
+def test_importing_changes_nothing_and_the_trainer_tunes_malloc():
+    code = ("import tinygrad_rnn, tinygrad_rnn.training, tinygrad_rnn.models; from tinygrad_rnn import backend; "
+            "assert not backend._malloc['tuned']; from tinygrad_rnn.models import LSTMLM; "
+            "from tinygrad_rnn.optimizers import SGD; from tinygrad_rnn.training import Trainer; m = LSTMLM(5, 2, 2); "
+            "Trainer(m, SGD(0.1).setup(m), None); print(backend._malloc['tuned'])")
+    env = {k: v for k, v in os.environ.items() if not k.startswith("MALLOC_")}
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, check=True)
+    assert out.stdout.strip() == ("True" if sys.platform.startswith("linux") else "False")
+
+
+def test_checkpoint_files_hold_no_pickle_and_the_run_metadata(tmp_path):
+    trainer = lm_trainer(tmp_path)
+    trainer.meta = {"model": {"kind": "better"}}
+    trainer.fit(epochs=1, max_iters=3)
+    arrays, meta = load_npz(tmp_path / "last.npz")
+    assert meta["run"] == {"model": {"kind": "better"}} and meta["format"] == checkpoint.FORMAT
+    assert all(a.dtype != object for a in arrays.values())
+    assert {"drop0/generator", "drop1/generator", "drop2/generator"} <= set(meta["generators"])

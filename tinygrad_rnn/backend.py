@@ -2,9 +2,8 @@
 
 Arrays decide the device: an op asks ``get_array_module`` for the module of its inputs,
 so the same code runs on both backends. CuPy is imported only when it is asked for (by
-``cuda.available``, ``as_cupy`` or ``to_gpu``), never when ``tinygrad_rnn`` is imported.
-
-On Linux with glibc, importing the package also tunes ``malloc`` (see ``keep_freed_memory``).
+``cuda.available``, ``as_cupy`` or ``to_gpu``), never when ``tinygrad_rnn`` is imported, and
+importing changes nothing in the process (``keep_freed_memory`` is an explicit call).
 """
 import ctypes
 import importlib.util
@@ -104,39 +103,28 @@ def as_cupy(x):
 _kernels = {}
 
 
-def elementwise_kernel(name, in_params, out_params, body):
+def elementwise_kernel(name, in_params, out_params, body, preamble=""):
     """A CuPy ``ElementwiseKernel``, compiled on first use and cached by ``name``.
 
     Args:
         name (str): the kernel's name (also the cache key).
         in_params, out_params (str): CuPy's parameter lists, e.g. ``"T x, T y"``.
         body (str): the CUDA C++ loop body.
+        preamble (str): CUDA C++ placed before the kernel, e.g. the ``__device__`` functions
+            that ``body`` calls.
     Returns:
         cupy.ElementwiseKernel: call it with CuPy arrays (views with any strides are fine).
     """
     if name not in _kernels:
-        _kernels[name] = _cupy().ElementwiseKernel(in_params, out_params, body, name)
+        _kernels[name] = _cupy().ElementwiseKernel(in_params, out_params, body, name, preamble=preamble)
     return _kernels[name]
-
-
-def uniform(shape, rng, xp, dtype):
-    """Uniform [0, 1) samples of ``shape`` on the device of ``xp``, drawn from ``rng``.
-
-    Args:
-        shape (tuple): output shape.
-        rng (numpy.random.Generator): the source of randomness; on the GPU it seeds a CuPy
-            generator, so one seed gives one stream on either device.
-        xp: ``numpy`` or ``cupy``.
-        dtype: float dtype of the result.
-    """
-    if xp is np:
-        return rng.random(shape, dtype=np.float32 if dtype == np.float32 else np.float64)
-    gpu_rng = xp.random.default_rng(int(rng.integers(2**63)))
-    return gpu_rng.random(shape, dtype=dtype)
 
 
 # glibc's mallopt parameters (malloc.h)
 _M_TRIM_THRESHOLD, _M_MMAP_THRESHOLD = -1, -3
+
+
+_malloc = {"tuned": False}
 
 
 def keep_freed_memory(mmap_threshold=32 << 20, trim_threshold=256 << 20):
@@ -145,17 +133,19 @@ def keep_freed_memory(mmap_threshold=32 << 20, trim_threshold=256 << 20):
     Each training iteration allocates its activations and frees them in backward. With glibc's
     defaults, arrays above 128 KiB to a few MiB (an (N, 4H) gate array of a batch of 128) are
     mapped and unmapped, or the freed top of the heap is trimmed, so the next iteration faults
-    the same pages in again: about 1,100 page faults per Seq2seq iteration, a third of its time
-    on a 2-core machine. Arrays up to ``mmap_threshold`` now come from the heap, which keeps up
-    to ``trim_threshold`` bytes free. Called when ``tinygrad_rnn`` is imported; does nothing
-    where the C library has no ``mallopt`` (macOS, Windows) or where the user set glibc's
-    ``MALLOC_MMAP_THRESHOLD_`` or ``MALLOC_TRIM_THRESHOLD_`` environment variables.
+    the same pages in again. Arrays up to ``mmap_threshold`` then come from the heap, which
+    keeps up to ``trim_threshold`` bytes free; the cost is a higher resident size.
+
+    Importing tinygrad_rnn never calls this: ``training.Trainer`` does, once, when it is built.
+    It does nothing where the C library has no ``mallopt`` (macOS, Windows) or where the user
+    set glibc's ``MALLOC_MMAP_THRESHOLD_`` or ``MALLOC_TRIM_THRESHOLD_`` environment variables
+    (the switch to keep glibc's own choice).
 
     Args:
         mmap_threshold (int): bytes; larger allocations are still mapped (and unmapped when freed).
         trim_threshold (int): bytes of free heap top kept before any is returned to the kernel.
     Returns:
-        bool: whether malloc was tuned.
+        bool: whether malloc is tuned (now or by an earlier call).
     """
     if not sys.platform.startswith("linux") or any(k in os.environ for k in
                                                    ("MALLOC_MMAP_THRESHOLD_", "MALLOC_TRIM_THRESHOLD_")):
@@ -163,7 +153,8 @@ def keep_freed_memory(mmap_threshold=32 << 20, trim_threshold=256 << 20):
     mallopt = getattr(ctypes.CDLL(None), "mallopt", None)
     if mallopt is None:
         return False
-    return bool(mallopt(_M_MMAP_THRESHOLD, mmap_threshold)) and bool(mallopt(_M_TRIM_THRESHOLD, trim_threshold))
+    if not _malloc["tuned"]:
+        _malloc["tuned"] = bool(mallopt(_M_MMAP_THRESHOLD, mmap_threshold)) and bool(
+            mallopt(_M_TRIM_THRESHOLD, trim_threshold))
+    return _malloc["tuned"]
 
-
-keep_freed_memory()

@@ -12,9 +12,11 @@ operators and methods that arrays and Variables share (``*``, ``@``, ``.T``, ``.
 computes gradients fast and records them for higher-order derivatives.
 """
 import contextlib
+import contextvars
 import heapq
 import itertools
 import re
+import typing
 import weakref
 
 import numpy as np
@@ -22,33 +24,60 @@ import numpy as np
 from tinygrad_rnn import backend
 
 
-class Config:
-    """Process-wide switches, changed only through the context managers below."""
+class _Settings(typing.NamedTuple):
+    enable_backprop: bool = True
+    train: bool = True
+    anomaly: bool = False
+    debug: bool = False
+    scope: tuple = ()
+    fused_cells: bool = True
 
-    enable_backprop = True
-    train = True
-    anomaly = False
-    scope = ()
-    fused_cells = True
+
+# One value per thread and per asyncio task (contextvars), as in Chainer and PyTorch: a thread
+# evaluating under no_grad() leaves a training thread recording its graph.
+_settings = contextvars.ContextVar("tinygrad_rnn_settings", default=_Settings())
+
+
+class _ConfigView:
+    """Read-only view of the settings of the current thread or context (``Config.train``, ...).
+
+    Settings change only through ``using_config`` and the context managers built on it; each
+    thread (and each asyncio task) starts from the defaults and sees only its own changes.
+    """
+
+    __slots__ = ()
+
+    def __getattr__(self, name):
+        try:
+            return getattr(_settings.get(), name)
+        except AttributeError:
+            raise AttributeError(f"Config has no setting {name!r}; settings: {', '.join(_Settings._fields)}") from None
+
+    def __setattr__(self, name, value):
+        raise AttributeError(f"Config is read-only: use `with using_config({name!r}, value):`")
+
+
+Config = _ConfigView()
 
 
 @contextlib.contextmanager
 def using_config(name, value):
-    """Temporarily set ``Config.<name>`` to ``value``.
+    """Set one setting for the current thread or context inside the block.
 
     Args:
-        name (str): one of ``enable_backprop``, ``train``, ``anomaly``, ``scope``,
+        name (str): one of ``enable_backprop``, ``train``, ``anomaly``, ``debug``, ``scope``,
             ``fused_cells`` (False: LSTM cells record every gate instead of one fused op).
         value: the value inside the block.
+    Raises:
+        AttributeError: an unknown setting.
     """
-    if not hasattr(Config, name):
-        raise AttributeError(f"using_config: unknown setting {name!r}")
-    old = getattr(Config, name)
-    setattr(Config, name, value)
+    if name not in _Settings._fields:
+        raise AttributeError(f"using_config: unknown setting {name!r}; settings: {', '.join(_Settings._fields)}")
+    token = _settings.set(_settings.get()._replace(**{name: value}))
     try:
         yield
     finally:
-        setattr(Config, name, old)
+        _settings.reset(token)
 
 
 def no_grad():
@@ -63,8 +92,18 @@ def test_mode():
 
 def detect_anomaly():
     """Context manager: raise ``FloatingPointError`` at the first Function whose forward or
-    backward produces NaN or Inf, naming the Function."""
+    backward produces NaN or Inf, naming the Function (reads every result back: slow)."""
     return using_config("anomaly", True)
+
+
+def debug_mode():
+    """Context manager: ops also check what costs a host read, such as label and id ranges.
+
+    Outside it, ids and labels are validated where data enters (the batch sources, the data
+    sets), so a training step never reads device values back; NumPy still refuses an id out of
+    range in ``embed_id`` and ``softmax_cross_entropy``, while CuPy's indexing would wrap it.
+    """
+    return using_config("debug", True)
 
 
 def name_scope(name):
@@ -72,7 +111,7 @@ def name_scope(name):
     form a path such as ``('lstm1', 't3')``); ``graph.to_dot`` draws each scope as a cluster."""
     if not isinstance(name, str) or not name:
         raise ValueError(f"name_scope: name must be a non-empty string, got {name!r}")
-    return using_config("scope", Config.scope + (name,))
+    return using_config("scope", _settings.get().scope + (name,))
 
 
 def _to_array(data, where="Variable"):
@@ -145,7 +184,8 @@ class Variable:
         nothing else refers to it (what truncated BPTT needs after each backward).
 
         The other outputs of every op behind it become leaves too: a sequence op's final
-        state, carried into the next window, must not lead back into this one."""
+        state, carried into the next window, must not lead back into this one. Works on a
+        graph that ``backward`` has already freed."""
         stack = [self.creator] if self.creator is not None else []
         seen = set(stack)
         self.creator = None
@@ -155,11 +195,13 @@ class Variable:
                 y = ref()
                 if y is not None:
                     y.creator = None
-            for x in f.inputs:
-                if x.creator is not None and x.creator not in seen:
-                    seen.add(x.creator)
-                    stack.append(x.creator)
-                x.creator = None
+            for parent in f.parents():
+                if parent not in seen:
+                    seen.add(parent)
+                    stack.append(parent)
+            if not f.freed:
+                for x in f.inputs:
+                    x.creator = None
 
     def to_cpu(self):
         """Move data (and gradient) to the CPU in place; returns self."""
@@ -179,8 +221,13 @@ class Variable:
             self.grad.to_gpu()
         return self
 
-    def backward(self, retain_grad=False, create_graph=False, grad=None):
+    def backward(self, retain_grad=False, create_graph=False, grad=None, retain_graph=None):
         """Accumulate d(self)/d(x) into ``x.grad`` for every Variable ``x`` behind self.
+
+        Afterwards the graph is freed (every Function drops what it saved for backward), as in
+        PyTorch, unless ``retain_graph``: a second backward through it raises an error, and a
+        truncated-BPTT loop must call ``unchain_backward()`` so that the carried state does not
+        lead back into the freed window.
 
         Args:
             retain_grad (bool): also keep gradients of intermediate Variables.
@@ -188,9 +235,13 @@ class Variable:
                 with a graph of their own (for higher-order derivatives).
             grad (ndarray | Variable, optional): upstream gradient, same shape as self;
                 required unless self has exactly one element.
+            retain_graph (bool, optional): keep the graph for another backward; defaults to
+                ``create_graph``.
         Raises:
             ValueError: self has more than one element and no ``grad`` is given, or ``grad``
                 has the wrong shape.
+            RuntimeError: the walk reaches a graph an earlier backward freed (nothing is
+                accumulated or freed then).
         """
         xp = backend.get_array_module(self.data)
         if grad is None:
@@ -202,8 +253,9 @@ class Variable:
             seed = grad.data if isinstance(grad, Variable) else _to_array(grad, "backward")
             if seed.shape != self.shape:
                 raise ValueError(f"backward: grad has shape {seed.shape}, output has shape {self.shape}")
+        keep = create_graph if retain_graph is None else retain_graph
         with using_config("enable_backprop", create_graph):
-            _run_backward(self, Variable(seed) if create_graph else seed, retain_grad, create_graph)
+            _run_backward(self, Variable(seed) if create_graph else seed, retain_grad, create_graph, keep)
 
     # Methods shared with ndarray, so backward formulas work on both (see the module docstring).
     @property
@@ -301,6 +353,8 @@ class Function:
     twice_differentiable = True
     generation = 0
     scope = ()
+    freed = False  # set by a backward without retain_graph, which drops what the op saved
+    _called = False
 
     def __init_subclass__(cls, **kwargs):
         super().__init_subclass__(**kwargs)
@@ -308,11 +362,15 @@ class Function:
             cls.op = _snake(cls.__name__)
 
     def __call__(self, *inputs):
+        if self._called:
+            raise RuntimeError(f"{self.op}: this {type(self).__name__} instance was already called; create a new "
+                               "instance for every call (an op keeps what its backward needs on itself)")
+        self._called = True
         inputs = [x if isinstance(x, Variable) else Variable(x) for x in inputs]
         xs = [x.data for x in inputs]
-        first = type(xs[0])
+        on_cpu = isinstance(xs[0], np.ndarray)
         for i, x in enumerate(xs):
-            if type(x) is not first or (first is not np.ndarray and x.device != xs[0].device):
+            if isinstance(x, np.ndarray) is not on_cpu or (not on_cpu and x.device != xs[0].device):
                 devices = ", ".join(sorted({backend.device_of(a) for a in xs}))
                 raise TypeError(f"{self.op}: inputs on different devices ({devices})")
             if x.dtype.kind != "f" and i not in self.int_inputs:
@@ -325,9 +383,10 @@ class Function:
         if type(ys) is not tuple:
             ys = (ys,)
         outputs = [Variable(y) for y in ys]
-        if Config.anomaly:
+        settings = _settings.get()
+        if settings.anomaly:
             _check_finite(self, ys, "forward")
-        if Config.enable_backprop:
+        if settings.enable_backprop:
             generation = inputs[0].generation if len(inputs) == 1 else max([x.generation for x in inputs])
             self.generation = generation
             generation += 1
@@ -336,21 +395,37 @@ class Function:
                 y.generation = generation
             self.inputs = inputs
             self.outputs = [weakref.ref(y) for y in outputs]
-            self.scope = Config.scope
+            self.scope = settings.scope
             if len(outputs) > 1:  # a dead output's zero gradient needs its shape and dtype
                 self.output_specs = [(y.shape, y.dtype) for y in ys]
-                return outputs
         return outputs if len(outputs) > 1 else outputs[0]
+
+    def parents(self):
+        """The Functions that created this one's inputs (also after ``backward`` freed it).
+
+        Returns:
+            list of Function.
+        """
+        if self.freed:
+            return self._parents
+        return [x.creator for x in self.inputs if x.creator is not None]
+
+    def _free(self):
+        """Drop everything forward saved and the inputs; keep the links ``unchain_backward`` walks."""
+        parents, outputs, generation, scope = self.parents(), self.outputs, self.generation, self.scope
+        self.__dict__.clear()
+        self.freed, self._called = True, True
+        self._parents, self.outputs, self.generation, self.scope = parents, outputs, generation, scope
 
     def arg(self, i):
         """Input ``i`` for use in ``backward``: an array, or a Variable under ``create_graph``."""
         x = self.inputs[i]
-        return x if Config.enable_backprop else x.data
+        return x if _settings.get().enable_backprop else x.data
 
     def out(self, i=0):
         """Output ``i`` for use in ``backward``: an array, or a Variable under ``create_graph``."""
         y = self.outputs[i]()
-        return y if Config.enable_backprop else y.data
+        return y if _settings.get().enable_backprop else y.data
 
     def forward(self, *xs):
         raise NotImplementedError
@@ -399,17 +474,27 @@ def _zeros_for(func, i, y, create_graph):
     return Variable(g) if create_graph else g
 
 
-def _run_backward(root, seed, retain_grad, create_graph):
+def _freed_error(f):
+    return RuntimeError(
+        f"{f.op}: backward reached a graph that an earlier backward freed (what {f.op} saved for backward "
+        "is gone). In truncated BPTT call loss.unchain_backward() after each backward, so that the carried "
+        "state does not lead back into the old window; to backpropagate through one graph twice, pass "
+        "retain_graph=True to the earlier backward")
+
+
+def _run_backward(root, seed, retain_grad, create_graph, retain_graph):
     # pending: id(Variable) -> [Variable, gradient summed so far]; an entry is consumed when its
     # creator runs, so intermediate gradients are freed as the walk goes on.
     pending = {id(root): [root, seed]}
-    heap, seen, order = [], set(), itertools.count()
-    push, pop, anomaly = heapq.heappush, heapq.heappop, Config.anomaly
+    heap, seen, order, done = [], set(), itertools.count(), []
+    push, pop, anomaly = heapq.heappush, heapq.heappop, _settings.get().anomaly
     if root.creator is not None:
         heap.append((-root.creator.generation, next(order), root.creator))
         seen.add(root.creator)
     while heap:
         f = pop(heap)[2]
+        if f.freed:
+            raise _freed_error(f)
         if create_graph and not f.twice_differentiable:
             raise NotImplementedError(f"{f.op}: backward with create_graph=True is not supported")
         gys = []
@@ -446,8 +531,12 @@ def _run_backward(root, seed, retain_grad, create_graph):
                     push(heap, (-creator.generation, next(order), creator))
             else:
                 entry[1] = entry[1] + gx  # never in place: gradients may alias each other
+        done.append(f)
     for var, g in pending.values():
         _accumulate(var, g, create_graph)
+    if not retain_graph:  # only after a complete walk: a refused backward leaves the graph as it was
+        for f in done:
+            f._free()
 
 
 from tinygrad_rnn import functions as _fn  # noqa: E402  (the ops need Variable and Function defined above)

@@ -42,7 +42,8 @@ def to_dot(*outputs, verbose=True, collapse_scopes=False):
         str: a DOT ``digraph``.
     Raises:
         TypeError: an output is not a Variable, or ``collapse_scopes`` is not a bool or int.
-        ValueError: no outputs, or a negative ``collapse_scopes``.
+        ValueError: no outputs, a negative ``collapse_scopes``, or a graph that ``backward``
+            has freed.
     """
     if not outputs:
         raise ValueError("to_dot: give at least one output Variable")
@@ -143,6 +144,9 @@ def _walk(outputs):
         meet(y)
     while queue:
         f = queue.popleft()
+        if f.freed:
+            raise ValueError(f"to_dot: the graph was freed by backward at {f.op}; draw it before backward, "
+                             "or call backward(retain_graph=True)")
         for ref in f.outputs:
             y = ref()
             if y is not None:  # outputs nobody kept alive are gone and not drawn

@@ -1,4 +1,4 @@
-"""Optimizers (SGD, MomentumSGD, AdaGrad, RMSprop, Adam), gradient clipping and a plateau LR schedule.
+"""Optimizers (SGD, MomentumSGD, AdaGrad, RMSprop, Adam) and gradient clipping.
 
 Usage::
 
@@ -10,9 +10,12 @@ Usage::
 
 Parameter arrays (``p.data``) are owned and updated in place. Gradient arrays (``p.grad.data``)
 are read only: the engine may hand the same array to several parameters or give a broadcast
-view, so every formula here builds new arrays from them and never writes into them.
+view, so every formula here builds new arrays from them and never writes into them. Nothing
+here reads a device value back to the host. Learning-rate schedules live in
+``tinygrad_rnn.training.schedules``.
 """
 import math
+import numbers
 
 import numpy as np
 
@@ -20,29 +23,74 @@ from tinygrad_rnn.backend import as_cupy, as_numpy, device_of, get_array_module
 from tinygrad_rnn.core import Variable
 
 
+def check_number(where, name, value, low=None, high=None, low_open=False, high_open=True):
+    """Check that a hyper-parameter is a finite real number in a range.
+
+    Args:
+        where (str): who asks, for the message (``"Adam"``).
+        name (str): the argument.
+        value: what was given.
+        low, high (float, optional): the bounds.
+        low_open, high_open (bool): whether each bound is excluded.
+    Returns:
+        float: ``value``.
+    Raises:
+        TypeError: not a real number (bools included).
+        ValueError: not finite, or out of range; the message gives the range.
+    """
+    if isinstance(value, bool) or not isinstance(value, numbers.Real):
+        raise TypeError(f"{where}: {name} must be a number, got {value!r}")
+    value = float(value)
+    below = low is not None and (value <= low if low_open else value < low)
+    above = high is not None and (value >= high if high_open else value > high)
+    if not math.isfinite(value) or below or above:
+        left = "any" if low is None else f"{'(' if low_open else '['}{low:g}"
+        right = "" if high is None else f", {high:g}{')' if high_open else ']'}"
+        wanted = f"in {left}{right}" if high is not None else (f"> {low:g}" if low_open else f">= {low:g}")
+        raise ValueError(f"{where}: {name} must be a finite number {wanted}, got {value!r}")
+    return value
+
+
 class Optimizer:
     """Base class: walks the target's parameters and keeps per-parameter state arrays.
 
-    Subclasses name their state arrays in ``slots`` and implement ``_update_one``.
+    Subclasses name their state arrays in ``slots``, their hyper-parameters in ``hyper``
+    (checkpoints compare them), and implement ``_update_one``.
 
     Args:
-        lr (float): learning rate; schedules change ``self.lr`` between updates.
-        weight_decay (float): L2 penalty coefficient; ``weight_decay * p`` is added to each
-            gradient before the update (the coupled form, as in classic SGD).
+        lr (float): learning rate > 0; schedules change ``self.lr`` between updates.
+        weight_decay (float): L2 penalty coefficient >= 0; ``weight_decay * p`` is added to
+            each gradient before the update (the coupled form, as in classic SGD).
+    Raises:
+        TypeError, ValueError: a hyper-parameter that is not a finite number in its range.
     """
 
     slots = ()
+    hyper = ("weight_decay",)
     _counters = ()  # integer attributes that belong to the state (Adam's step count)
 
     def __init__(self, lr, weight_decay=0.0):
-        if lr <= 0:
-            raise ValueError(f"{type(self).__name__}: lr must be positive, got {lr}")
-        if weight_decay < 0:
-            raise ValueError(f"{type(self).__name__}: weight_decay must be >= 0, got {weight_decay}")
-        self.lr = lr
-        self.weight_decay = weight_decay
+        self._lr = check_number(type(self).__name__, "lr", lr, 0.0, low_open=True)
+        self.weight_decay = check_number(type(self).__name__, "weight_decay", weight_decay, 0.0)
         self.target = None
         self.state = {}  # parameter name -> {slot name -> array on the parameter's device}
+
+    @property
+    def lr(self):
+        """float: the learning rate; may be set (a schedule), to a finite number >= 0."""
+        return self._lr
+
+    @lr.setter
+    def lr(self, value):
+        self._lr = check_number(type(self).__name__, "lr", value, 0.0)
+
+    def hyperparameters(self):
+        """The constant hyper-parameters (not ``lr``, which schedules change).
+
+        Returns:
+            dict: name -> float, JSON-ready.
+        """
+        return {name: getattr(self, name) for name in self.hyper}
 
     def setup(self, target):
         """Attach the optimizer to a model and forget any previous state.
@@ -109,33 +157,43 @@ class Optimizer:
     def load_state_dict(self, arrays):
         """Restore what ``state_dict`` returned; state arrays go to each parameter's device.
 
+        Everything is checked before anything changes: on an error the optimizer is as before.
+
         Args:
             arrays (dict[str, ndarray]): as returned by ``state_dict``.
         Raises:
             RuntimeError: ``setup`` was not called.
-            KeyError: an entry names a slot or parameter this optimizer does not have, or
-                ``"lr"`` or a counter is missing.
-            ValueError: a state array's shape differs from its parameter's.
+            ValueError: ``"lr"`` or a counter is missing, an entry names a slot or parameter
+                this optimizer does not have (state of another optimizer), or a state array's
+                shape differs from its parameter's; one message lists every problem.
         """
+        name = type(self).__name__
         if self.target is None:
-            raise RuntimeError(f"{type(self).__name__}.load_state_dict: call setup(model) first")
+            raise RuntimeError(f"{name}.load_state_dict: call setup(model) first")
         params = dict(self.target.namedparams())
+        problems = [f"missing {key!r}" for key in ("lr",) + self._counters if key not in arrays]
         state = {}
         for key, a in arrays.items():
             if key == "lr" or key in self._counters:
                 continue
             slot, _, pname = key.partition("/")
             if slot not in self.slots or pname not in params:
-                raise KeyError(f"{type(self).__name__}.load_state_dict: unexpected entry {key!r}")
+                problems.append(f"unexpected entry {key!r}")
+                continue
             p = params[pname].data
             if a.shape != p.shape:
-                raise ValueError(f"{type(self).__name__}.load_state_dict: {key!r} has shape {a.shape}, "
-                                 f"parameter has shape {p.shape}")
+                problems.append(f"{key!r} has shape {a.shape}, the parameter {p.shape}")
+                continue
             move = as_numpy if device_of(p) == "cpu" else as_cupy
             state.setdefault(pname, {})[slot] = move(a).astype(p.dtype, copy=True)
-        self.lr = float(arrays["lr"])
-        for name in self._counters:
-            setattr(self, name, int(arrays[name]))
+        if problems:
+            raise ValueError(f"{name}.load_state_dict: {'; '.join(problems)} (slots of {name}: "
+                             f"{', '.join(self.slots) or 'none'})")
+        lr = check_number(f"{name}.load_state_dict", "lr", float(arrays["lr"]), 0.0)
+        counters = {key: int(arrays[key]) for key in self._counters}
+        self._lr = lr
+        for key, value in counters.items():
+            setattr(self, key, value)
         self.state = state
 
 
@@ -156,15 +214,16 @@ class MomentumSGD(Optimizer):
 
     Args:
         lr (float): learning rate.
-        momentum (float): decay of the velocity ``v``.
+        momentum (float): decay of the velocity ``v``, in [0, 1).
         weight_decay (float): L2 penalty coefficient.
     """
 
     slots = ("v",)
+    hyper = ("momentum", "weight_decay")
 
     def __init__(self, lr=0.01, momentum=0.9, weight_decay=0.0):
         super().__init__(lr, weight_decay)
-        self.momentum = momentum
+        self.momentum = check_number("MomentumSGD", "momentum", momentum, 0.0, 1.0)
 
     def _update_one(self, param, grad, state):
         v = state["v"]
@@ -178,15 +237,16 @@ class AdaGrad(Optimizer):
 
     Args:
         lr (float): learning rate.
-        eps (float): keeps the step finite while ``h`` is zero.
+        eps (float): > 0, keeps the step finite while ``h`` is zero.
         weight_decay (float): L2 penalty coefficient.
     """
 
     slots = ("h",)
+    hyper = ("eps", "weight_decay")
 
     def __init__(self, lr=0.01, eps=1e-8, weight_decay=0.0):
         super().__init__(lr, weight_decay)
-        self.eps = eps
+        self.eps = check_number("AdaGrad", "eps", eps, 0.0, low_open=True)
 
     def _update_one(self, param, grad, state):
         h = state["h"]
@@ -199,17 +259,18 @@ class RMSprop(Optimizer):
 
     Args:
         lr (float): learning rate.
-        decay (float): decay of the running mean of squared gradients.
-        eps (float): keeps the step finite while ``h`` is zero.
+        decay (float): decay of the running mean of squared gradients, in [0, 1).
+        eps (float): > 0, keeps the step finite while ``h`` is zero.
         weight_decay (float): L2 penalty coefficient.
     """
 
     slots = ("h",)
+    hyper = ("decay", "eps", "weight_decay")
 
     def __init__(self, lr=0.01, decay=0.99, eps=1e-8, weight_decay=0.0):
         super().__init__(lr, weight_decay)
-        self.decay = decay
-        self.eps = eps
+        self.decay = check_number("RMSprop", "decay", decay, 0.0, 1.0)
+        self.eps = check_number("RMSprop", "eps", eps, 0.0, low_open=True)
 
     def _update_one(self, param, grad, state):
         h = state["h"]
@@ -228,20 +289,21 @@ class Adam(Optimizer):
 
     Args:
         lr (float): learning rate.
-        beta1 (float): decay of the first moment ``m``.
-        beta2 (float): decay of the second moment ``v``.
-        eps (float): keeps the step finite while ``v`` is zero.
+        beta1 (float): decay of the first moment ``m``, in [0, 1).
+        beta2 (float): decay of the second moment ``v``, in [0, 1).
+        eps (float): > 0, keeps the step finite while ``v`` is zero.
         weight_decay (float): L2 penalty coefficient.
     """
 
     slots = ("m", "v")
     _counters = ("t",)
+    hyper = ("beta1", "beta2", "eps", "weight_decay")
 
     def __init__(self, lr=0.001, beta1=0.9, beta2=0.999, eps=1e-8, weight_decay=0.0):
         super().__init__(lr, weight_decay)
-        self.beta1 = beta1
-        self.beta2 = beta2
-        self.eps = eps
+        self.beta1 = check_number("Adam", "beta1", beta1, 0.0, 1.0)
+        self.beta2 = check_number("Adam", "beta2", beta2, 0.0, 1.0)
+        self.eps = check_number("Adam", "eps", eps, 0.0, low_open=True)
         self.t = 0
 
     def _begin_step(self):
@@ -258,81 +320,37 @@ class Adam(Optimizer):
         param -= self.lr * m_hat / (get_array_module(v).sqrt(v_hat) + self.eps)
 
 
-def clip_grads(params, max_norm):
+def clip_grads(params, max_norm, eps=1e-6):
     """Scale all gradients together so that their global L2 norm is at most ``max_norm``.
 
-    Gradients are replaced by new Variables, never scaled in place: two parameters may hold
-    the same gradient array, which in-place scaling would shrink twice.
+    The scale ``min(1, max_norm / (norm + eps))`` is computed and multiplied in on the device,
+    with no branch in Python: nothing is read back to the host. Gradients are replaced by new
+    Variables, never scaled in place: two parameters may hold the same gradient array, which
+    in-place scaling would shrink twice.
 
     Args:
         params (iterable of Parameter): e.g. ``model.params()``; those without a gradient are skipped.
-        max_norm (float): the largest allowed norm.
+        max_norm (float): the largest allowed norm, finite and > 0.
+        eps (float): keeps the scale finite for a zero norm, finite and >= 0.
     Returns:
-        float: the global norm before clipping (0.0 when no parameter has a gradient).
+        ndarray: () the global norm before clipping, on the gradients' device (0 when no
+        parameter has a gradient).
+    Raises:
+        TypeError, ValueError: ``max_norm`` or ``eps`` is not a finite number in its range.
     """
+    max_norm = check_number("clip_grads", "max_norm", max_norm, 0.0, low_open=True)
+    eps = check_number("clip_grads", "eps", eps, 0.0)
     with_grad = [p for p in params if p.grad is not None]
     if not with_grad:
-        return 0.0
-    xp = get_array_module(with_grad[0].grad.data)
-    norm = float(xp.sqrt(sum((p.grad.data * p.grad.data).sum() for p in with_grad)))
-    rate = max_norm / (norm + 1e-6)  # the small term keeps the rate finite for a zero norm
-    if rate < 1:
-        for p in with_grad:
-            p.grad = Variable(p.grad.data * rate)
+        return np.zeros((), dtype=np.float32)
+    first = with_grad[0].grad.data
+    xp = get_array_module(first)
+    norm = xp.zeros_like(first, shape=())  # a 0-d array on the gradients' device, summed into in place
+    for p in with_grad:
+        g = p.grad.data
+        norm += xp.vdot(g, g)  # one pass, no temporary of the gradient's size
+    xp.sqrt(norm, out=norm)
+    scale = xp.minimum(max_norm / (norm + eps), 1.0).astype(norm.dtype)
+    for p in with_grad:
+        p.grad = Variable(p.grad.data * scale)
     return norm
-
-
-class ReduceOnPlateau:
-    """Multiply the optimizer's learning rate by ``factor`` when a metric stops improving.
-
-    With the defaults this is the classic language-model rule: divide the learning rate by 4
-    after every epoch whose validation perplexity is not below the best so far.
-
-    Args:
-        optimizer (Optimizer): whose ``lr`` is changed.
-        factor (float): multiplier in (0, 1).
-        patience (int): epochs without improvement tolerated before a reduction.
-    """
-
-    def __init__(self, optimizer, factor=0.25, patience=0):
-        if not 0 < factor < 1:
-            raise ValueError(f"ReduceOnPlateau: factor must lie in (0, 1), got {factor}")
-        self.optimizer = optimizer
-        self.factor = factor
-        self.patience = patience
-        self.best = math.inf
-        self.bad_steps = 0
-
-    def step(self, metric):
-        """Record one evaluation (lower is better).
-
-        Args:
-            metric (float): e.g. validation perplexity.
-        Returns:
-            bool: whether the learning rate was reduced.
-        """
-        if metric < self.best:
-            self.best = metric
-            self.bad_steps = 0
-            return False
-        self.bad_steps += 1
-        if self.bad_steps <= self.patience:
-            return False
-        self.optimizer.lr *= self.factor
-        self.bad_steps = 0
-        return True
-
-    def state_dict(self):
-        """Returns:
-            dict: JSON-ready ``{"best": float | None, "bad_steps": int}`` (None while no metric was seen).
-        """
-        return {"best": None if math.isinf(self.best) else self.best, "bad_steps": self.bad_steps}
-
-    def load_state_dict(self, state):
-        """Restore what ``state_dict`` returned.
-
-        Args:
-            state (dict): ``{"best": float | None, "bad_steps": int}``.
-        """
-        self.best = math.inf if state["best"] is None else float(state["best"])
-        self.bad_steps = int(state["bad_steps"])

@@ -22,7 +22,7 @@ import resource
 
 import numpy as np
 
-from common import alternating, run_worker, time_training, torch_update
+from tinygrad_rnn.tools.common import alternating, run_worker, time_training, torch_update
 
 # LSTMLM and BetterLSTMLM in their classic settings (PTB's vocabulary, N 20 x T 35, SGD lr 20, clip 0.25)
 SETTINGS = {
@@ -49,25 +49,24 @@ def _batches(count, seed=0):
 
 
 def _ours(model_name, device):
-    """A step function training tinygrad_rnn's model, and a function that waits for the device."""
-    from models import LSTMLM, BetterLSTMLM
+    """tinygrad_rnn's ``Trainer.step`` on the model, and a function that waits for the device."""
     from tinygrad_rnn.backend import as_cupy
+    from tinygrad_rnn.models import LSTMLM, BetterLSTMLM
     from tinygrad_rnn.optimizers import SGD
-    from tinygrad_rnn.training import LMTrainer
+    from tinygrad_rnn.training import Trainer
 
     s = SETTINGS[model_name]
     if model_name == "lstm":
         model = LSTMLM(VOCAB, s["size"], s["size"], seed=0)
     else:
         model = BetterLSTMLM(VOCAB, s["size"], s["size"], dropout=s["dropout"], seed=0)
-    move = as_cupy if device == "gpu" else np.asarray
     if device == "gpu":
         model.to_gpu()
-    trainer = LMTrainer(model, SGD(LR).setup(model), batch_size=BATCH, time_size=TIME, max_grad_norm=CLIP,
-                        progress=False)
+    trainer = Trainer(model, SGD(LR).setup(model), None, clip=CLIP)  # the benchmark feeds step its own batches
+    move = as_cupy if device == "gpu" else np.asarray
 
-    def step(xs, ts):
-        return trainer.step(move(xs), move(ts))
+    def step(batch):
+        return trainer.step(tuple(move(a) for a in batch))
 
     return step, lambda loss: float(loss)
 
@@ -101,8 +100,8 @@ def _torch(model_name, device):
     loss_fn = nn.CrossEntropyLoss()
     carried = {"state": None}
 
-    def step(xs, ts):
-        xs, ts = torch.from_numpy(xs).long().to(dev), torch.from_numpy(ts).long().to(dev)
+    def step(batch):
+        xs, ts = (torch.from_numpy(a).long().to(dev) for a in batch)
         state = carried["state"]
         if state is not None:  # truncated BPTT: keep the values, cut the graph
             state = tuple(s.detach() for s in state)
@@ -119,8 +118,8 @@ def worker(impl, model_name, iters, warmup, device, memory_iters):
     if memory_iters:
         checkpoint = memory_iters // 6
         rss = {}
-        for k, (xs, ts) in enumerate(_batches(memory_iters), start=1):
-            sync(step(xs, ts))
+        for k, batch in enumerate(_batches(memory_iters), start=1):
+            sync(step(batch))
             if k in (checkpoint, memory_iters):
                 rss[k] = _rss_mb()
         print(json.dumps({"check": "memory", "impl": impl, "model": SETTINGS[model_name]["name"], "device": device,

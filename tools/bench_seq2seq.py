@@ -20,15 +20,15 @@ import tempfile
 
 import numpy as np
 
-from common import alternating, run_worker, time_training, torch_update
+from tinygrad_rnn.tools.common import alternating, run_worker, time_training, torch_update
 
 VOCAB, WORDVEC, HIDDEN, BATCH, LR, CLIP = 13, 16, 128, 128, 0.001, 5.0
 NAMES = {"seq2seq": "Seq2seq", "peeky": "PeekySeq2seq"}
 
 
 def _write_batches(count, path):
-    """Generate ``count`` batches of reversed addition questions into an .npz file for the workers
-    (so that the PyTorch worker never imports tinygrad_rnn, whose import tunes malloc)."""
+    """Generate ``count`` batches of reversed addition questions into an .npz file, so that both
+    workers train on the same batches."""
     from tinygrad_rnn.data import toy_seq
 
     data = toy_seq.load_task("addition", count=count * BATCH, test_size=0, reverse=True)
@@ -42,13 +42,13 @@ def _read_batches(path):
 
 
 def _ours(model_name):
-    """A step function training tinygrad_rnn's model, and a function that waits for the result."""
-    from models import PeekySeq2seq, Seq2seq
+    """tinygrad_rnn's ``Trainer.step`` on the model, and a function that waits for the result."""
+    from tinygrad_rnn.models import PeekySeq2seq, Seq2seq
     from tinygrad_rnn.optimizers import Adam
-    from tinygrad_rnn.training import SeqTrainer
+    from tinygrad_rnn.training import Trainer
 
     model = {"seq2seq": Seq2seq, "peeky": PeekySeq2seq}[model_name](VOCAB, WORDVEC, HIDDEN, seed=0)
-    trainer = SeqTrainer(model, Adam(LR).setup(model), batch_size=BATCH, max_grad_norm=CLIP, progress=False)
+    trainer = Trainer(model, Adam(LR).setup(model), None, clip=CLIP)  # the benchmark feeds step its own batches
     return trainer.step, float
 
 
@@ -85,8 +85,8 @@ def _torch(model_name):
     opt = torch.optim.Adam(model.parameters(), lr=LR)
     loss_fn = nn.CrossEntropyLoss()
 
-    def step(xs, ts):
-        xs, ts = torch.from_numpy(xs).long(), torch.from_numpy(ts).long()
+    def step(batch):
+        xs, ts = (torch.from_numpy(a).long() for a in batch)
         scores = model(xs, ts[:, :-1])
         loss = loss_fn(scores.reshape(-1, VOCAB), ts[:, 1:].reshape(-1))
         return torch_update(loss, model, opt, CLIP)

@@ -1,4 +1,5 @@
-"""What the tools share: the right/wrong marks of the training tools, and the benchmarks' runner.
+"""What the tools share: the common command-line flags and their range checks, the extensions every
+training run gets, one summary writer, the right/wrong marks, and the benchmarks' runner.
 
 Benchmarks take one measurement per fresh process, the sides alternating. A measurement runs
 ``SCRIPT --worker IMPL ...`` in a new interpreter, so that its memory figures are its own and no
@@ -6,15 +7,137 @@ side inherits another's state (PyTorch's threads, tinygrad_rnn's ``malloc`` sett
 alternate the order of the sides, so that a slow phase of the machine hits both. PyTorch is
 measured only where it is importable; it is never a dependency.
 """
+import argparse
 import importlib.util
 import json
+import math
 import os
 import subprocess
 import sys
 import time
 from pathlib import Path
 
+import numpy as np
+
+from tinygrad_rnn import as_cupy
+from tinygrad_rnn.serialization import json_ready, write_json
+from tinygrad_rnn.training import Checkpoint, Extension, History, LogReport, ProgressBar
+
 ROOT = Path(__file__).resolve().parent.parent
+
+
+def _number(kind, low, low_open, high=None, high_open=True):
+    """An argparse ``type`` that parses ``kind`` and checks the range before any work starts."""
+    def parse(text):
+        try:
+            value = kind(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{text!r} is not {'an integer' if kind is int else 'a number'}")
+        below = value <= low if low_open else value < low
+        above = high is not None and (value >= high if high_open else value > high)
+        if not math.isfinite(value) or below or above:
+            wanted = f"{'>' if low_open else '>='} {low:g}" + ("" if high is None else
+                                                          f" and {'<' if high_open else '<='} {high:g}")
+            raise argparse.ArgumentTypeError(f"must be {wanted}, got {text}")
+        return value
+
+    parse.__name__ = kind.__name__  # argparse names the type in its messages
+    return parse
+
+
+positive_int = _number(int, 0, True)
+nonnegative_int = _number(int, 0, False)
+positive_float = _number(float, 0.0, True)
+nonnegative_float = _number(float, 0.0, False)
+probability = _number(float, 0.0, False, 1.0)  # a dropout rate: [0, 1)
+factor = _number(float, 0.0, True, 1.0, high_open=False)  # a decay factor: (0, 1]
+
+
+def parser(description, epilog):
+    """An ArgumentParser with the flags every training tool has.
+
+    Flags: ``--epochs``, ``--max-iters``, ``--batch-size``, ``--lr``, ``--clip`` (0: none),
+    ``--device``, ``--seed``, ``--out``, ``--log-every``, ``--no-progress``, ``--resume``. Numeric
+    defaults are None where each tool fills its own.
+
+    Args:
+        description (str): the tool's one-line description.
+        epilog (str): text after the flags (the tool's docstring).
+    Returns:
+        argparse.ArgumentParser.
+    """
+    p = argparse.ArgumentParser(description=description, epilog=epilog,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--epochs", type=positive_int)
+    p.add_argument("--max-iters", type=positive_int, help="stop after this many iterations in total")
+    p.add_argument("--batch-size", type=positive_int)
+    p.add_argument("--lr", type=positive_float, help="learning rate")
+    p.add_argument("--clip", type=nonnegative_float, help="max global gradient norm (0: no clipping)")
+    p.add_argument("--device", choices=("cpu", "gpu"), default="cpu")
+    p.add_argument("--seed", type=nonnegative_int, default=0)
+    p.add_argument("--out", help="output folder")
+    p.add_argument("--log-every", type=positive_int, default=20, help="record the running loss every K iterations")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    p.add_argument("--resume", help="checkpoint (last.npz) to continue from; give the same settings")
+    return p
+
+
+def fill_defaults(args, defaults):
+    """Set every flag that was not given (None) to its default.
+
+    Args:
+        args (argparse.Namespace): parsed flags.
+        defaults (dict): flag name -> default value.
+    Returns:
+        argparse.Namespace: ``args``.
+    """
+    for name, value in defaults.items():
+        if getattr(args, name) is None:
+            setattr(args, name, value)
+    return args
+
+
+def device_mover(args):
+    """The function that puts a NumPy array on the run's device."""
+    return as_cupy if args.device == "gpu" else np.asarray
+
+
+def extensions(args, out, monitor=None, mode="min", schedule=None, extra=()):
+    """The extensions of every training run, in the order they must run.
+
+    Args:
+        args (argparse.Namespace): the flags (``no_progress``).
+        out (Path): the output folder.
+        monitor (str, optional): the record key deciding ``best.npz``.
+        mode (str): ``"min"`` or ``"max"`` for ``monitor``.
+        schedule (Schedule, optional): the learning-rate schedule.
+        extra (sequence of Extension): run after the log line (e.g. printed examples).
+    Returns:
+        list of Extension.
+    """
+    return [ProgressBar(False if args.no_progress else None), *([schedule] if schedule else []),
+            Checkpoint(out, monitor, mode), History(out), LogReport(), *extra]
+
+
+class EachEpoch(Extension):
+    """Call ``action()`` after every epoch record (e.g. to print decoded examples)."""
+
+    def __init__(self, action):
+        self.action = action
+
+    def on_epoch_end(self, trainer, record):
+        self.action()
+
+
+def write_summary(out, result):
+    """Write the run's summary to ``out/summary.json`` and print it as the last line (valid JSON).
+
+    Args:
+        out (Path): the output folder.
+        result (dict): the numbers; non-finite ones are written as ``"inf"``/``"nan"``.
+    """
+    write_json(Path(out) / "summary.json", result)
+    print(json.dumps(json_ready(result), allow_nan=False), flush=True)
 
 
 def marks():
@@ -43,8 +166,8 @@ def run_worker(script, args, **extra):
     Raises:
         RuntimeError: the worker failed; the message holds its stderr.
     """
-    env = dict(os.environ, PYTHONPATH=os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")])))
-    done = subprocess.run([sys.executable, script, "--worker", *args], capture_output=True, text=True, env=env)
+    done = subprocess.run([sys.executable, script, "--worker", *args], capture_output=True, text=True,
+                          env=dict(os.environ))
     if done.returncode:
         raise RuntimeError(f"{Path(script).name} worker {' '.join(args)} failed:\n{done.stderr}")
     result = dict(json.loads(done.stdout.strip().splitlines()[-1]), **extra)
@@ -56,22 +179,22 @@ def time_training(step, sync, batches, warmup):
     """Seconds taken by ``step`` on ``batches[warmup:]``, after untimed steps on the first ``warmup``.
 
     Args:
-        step: one training iteration on ``(xs, ts)``; returns the loss.
+        step: one training iteration on a batch tuple; returns the loss.
         sync: waits for a loss (for asynchronous devices) and returns it as a float.
-        batches (list of tuple): (xs, ts) pairs.
+        batches (list of tuple): the batches.
         warmup (int): untimed iterations.
     """
-    for xs, ts in batches[:warmup]:
-        sync(step(xs, ts))
+    for batch in batches[:warmup]:
+        sync(step(batch))
     began = time.perf_counter()
-    for xs, ts in batches[warmup:]:
-        loss = step(xs, ts)
+    for batch in batches[warmup:]:
+        loss = step(batch)
     sync(loss)
     return time.perf_counter() - began
 
 
 def torch_update(loss, model, optimizer, max_norm):
-    """PyTorch's end of a training iteration, as tinygrad_rnn's trainers do it: backward, clip the
+    """PyTorch's end of a training iteration, as tinygrad_rnn's trainer does it: backward, clip the
     global gradient norm to ``max_norm``, step. Returns the loss, detached (not synchronized)."""
     from torch import nn
 

@@ -6,21 +6,21 @@ corpus generated here from a small English grammar, so the demo runs offline too
 the first ``--words`` words, prints the perplexity falling, evaluates on held-out text, samples
 a few sentences, and renders the computation graph of a 3-step window of the model to SVG.
 
-    python tools/demo.py [--words 150000] [--epochs 2] [--out runs/demo] [--seed 0]
+    tinygrad-rnn-demo [--words 150000] [--epochs 2] [--out runs/demo] [--seed 0]   (or python tools/demo.py)
 """
 import argparse
-import json
 import time
 from pathlib import Path
 
 import numpy as np
 
-from models import LSTMLM, generate
 from tinygrad_rnn import using_config
-from tinygrad_rnn.data import ptb
+from tinygrad_rnn.data import BPTTBatcher, ptb
 from tinygrad_rnn.graph import render
+from tinygrad_rnn.models import LSTMLM, generate
 from tinygrad_rnn.optimizers import SGD
-from tinygrad_rnn.training import LMTrainer, eval_perplexity
+from tinygrad_rnn.tools.common import nonnegative_int, positive_int, write_summary
+from tinygrad_rnn.training import Checkpoint, History, LogReport, Perplexity, Trainer, perplexity
 
 _GRAMMAR = {
     "S": [["NP", "VP"], ["NP", "VP", "and", "NP", "VP"]],
@@ -73,23 +73,24 @@ def load_data(n_words, seed):
     return ids[:n_words], ids[n_words:], vocab, "generated grammar"
 
 
-def main():
+def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--words", type=int, default=150_000, help="training words taken from the corpus")
-    parser.add_argument("--epochs", type=int, default=2)
+    parser.add_argument("--words", type=positive_int, default=150_000, help="training words taken from the corpus")
+    parser.add_argument("--epochs", type=positive_int, default=2)
     parser.add_argument("--out", default="runs/demo", help="folder for history, plot, checkpoint and graph")
-    parser.add_argument("--seed", type=int, default=0)
-    args = parser.parse_args()
+    parser.add_argument("--seed", type=nonnegative_int, default=0)
+    args = parser.parse_args(argv)
     out = Path(args.out)
     train, valid, vocab, source = load_data(args.words, args.seed)
     print(f"data: {source}, {len(train):,} training words, vocabulary {len(vocab):,}")
 
     model = LSTMLM(len(vocab), 100, 100, seed=args.seed)
-    print(f"perplexity before training: {eval_perplexity(model, valid, 10, 35):.1f} (about the vocabulary size)")
-    trainer = LMTrainer(model, SGD(lr=20.0).setup(model), batch_size=20, time_size=35, max_grad_norm=0.25,
-                        out_dir=out, log=print, log_every=20)
+    print(f"perplexity before training: {perplexity(model, valid)['perplexity']:.1f} (about the vocabulary size)")
+    trainer = Trainer(model, SGD(lr=20.0).setup(model), BPTTBatcher(train, 20, 35, vocab_size=len(vocab)), clip=0.25,
+                      evaluators=[Perplexity(valid)],
+                      extensions=[Checkpoint(out, "valid_perplexity"), History(out), LogReport()])
     began = time.perf_counter()
-    trainer.fit(train, valid, epochs=args.epochs)
+    trainer.fit(epochs=args.epochs)
     seconds = time.perf_counter() - began
 
     skip = [vocab.word_to_id[w] for w in ("<unk>", "N") if w in vocab.word_to_id]
@@ -108,9 +109,9 @@ def main():
     model.reset_state()
     print(f"computation graph of a 3-step window: {graph}")
     final = trainer.history["epochs"][-1]
-    print(json.dumps({"data": source, "train_perplexity": round(final["train_perplexity"], 2),
-                      "valid_perplexity": round(final["valid_perplexity"], 2), "train_seconds": round(seconds, 1),
-                      "history_png": str(out / "history.png"), "graph": str(graph)}))
+    write_summary(out, {"data": source, "train_perplexity": final["train_perplexity"],
+                        "valid_perplexity": final["valid_perplexity"], "train_seconds": seconds,
+                        "history_png": str(out / "history.png"), "graph": str(graph)})
 
 
 if __name__ == "__main__":

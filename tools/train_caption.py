@@ -1,12 +1,13 @@
 """Train CaptionModel on generated digit images and score whole captions on held-out images.
 
-    python tools/train_caption.py [--epochs E] [--batch-size N] [--train-size S] [--test-size S]
+    tinygrad-rnn-train-caption [--epochs E] [--batch-size N] [--train-size S] [--test-size S]
         [--wordvec D] [--hidden H] [--channels C1,C2,...] [--lr LR] [--lr-decay F] [--clip NORM]
-        [--examples K] [--beam-width K] [--device cpu|gpu] [--seed S] [--out DIR] [--no-progress]
+        [--examples K] [--beam-width K] [--max-iters K] [--device cpu|gpu] [--seed S] [--out DIR]
+        [--no-progress] [--resume CHECKPOINT]
 
-Defaults: 60,000 training and 1,000 held-out images, D 16, H 256, conv channels (8, 32, 64),
-batch 50, Adam lr 0.002 halved after every epoch, clip 5.0, 3 epochs: about 97% held-out
-exact match in about 5 minutes on 2 CPU cores (docs/captioning.md).
+(or ``python tools/train_caption.py ...``). Defaults: 60,000 training and 1,000 held-out
+images, D 16, H 256, conv channels (8, 32, 64), batch 50, Adam lr 0.002 halved after every
+epoch, clip 5.0, 3 epochs.
 
 The images (1 x 32 x 96) show one to four digits of a bitmap font at a random size and
 position, with noise (``tinygrad_rnn.data.captions``); a caption names the digits in words
@@ -14,53 +15,50 @@ position, with noise (``tinygrad_rnn.data.captions``); a caption names the digit
 by exact match of the whole caption (end and padding tokens included), and a few are printed,
 marked right or wrong.
 
-Writes ``history.json``, ``history.png``, ``last.npz`` and ``captions.png`` (a grid of
-held-out images with their generated captions, wrong ones in red) into ``--out``. Prints as
-its last line one JSON object: test_exact_match (last epoch), exact_match (per epoch),
-train_seconds, eval_seconds, samples_per_second, ...
+Writes ``history.json``, ``history.png``, ``last.npz``, ``summary.json`` and ``captions.png`` (a
+grid of held-out images with their generated captions, wrong ones in red) into ``--out``.
+Prints the summary as its last line, one JSON object: test_exact_match (last epoch),
+test_exact_match_per_epoch, train_seconds, samples_per_second, ...
 """
 import argparse
-import json
 from pathlib import Path
 
 import numpy as np
 
-from common import marks
-from models import CaptionModel
-from tinygrad_rnn import as_cupy
-from tinygrad_rnn.data import captions
+from tinygrad_rnn.data import ShuffledBatcher, captions
+from tinygrad_rnn.models import build_model
 from tinygrad_rnn.optimizers import Adam
 from tinygrad_rnn.serialization import atomic_write
-from tinygrad_rnn.training import SeqTrainer
+from tinygrad_rnn.tools.common import (EachEpoch, device_mover, extensions, factor, fill_defaults, marks,
+                                       nonnegative_int, parser, positive_int, write_summary)
+from tinygrad_rnn.training import ExactMatch, ExponentialDecay, Trainer
+
+
+def _channels(text):
+    try:
+        channels = tuple(int(c) for c in text.split(","))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"must be comma-separated integers, got {text!r}") from None
+    if not channels or min(channels) < 1:
+        raise argparse.ArgumentTypeError(f"must be positive integers, got {text!r}")
+    return channels
 
 
 def parse_args(argv=None):
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0],
-                                     formatter_class=argparse.RawDescriptionHelpFormatter, epilog=__doc__)
-    parser.add_argument("--epochs", type=int, default=3)
-    parser.add_argument("--batch-size", type=int, default=50)
-    parser.add_argument("--train-size", type=int, default=60000, help="generated training images")
-    parser.add_argument("--test-size", type=int, default=1000, help="generated held-out images")
-    parser.add_argument("--wordvec", type=int, default=16, help="D, word vector size")
-    parser.add_argument("--hidden", type=int, default=256, help="H, image code and decoder LSTM size")
-    parser.add_argument("--channels", default="8,32,64", help="output channels of the conv blocks")
-    parser.add_argument("--lr", type=float, default=0.002, help="Adam learning rate")
-    parser.add_argument("--lr-decay", type=float, default=0.5,
-                        help="multiply the learning rate by this after each epoch")
-    parser.add_argument("--clip", type=float, default=5.0, help="max global gradient norm (0: no clipping)")
-    parser.add_argument("--examples", type=int, default=6, help="held-out images printed each epoch")
-    parser.add_argument("--beam-width", type=int, default=1, help="also score the final model with beam search")
-    parser.add_argument("--device", choices=("cpu", "gpu"), default="cpu")
-    parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--out", default="runs/caption", help="output folder")
-    parser.add_argument("--no-progress", action="store_true", help="no progress bar")
-    args = parser.parse_args(argv)
-    try:
-        args.channels = tuple(int(c) for c in args.channels.split(","))
-    except ValueError:
-        parser.error(f"--channels must be comma-separated ints, got {args.channels!r}")
+    p = parser(__doc__.splitlines()[0], __doc__)
+    p.add_argument("--train-size", type=positive_int, default=60000, help="generated training images")
+    p.add_argument("--test-size", type=positive_int, default=1000, help="generated held-out images")
+    p.add_argument("--wordvec", type=positive_int, default=16, help="D, word vector size")
+    p.add_argument("--hidden", type=positive_int, default=256, help="H, image code and decoder LSTM size")
+    p.add_argument("--channels", type=_channels, default=(8, 32, 64), help="output channels of the conv blocks")
+    p.add_argument("--lr-decay", type=factor, default=0.5, help="multiply the learning rate by this after each epoch")
+    p.add_argument("--examples", type=nonnegative_int, default=6, help="held-out images printed each epoch")
+    p.add_argument("--beam-width", type=positive_int, default=1, help="also score the final model with beam search")
+    args = fill_defaults(p.parse_args(argv), {"epochs": 3, "batch_size": 50, "lr": 0.002, "clip": 5.0})
+    if 2 ** len(args.channels) > min(captions.IMAGE_SHAPE):
+        p.error(f"--channels: {len(args.channels)} 2x2 poolings do not fit images of {captions.IMAGE_SHAPE}")
+    args.out = Path(args.out or "runs/caption")
     return args
-
 
 
 def show_examples(model, data, count, move):
@@ -104,48 +102,45 @@ def plot_captions(images, generated, wanted, path, columns=3):
 
 def main(argv=None):
     args = parse_args(argv)
-    out = Path(args.out)
     data = captions.load_captions(args.train_size, args.test_size, seed=args.seed)
-    model = CaptionModel(len(data.vocab), args.wordvec, args.hidden, image_shape=data.x_train.shape[1:],
-                         channels=args.channels, seed=args.seed)
-    move = np.asarray
+    spec = {"kind": "caption", "vocab_size": len(data.vocab), "wordvec_size": args.wordvec,
+            "hidden_size": args.hidden, "image_shape": list(data.x_train.shape[1:]), "channels": list(args.channels)}
+    model = build_model(spec, seed=args.seed)
+    move = device_mover(args)
     if args.device == "gpu":
         model.to_gpu()
-        move = as_cupy
-    spec = {"vocab_size": len(data.vocab), "wordvec_size": args.wordvec, "hidden_size": args.hidden,
-            "image_shape": list(data.x_train.shape[1:]), "channels": list(args.channels)}
-
-    def after_epoch(trainer, record):
-        show_examples(model, data, args.examples, move)
-        trainer.optimizer.lr *= args.lr_decay
-
-    trainer = SeqTrainer(model, Adam(args.lr).setup(model), batch_size=args.batch_size,
-                         max_grad_norm=args.clip or None, seed=args.seed, out_dir=out,
-                         progress=False if args.no_progress else None, log=print, callback=after_epoch,
-                         meta={"model": spec, "vocab": data.vocab.id_to_word, "args": vars(args)})
+    batches = ShuffledBatcher((data.x_train, data.t_train), args.batch_size, seed=args.seed,
+                              vocab_size=len(data.vocab), device=args.device)
+    trainer = Trainer(model, Adam(args.lr).setup(model), batches, clip=args.clip or None,
+                      evaluators=[ExactMatch(data.x_test, data.t_test)],
+                      extensions=extensions(args, args.out, "test_exact_match", "max", ExponentialDecay(args.lr_decay),
+                                            [EachEpoch(lambda: show_examples(model, data, args.examples, move))]),
+                      log_every=args.log_every,
+                      meta={"model": spec, "vocab": data.vocab.id_to_word,
+                            "args": {**vars(args), "out": str(args.out)}})
+    if args.resume:
+        trainer.resume(args.resume)
     print(f"CaptionModel: V {len(data.vocab)}, D {args.wordvec}, H {args.hidden}, conv channels {args.channels}; "
           f"{len(data.x_train):,} training and {len(data.x_test):,} held-out images, batch {args.batch_size}, "
           f"Adam lr {args.lr:g} (x{args.lr_decay:g} per epoch), clip {args.clip}, device {args.device}")
-    history = trainer.fit(data.x_train, data.t_train, data.x_test, data.t_test, epochs=args.epochs)
+    history = trainer.fit(args.epochs, max_iters=args.max_iters)
 
     shown = slice(0, 12)
     generated = [data.caption(y) for y in model.generate(move(data.x_test[shown]), data.start_id,
                                                          data.t_test.shape[1] - 1)]
-    plot_captions(data.x_test[shown], generated, [data.caption(t) for t in data.t_test[shown]], out / "captions.png")
-    epochs = history["epochs"]
-    train_seconds = sum(r["seconds"] for r in epochs)
-    result = {**spec, "epochs": len(epochs), "train_size": len(data.x_train), "test_size": len(data.x_test),
-              "test_exact_match": epochs[-1]["accuracy"], "exact_match": [r["accuracy"] for r in epochs],
-              "loss": [r["loss"] for r in epochs], "train_seconds": train_seconds,
-              "eval_seconds": sum(r["eval_seconds"] for r in epochs),
-              "samples_per_second": sum(r["iterations"] for r in epochs) * args.batch_size / train_seconds,
-              "device": args.device, "seed": args.seed, "history": str(out / "history.json"),
-              "plot": str(out / "history.png"), "grid": str(out / "captions.png"),
-              "checkpoint": str(out / "last.npz")}
+    plot_captions(data.x_test[shown], generated, [data.caption(t) for t in data.t_test[shown]],
+                  args.out / "captions.png")
+    epochs = [r for r in history["epochs"] if r["complete"]]
+    result = {**spec, "train_size": len(data.x_train), "test_size": len(data.x_test), "device": args.device,
+              "seed": args.seed, **trainer.summary(), "test_exact_match": history["epochs"][-1]["test_exact_match"],
+              "test_exact_match_per_epoch": [r["test_exact_match"] for r in epochs],
+              "train_loss_per_epoch": [r["train_loss"] for r in epochs],
+              "history": str(args.out / "history.json"), "plot": str(args.out / "history.png"),
+              "grid": str(args.out / "captions.png"), "checkpoint": str(args.out / "last.npz")}
     if args.beam_width > 1:
-        result["test_exact_match_beam"] = trainer.evaluate(data.x_test, data.t_test, beam_width=args.beam_width)
-        result["beam_width"] = args.beam_width
-    print(json.dumps(result))
+        beam = ExactMatch(data.x_test, data.t_test, beam_width=args.beam_width)(model)
+        result.update(test_exact_match_beam=beam["exact_match"], beam_width=args.beam_width)
+    write_summary(args.out, result)
 
 
 if __name__ == "__main__":

@@ -1,37 +1,41 @@
 """Train a word-level language model on Penn Treebank with the classic recipe of each model.
 
-    python tools/train_lm.py --model {rnn,lstm,better} [--wordvec D] [--hidden H] [--batch-size N]
+    tinygrad-rnn-train-lm --model {rnn,lstm,better} [--wordvec D] [--hidden H] [--batch-size N]
         [--time-size T] [--lr LR] [--clip NORM] [--epochs E] [--dropout P] [--lr-decay F]
-        [--max-iters K] [--corpus-size WORDS] [--device cpu|gpu] [--seed S] [--out DIR]
-        [--data-dir DIR] [--no-progress] [--resume CHECKPOINT]
+        [--convention {textbook,pytorch}] [--keep-last-window] [--max-iters K] [--corpus-size WORDS]
+        [--device cpu|gpu] [--seed S] [--out DIR] [--data-dir DIR] [--no-progress] [--resume CHECKPOINT]
 
-Defaults per model (the classic settings):
+(or ``python tools/train_lm.py ...``). Defaults per model (the classic settings):
 
     rnn     SimpleRNNLM   D 100, H 100, N 10, T 5,  SGD lr 0.1, no clipping, 100 epochs
     lstm    LSTMLM        D 100, H 100, N 20, T 35, SGD lr 20, clip 0.25, 4 epochs
     better  BetterLSTMLM  D 650, H 650, N 20, T 35, SGD lr 20, clip 0.25, dropout 0.5, 40 epochs,
                           lr / 4 whenever validation perplexity stops improving
 
-``--corpus-size W`` trains on the first W words of train with the vocabulary of those words
-only (as the classic SimpleRNNLM experiment does, 418 words for W = 1000); validation and test
-are then skipped, since they hold words outside that vocabulary.
+The BPTT streams follow the textbook's convention by default (state carried across epochs, the
+text cut at other places each epoch); ``--convention pytorch`` resets the state each epoch over
+fixed windows as PyTorch's word_language_model does, and ``--keep-last-window`` keeps the last
+shorter window of an epoch. ``--corpus-size W`` trains on the first W words of train with the
+vocabulary of those words only (as the classic SimpleRNNLM experiment does, 418 words for
+W = 1000); validation and test are then skipped, since they hold words outside that vocabulary.
 
-Writes ``history.json``, ``history.png``, ``last.npz`` and ``best.npz`` into ``--out`` and
-prints, as its last line, one JSON object: valid_perplexity (best), test_perplexity (of the
-best checkpoint), train_perplexity (last epoch), train_seconds, words_per_second, ...
+Writes ``history.json``, ``history.png``, ``last.npz``, ``best.npz`` and ``summary.json`` into
+``--out`` and prints the summary as its last line, one JSON object: valid_perplexity (best),
+test_perplexity (of the best checkpoint), train_perplexity (last epoch), train_seconds,
+words_per_second, ...
 """
-import argparse
-import json
 from pathlib import Path
 
-from models import LSTMLM, BetterLSTMLM, SimpleRNNLM
-from tinygrad_rnn.data import Vocabulary, ptb
-from tinygrad_rnn.optimizers import SGD, ReduceOnPlateau
-from tinygrad_rnn.serialization import load_npz
-from tinygrad_rnn.training import LMTrainer, checkpoint_arrays, eval_perplexity
+from tinygrad_rnn.data import BPTTBatcher, Vocabulary, ptb
+from tinygrad_rnn.data.batching import CONVENTIONS
+from tinygrad_rnn.models import build_model
+from tinygrad_rnn.optimizers import SGD
+from tinygrad_rnn.tools.common import (extensions, factor, fill_defaults, parser, positive_int, probability,
+                                       write_summary)
+from tinygrad_rnn.training import Perplexity, ReduceOnPlateau, Trainer, checkpoint, perplexity
 
 CLASSIC = {
-    "rnn": {"wordvec": 100, "hidden": 100, "batch_size": 10, "time_size": 5, "lr": 0.1, "clip": None,
+    "rnn": {"wordvec": 100, "hidden": 100, "batch_size": 10, "time_size": 5, "lr": 0.1, "clip": 0.0,
             "epochs": 100, "dropout": None, "lr_decay": None},
     "lstm": {"wordvec": 100, "hidden": 100, "batch_size": 20, "time_size": 35, "lr": 20.0, "clip": 0.25,
              "epochs": 4, "dropout": None, "lr_decay": None},
@@ -40,58 +44,29 @@ CLASSIC = {
 }
 
 
-def build_model(spec, seed=None):
-    """Construct a language model from its description (as stored in a checkpoint's metadata).
-
-    Args:
-        spec (dict): ``kind`` ("rnn", "lstm", "better"), ``vocab_size``, ``wordvec_size``,
-            ``hidden_size`` and, for "better", ``dropout``.
-        seed (int, optional): randomness of the initial weights (and dropout masks).
-    Returns:
-        Layer: the model, on the CPU.
-    """
-    sizes = (spec["vocab_size"], spec["wordvec_size"], spec["hidden_size"])
-    if spec["kind"] == "better":
-        return BetterLSTMLM(*sizes, dropout=spec["dropout"], seed=seed)
-    return {"rnn": SimpleRNNLM, "lstm": LSTMLM}[spec["kind"]](*sizes, seed=seed)
-
-
 def parse_args(argv=None):
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0],
-                                     formatter_class=argparse.RawDescriptionHelpFormatter, epilog=__doc__)
-    parser.add_argument("--model", choices=sorted(CLASSIC), required=True)
-    parser.add_argument("--wordvec", type=int, help="D, word vector size")
-    parser.add_argument("--hidden", type=int, help="H, hidden size")
-    parser.add_argument("--batch-size", type=int, help="N, parallel streams")
-    parser.add_argument("--time-size", type=int, help="T, truncated-BPTT window")
-    parser.add_argument("--lr", type=float, help="SGD learning rate")
-    parser.add_argument("--clip", type=float, help="max global gradient norm (0: no clipping)")
-    parser.add_argument("--epochs", type=int)
-    parser.add_argument("--dropout", type=float, help="dropout of BetterLSTMLM")
-    parser.add_argument("--lr-decay", type=float, help="multiply lr by this when validation stops improving "
-                                                       "(0: never)")
-    parser.add_argument("--max-iters", type=int, help="stop after this many iterations in total")
-    parser.add_argument("--corpus-size", type=int, help="train on the first WORDS words only (see above)")
-    parser.add_argument("--device", choices=("cpu", "gpu"), default="cpu")
-    parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--out", help="output folder (default runs/<model>)")
-    parser.add_argument("--data-dir", help="folder holding ptb.*.txt, or its parent holding ptb/")
-    parser.add_argument("--no-progress", action="store_true", help="no progress bar")
-    parser.add_argument("--log-every", type=int, default=20, help="record train perplexity every K iterations")
-    parser.add_argument("--resume", help="checkpoint (last.npz) to continue from; give the same settings")
-    args = parser.parse_args(argv)
-    for name, value in CLASSIC[args.model].items():
-        if getattr(args, name) is None:
-            setattr(args, name, value)
-    args.clip = args.clip or None
-    args.lr_decay = args.lr_decay or None
-    args.out = args.out or f"runs/{args.model}"
+    p = parser(__doc__.splitlines()[0], __doc__)
+    p.add_argument("--model", choices=sorted(CLASSIC), required=True)
+    p.add_argument("--wordvec", type=positive_int, help="D, word vector size")
+    p.add_argument("--hidden", type=positive_int, help="H, hidden size")
+    p.add_argument("--time-size", type=positive_int, help="T, truncated-BPTT window")
+    p.add_argument("--dropout", type=probability, help="dropout of BetterLSTMLM")
+    p.add_argument("--lr-decay", type=factor, help="multiply lr by this when validation stops improving "
+                                                   "(1: never)")
+    p.add_argument("--convention", choices=CONVENTIONS, default="textbook", help="how BPTT streams cross epochs")
+    p.add_argument("--keep-last-window", action="store_true", help="keep the last, shorter window of an epoch")
+    p.add_argument("--corpus-size", type=positive_int, help="train on the first WORDS words only (see above)")
+    p.add_argument("--data-dir", help="folder holding ptb.*.txt, or its parent holding ptb/")
+    args = p.parse_args(argv)
+    fill_defaults(args, CLASSIC[args.model])
+    if args.model == "better" and args.wordvec != args.hidden:
+        p.error("--model better ties the output to the embedding: --wordvec must equal --hidden")
+    args.out = Path(args.out or f"runs/{args.model}")
     return args
 
 
 def main(argv=None):
     args = parse_args(argv)
-    out = Path(args.out)
     train, vocab = ptb.load("train", args.data_dir)
     valid = test = None
     if args.corpus_size:
@@ -101,37 +76,43 @@ def main(argv=None):
         valid, _ = ptb.load("valid", args.data_dir)
         test, _ = ptb.load("test", args.data_dir)
 
-    spec = {"kind": args.model, "vocab_size": len(vocab), "wordvec_size": args.wordvec,
-            "hidden_size": args.hidden, "dropout": args.dropout}
+    spec = {"kind": args.model, "vocab_size": len(vocab), "wordvec_size": args.wordvec, "hidden_size": args.hidden}
+    if args.model == "better":
+        spec["dropout"] = args.dropout
     model = build_model(spec, seed=args.seed)
     if args.device == "gpu":
         model.to_gpu()
     opt = SGD(lr=args.lr).setup(model)
-    schedule = None if args.lr_decay is None else ReduceOnPlateau(opt, factor=args.lr_decay)
-    trainer = LMTrainer(model, opt, batch_size=args.batch_size, time_size=args.time_size, max_grad_norm=args.clip,
-                        schedule=schedule, out_dir=out, progress=False if args.no_progress else None,
-                        log=print, log_every=args.log_every,
-                        meta={"model": spec, "vocab": vocab.id_to_word, "args": vars(args)})
+    batches = BPTTBatcher(train, args.batch_size, args.time_size, convention=args.convention,
+                          drop_last=not args.keep_last_window, vocab_size=len(vocab), device=args.device)
+    decay = args.lr_decay if args.lr_decay and args.lr_decay < 1 and valid is not None else None
+    schedule = ReduceOnPlateau("valid_perplexity", factor=decay) if decay else None
+    trainer = Trainer(model, opt, batches, clip=args.clip or None,
+                      evaluators=[Perplexity(valid)] if valid is not None else [],
+                      extensions=extensions(args, args.out, "valid_perplexity" if valid is not None else None,
+                                            schedule=schedule),
+                      log_every=args.log_every,
+                      meta={"model": spec, "vocab": vocab.id_to_word, "args": {**vars(args), "out": str(args.out)}})
     if args.resume:
         trainer.resume(args.resume)
     print(f"{type(model).__name__}: V {len(vocab)}, D {args.wordvec}, H {args.hidden}; {len(train):,} training "
-          f"words, N {args.batch_size} x T {args.time_size}, lr {opt.lr:g}, clip {args.clip}, device {args.device}")
-    history = trainer.fit(train, valid, epochs=args.epochs, max_iters=args.max_iters)
+          f"words, N {args.batch_size} x T {args.time_size} ({args.convention}), lr {opt.lr:g}, clip {args.clip}, "
+          f"device {args.device}")
+    history = trainer.fit(args.epochs, max_iters=args.max_iters)
 
-    result = {"model": args.model, "device": args.device, "epochs": trainer.epoch,
-              "iterations": trainer.total_iterations, "train_perplexity": history["epochs"][-1]["train_perplexity"],
-              "valid_perplexity": trainer.best_valid, "test_perplexity": None}
+    result = {"model": args.model, "device": args.device, "seed": args.seed, **trainer.summary(),
+              "train_perplexity": history["epochs"][-1]["train_perplexity"], "valid_perplexity": None,
+              "test_perplexity": None}
     if test is not None:
-        best = out / "best.npz"
+        scored = [r["valid_perplexity"] for r in history["epochs"]]
+        result["valid_perplexity"] = min(scored, key=float)
+        best = args.out / "best.npz"
         if best.exists():  # test the parameters that did best on validation, as the classic recipe does
-            model.load_state_dict(checkpoint_arrays(load_npz(best)[0], "model"))
-        result["test_perplexity"] = eval_perplexity(model, test)
-    seconds = sum(r["seconds"] for r in history["epochs"])
-    words = sum(r["iterations"] for r in history["epochs"]) * args.batch_size * args.time_size
-    result.update(train_seconds=seconds, words_per_second=words / seconds, lr=opt.lr,
-                  history=str(out / "history.json"), plot=str(out / "history.png"),
-                  checkpoint=str(out / "last.npz"))
-    print(json.dumps(result))
+            model.load_state_dict(checkpoint.read(best)[0])
+        result["test_perplexity"] = perplexity(model, test)["perplexity"]
+    result.update(lr=opt.lr, history=str(args.out / "history.json"), plot=str(args.out / "history.png"),
+                  checkpoint=str(args.out / "last.npz"))
+    write_summary(args.out, result)
 
 
 if __name__ == "__main__":

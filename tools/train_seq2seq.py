@@ -1,101 +1,74 @@
 """Train a seq2seq model on generated addition or date questions and score whole answers.
 
-    python tools/train_seq2seq.py --task {addition,date} --model {seq2seq,peeky,attention}
+    tinygrad-rnn-train-seq2seq --task {addition,date} --model {seq2seq,peeky,attention}
         [--reverse] [--bidirectional] [--epochs E] [--wordvec D] [--hidden H] [--batch-size N]
         [--lr LR] [--lr-schedule {cosine,constant}] [--eps EPS] [--clip NORM] [--count C] [--test-size S]
-        [--data-file PATH] [--examples K]
-        [--beam-width K] [--attention-question TEXT] [--device cpu|gpu] [--seed S] [--out DIR]
-        [--no-progress]
+        [--data-file PATH] [--examples K] [--beam-width K] [--attention-question TEXT] [--max-iters K]
+        [--device cpu|gpu] [--seed S] [--out DIR] [--no-progress] [--resume CHECKPOINT]
 
-Defaults are the classic settings: addition with D 16, H 128, 25 epochs; dates with D 16,
-H 256, 10 epochs; both with batch 128, Adam lr 0.001 (eps 1e-7, as the textbook's Adam),
-clip 5.0, 50,000 generated examples of which 5,000 are held out (``--data-file`` reads the
-textbook's addition.txt or date.txt instead). One default differs from the textbook: the
-learning rate follows a cosine from 0.001 towards 0, one step an epoch. At a constant rate
-(``--lr-schedule constant``, the textbook's) the held-out accuracy of peeky + reverse swings by
-1 to 5 points between the last epochs, so its final figure depends on the seed. After each
-epoch the held-out set is decoded greedily and scored by exact match of the whole answer, and a
-few held-out questions are printed with their decoded answers, marked ☑ (right) or ☒ (wrong).
+(or ``python tools/train_seq2seq.py ...``). Defaults are the classic settings: addition with
+D 16, H 128, 25 epochs; dates with D 16, H 256, 10 epochs; both with batch 128, Adam lr 0.001
+(eps 1e-7, as the textbook's Adam), clip 5.0, 50,000 generated examples of which 5,000 are held
+out (``--data-file`` reads the textbook's addition.txt or date.txt instead). One default
+differs from the textbook: the learning rate follows a cosine from 0.001 towards 0, one step an
+epoch; ``--lr-schedule constant`` keeps the textbook's constant rate, with which the held-out
+accuracy of peeky + reverse swings between the last epochs. After each epoch the held-out set
+is decoded greedily and scored by exact match of the whole answer, and a few held-out questions
+are printed with their decoded answers, marked right or wrong.
 
-Writes ``history.json``, ``history.png`` and ``last.npz`` into ``--out`` and, for the attention
-model, ``attention.png``: the attention weights of one decoded held-out question (or
-``--attention-question``). Prints as its last line one JSON object: test_accuracy (last
-epoch), accuracy (per epoch), train_seconds, eval_seconds, samples_per_second, ...
+Writes ``history.json``, ``history.png``, ``last.npz`` and ``summary.json`` into ``--out`` and,
+for the attention model, ``attention.png``: the attention weights of one decoded held-out
+question (or ``--attention-question``). Prints the summary as its last line, one JSON object:
+test_exact_match (last epoch), test_exact_match_per_epoch, train_seconds, samples_per_second, ...
 """
-import argparse
-import json
-import math
 from pathlib import Path
 
 import numpy as np
 
-from common import marks
-from models import AttentionSeq2seq, PeekySeq2seq, Seq2seq
-from tinygrad_rnn import as_cupy
-from tinygrad_rnn.data import toy_seq
+from tinygrad_rnn.data import ShuffledBatcher, toy_seq
+from tinygrad_rnn.models import build_model
 from tinygrad_rnn.optimizers import Adam
 from tinygrad_rnn.serialization import atomic_write
-from tinygrad_rnn.training import SeqTrainer
+from tinygrad_rnn.tools.common import (EachEpoch, device_mover, extensions, fill_defaults, marks, nonnegative_int,
+                                       parser, positive_float, positive_int, write_summary)
+from tinygrad_rnn.training import Constant, Cosine, ExactMatch, Trainer
 
 CLASSIC = {
     "addition": {"wordvec": 16, "hidden": 128, "epochs": 25},
     "date": {"wordvec": 16, "hidden": 256, "epochs": 10},
 }
+DEFAULTS = {"batch_size": 128, "lr": 0.001, "clip": 5.0}
 
 
 def parse_args(argv=None):
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0],
-                                     formatter_class=argparse.RawDescriptionHelpFormatter, epilog=__doc__)
-    parser.add_argument("--task", choices=sorted(CLASSIC), required=True)
-    parser.add_argument("--model", choices=("seq2seq", "peeky", "attention"), required=True)
-    parser.add_argument("--reverse", action="store_true", help="reverse the questions")
-    parser.add_argument("--bidirectional", action="store_true", help="bidirectional encoder (attention only)")
-    parser.add_argument("--epochs", type=int)
-    parser.add_argument("--wordvec", type=int, help="D, character vector size")
-    parser.add_argument("--hidden", type=int, help="H, hidden size")
-    parser.add_argument("--batch-size", type=int, default=128)
-    parser.add_argument("--lr", type=float, default=0.001, help="Adam learning rate")
-    parser.add_argument("--eps", type=float, default=1e-7, help="Adam epsilon (the textbook's Adam uses 1e-7)")
-    parser.add_argument("--clip", type=float, default=5.0, help="max global gradient norm (0: no clipping)")
-    parser.add_argument("--lr-schedule", choices=("cosine", "constant"), default="cosine",
-                        help="cosine: anneal the learning rate towards 0 over the epochs, one step an epoch; "
-                             "constant: the textbook's")
-    parser.add_argument("--count", type=int, default=50000, help="examples to generate")
-    parser.add_argument("--test-size", type=int, default=5000, help="held-out examples")
-    parser.add_argument("--data-file", help="read question_answer lines from this file instead of generating")
-    parser.add_argument("--examples", type=int, default=8, help="held-out questions printed each epoch")
-    parser.add_argument("--beam-width", type=int, default=1, help="also score the final model with beam search")
-    parser.add_argument("--attention-question", help="question drawn in attention.png (default: the longest of "
-                                                     "the first 100 held-out ones)")
-    parser.add_argument("--device", choices=("cpu", "gpu"), default="cpu")
-    parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--out", help="output folder (default runs/<task>-<model>)")
-    parser.add_argument("--no-progress", action="store_true", help="no progress bar")
-    args = parser.parse_args(argv)
-    for name, value in CLASSIC[args.task].items():
-        if getattr(args, name) is None:
-            setattr(args, name, value)
+    p = parser(__doc__.splitlines()[0], __doc__)
+    p.add_argument("--task", choices=sorted(CLASSIC), required=True)
+    p.add_argument("--model", choices=("seq2seq", "peeky", "attention"), required=True)
+    p.add_argument("--reverse", action="store_true", help="reverse the questions")
+    p.add_argument("--bidirectional", action="store_true", help="bidirectional encoder (attention only)")
+    p.add_argument("--wordvec", type=positive_int, help="D, character vector size")
+    p.add_argument("--hidden", type=positive_int, help="H, hidden size")
+    p.add_argument("--eps", type=positive_float, default=1e-7, help="Adam epsilon (the textbook's Adam uses 1e-7)")
+    p.add_argument("--lr-schedule", choices=("cosine", "constant"), default="cosine",
+                   help="cosine: anneal the learning rate towards 0 over the epochs, one step an epoch; "
+                        "constant: the textbook's")
+    p.add_argument("--count", type=positive_int, default=50000, help="examples to generate")
+    p.add_argument("--test-size", type=positive_int, default=5000, help="held-out examples")
+    p.add_argument("--data-file", help="read question_answer lines from this file instead of generating")
+    p.add_argument("--examples", type=nonnegative_int, default=8, help="held-out questions printed each epoch")
+    p.add_argument("--beam-width", type=positive_int, default=1, help="also score the final model with beam search")
+    p.add_argument("--attention-question", help="question drawn in attention.png (default: the longest of "
+                                                "the first 100 held-out ones)")
+    args = p.parse_args(argv)
+    fill_defaults(args, {**CLASSIC[args.task], **DEFAULTS})
     if args.bidirectional and args.model != "attention":
-        parser.error("--bidirectional needs --model attention")
-    args.out = args.out or f"runs/{args.task}-{args.model}{'-reverse' if args.reverse else ''}"
+        p.error("--bidirectional needs --model attention")
+    if args.attention_question is not None and args.model != "attention":
+        p.error("--attention-question needs --model attention")
+    if args.data_file is None and args.test_size >= args.count:
+        p.error(f"--test-size {args.test_size} leaves no training examples of --count {args.count}")
+    args.out = Path(args.out or f"runs/{args.task}-{args.model}{'-reverse' if args.reverse else ''}")
     return args
-
-
-def build_model(kind, vocab_size, wordvec_size, hidden_size, bidirectional=False, seed=None):
-    """The model named by ``--model``.
-
-    Args:
-        kind (str): "seq2seq", "peeky" or "attention".
-        vocab_size, wordvec_size, hidden_size (int): V, D, H.
-        bidirectional (bool): for "attention" only.
-        seed (int, optional): randomness of the weights.
-    Returns:
-        Layer: the model, on the CPU.
-    """
-    if kind == "attention":
-        return AttentionSeq2seq(vocab_size, wordvec_size, hidden_size, bidirectional=bidirectional, seed=seed)
-    return {"seq2seq": Seq2seq, "peeky": PeekySeq2seq}[kind](vocab_size, wordvec_size, hidden_size, seed=seed)
-
 
 
 def show_examples(model, data, count, move):
@@ -147,8 +120,9 @@ def draw_attention(model, data, question, move, path):
         width = data.x_train.shape[1]
         x = data.vocab.encode([question], width)
         x = x[:, ::-1].copy() if data.reverse else x
-    answer = model.generate(move(x), data.vocab.start_id, data.t_train.shape[1] - 1)[0]
-    weights = model.attention_weights[0]
+    answers, weights = model.generate(move(x), data.vocab.start_id, data.t_train.shape[1] - 1,
+                                      return_attention=True)
+    answer, weights = answers[0], weights[0]
     if data.reverse:  # columns back in reading order
         weights = weights[:, ::-1]
     text = data.question(x[0])
@@ -159,48 +133,53 @@ def draw_attention(model, data, question, move, path):
 
 def main(argv=None):
     args = parse_args(argv)
-    out = Path(args.out)
     data = toy_seq.load_task(args.task, count=args.count, test_size=args.test_size, seed=args.seed,
                              reverse=args.reverse, path=args.data_file)
-    model = build_model(args.model, len(data.vocab), args.wordvec, args.hidden, args.bidirectional, seed=args.seed)
-    move = np.asarray
+    if args.attention_question is not None:  # checked before training, not after it
+        try:
+            data.vocab.encode([args.attention_question], data.x_train.shape[1])
+        except ValueError as e:
+            raise SystemExit(f"train_seq2seq: --attention-question: {e}") from None
+    spec = {"kind": args.model, "vocab_size": len(data.vocab), "wordvec_size": args.wordvec,
+            "hidden_size": args.hidden}
+    if args.model == "attention":
+        spec["bidirectional"] = args.bidirectional
+    model = build_model(spec, seed=args.seed)
+    move = device_mover(args)
     if args.device == "gpu":
         model.to_gpu()
-        move = as_cupy
-    spec = {"task": args.task, "model": args.model, "reverse": args.reverse, "bidirectional": args.bidirectional,
-            "vocab_size": len(data.vocab), "wordvec_size": args.wordvec, "hidden_size": args.hidden}
-
-    def end_of_epoch(trainer, record):
-        show_examples(model, data, args.examples, move)
-        if args.lr_schedule == "cosine":
-            trainer.optimizer.lr = args.lr * 0.5 * (1 + math.cos(math.pi * trainer.epoch / args.epochs))
-
-    trainer = SeqTrainer(model, Adam(args.lr, eps=args.eps).setup(model), batch_size=args.batch_size,
-                         max_grad_norm=args.clip or None, seed=args.seed, out_dir=out,
-                         progress=False if args.no_progress else None, log=print, callback=end_of_epoch,
-                         meta={"model": spec, "vocab": data.vocab.id_to_char, "args": vars(args)})
+    batches = ShuffledBatcher((data.x_train, data.t_train), args.batch_size, seed=args.seed,
+                              vocab_size=len(data.vocab), device=args.device)
+    schedule = Cosine(args.epochs) if args.lr_schedule == "cosine" else Constant()
+    trainer = Trainer(model, Adam(args.lr, eps=args.eps).setup(model), batches, clip=args.clip or None,
+                      evaluators=[ExactMatch(data.x_test, data.t_test)],
+                      extensions=extensions(args, args.out, "test_exact_match", "max", schedule,
+                                            [EachEpoch(lambda: show_examples(model, data, args.examples, move))]),
+                      log_every=args.log_every,
+                      meta={"model": spec, "task": args.task, "reverse": args.reverse, "vocab": data.vocab.id_to_char,
+                            "args": {**vars(args), "out": str(args.out)}})
+    if args.resume:
+        trainer.resume(args.resume)
     print(f"{type(model).__name__} on {args.task}{' (reversed questions)' if args.reverse else ''}: "
           f"V {len(data.vocab)}, D {args.wordvec}, H {args.hidden}; {len(data.x_train):,} training and "
           f"{len(data.x_test):,} held-out examples, batch {args.batch_size}, Adam lr {args.lr:g} eps {args.eps:g} "
-          f"({args.lr_schedule}), clip {args.clip}, "
-          f"device {args.device}")
-    history = trainer.fit(data.x_train, data.t_train, data.x_test, data.t_test, epochs=args.epochs)
+          f"({args.lr_schedule}), clip {args.clip}, device {args.device}")
+    history = trainer.fit(args.epochs, max_iters=args.max_iters)
 
-    epochs = history["epochs"]
-    train_seconds = sum(r["seconds"] for r in epochs)
-    result = {**spec, "epochs": len(epochs), "test_accuracy": epochs[-1]["accuracy"],
-              "accuracy": [r["accuracy"] for r in epochs], "loss": [r["loss"] for r in epochs],
-              "train_seconds": train_seconds, "eval_seconds": sum(r["eval_seconds"] for r in epochs),
-              "samples_per_second": sum(r["iterations"] for r in epochs) * args.batch_size / train_seconds,
-              "device": args.device, "seed": args.seed, "history": str(out / "history.json"),
-              "plot": str(out / "history.png"), "checkpoint": str(out / "last.npz")}
+    epochs = [r for r in history["epochs"] if r["complete"]]
+    result = {**spec, "task": args.task, "reverse": args.reverse, "device": args.device, "seed": args.seed,
+              **trainer.summary(), "test_exact_match": history["epochs"][-1]["test_exact_match"],
+              "test_exact_match_per_epoch": [r["test_exact_match"] for r in epochs],
+              "train_loss_per_epoch": [r["train_loss"] for r in epochs],
+              "history": str(args.out / "history.json"), "plot": str(args.out / "history.png"),
+              "checkpoint": str(args.out / "last.npz")}
     if args.beam_width > 1:
-        result["test_accuracy_beam"] = trainer.evaluate(data.x_test, data.t_test, beam_width=args.beam_width)
-        result["beam_width"] = args.beam_width
+        beam = ExactMatch(data.x_test, data.t_test, beam_width=args.beam_width)(model)
+        result.update(test_exact_match_beam=beam["exact_match"], beam_width=args.beam_width)
     if args.model == "attention":
-        answer = draw_attention(model, data, args.attention_question, move, out / "attention.png")
-        result.update(attention_plot=str(out / "attention.png"), attention_answer=answer)
-    print(json.dumps(result))
+        answer = draw_attention(model, data, args.attention_question, move, args.out / "attention.png")
+        result.update(attention_plot=str(args.out / "attention.png"), attention_answer=answer)
+    write_summary(args.out, result)
 
 
 if __name__ == "__main__":

@@ -4,7 +4,7 @@ import itertools
 import numpy as np
 
 from tinygrad_rnn.backend import get_array_module
-from tinygrad_rnn.core import Function, Variable, as_variable, dual
+from tinygrad_rnn.core import Config, Function, Variable, as_variable, dual
 
 
 def _sum_to_array(x, shape):
@@ -130,12 +130,42 @@ def getitem(x, index):
     return GetItem(index)(x)
 
 
+def _bounded(ids, size):
+    """NumPy ids with each negative one replaced by ``size``, so that NumPy's bounds check refuses
+    it instead of wrapping it to the last rows; CuPy ids are returned unchanged."""
+    if isinstance(ids, np.ndarray) and ids.dtype.kind == "i":
+        return np.where(ids < 0, size, ids)
+    return ids
+
+
+def index_range_error(op, what, ids, size):
+    """The error for ``ids`` outside [0, size): names the op and the range found (reads the ids back).
+
+    Args:
+        op (str): the op, e.g. ``"embed_id"``.
+        what (str): ``"ids"`` or ``"labels"``.
+        ids (ndarray): the (counted) integer ids, not empty.
+        size (int): the number of valid ids.
+    Returns:
+        IndexError: to raise.
+    """
+    lo, hi = int(ids.min()), int(ids.max())
+    return IndexError(f"{op}: {what} must lie in [0, {size}), got range [{lo}, {hi}]")
+
+
+def check_index_range(op, what, ids, size):
+    """Raise ``index_range_error`` when an id lies outside [0, size); a host read, so the ops call
+    it only under ``debug_mode()`` (and NumPy ops when NumPy's bounds check has failed)."""
+    if ids.size and (int(ids.min()) < 0 or int(ids.max()) >= size):
+        raise index_range_error(op, what, ids, size)
+
+
 class EmbedID(Function):
     int_inputs = (0,)
 
     def forward(self, ids, W):
         self.ids, self.W_shape = ids, W.shape
-        return W[ids]
+        return W[_bounded(ids, W.shape[0])]
 
     def backward(self, gy):
         return None, dual(GetItemGrad(self.ids, self.W_shape), gy)
@@ -143,6 +173,10 @@ class EmbedID(Function):
 
 def embed_id(ids, W):
     """Row lookup ``W[ids]``; the gradient of a row used several times accumulates.
+
+    Ids are validated where data enters (batch sources, data sets). NumPy refuses an id out of
+    range here too; on the GPU the range is checked only under ``debug_mode()`` (checking costs
+    a device-to-host read in every step).
 
     Args:
         ids (ndarray | Variable): integer ids of any shape S, each in [0, V).
@@ -152,20 +186,22 @@ def embed_id(ids, W):
     Raises:
         TypeError: ``ids`` is not an integer array.
         ValueError: ``W`` is not 2-D.
-        IndexError: an id lies outside [0, V).
+        IndexError: an id lies outside [0, V) (see above).
     """
     ids_data = ids.data if isinstance(ids, Variable) else ids
     xp = get_array_module(ids_data)
-    ids_data = xp.asarray(ids_data)
+    ids_data = xp.asanyarray(ids_data)
     W = as_variable(W)
     if ids_data.dtype.kind not in "iu":
         raise TypeError(f"embed_id: ids must be integers, got dtype {ids_data.dtype}")
     if W.ndim != 2:
         raise ValueError(f"embed_id: W must be (V, D), got shape {W.shape}")
-    if ids_data.size and (int(ids_data.min()) < 0 or int(ids_data.max()) >= W.shape[0]):
-        raise IndexError(f"embed_id: ids must lie in [0, {W.shape[0]}), got range "
-                         f"[{int(ids_data.min())}, {int(ids_data.max())}]")
-    return EmbedID()(ids_data if not isinstance(ids, Variable) else ids, W)
+    if Config.debug:
+        check_index_range("embed_id", "ids", ids_data, W.shape[0])
+    try:
+        return EmbedID()(ids_data if not isinstance(ids, Variable) else ids, W)
+    except IndexError:  # NumPy's bounds check: say it in this op's words
+        raise index_range_error("embed_id", "ids", ids_data, W.shape[0]) from None
 
 
 class Concat(Function):

@@ -1,6 +1,7 @@
 """Losses and metrics: softmax_cross_entropy, sigmoid_cross_entropy, mean_squared_error, accuracy."""
 from tinygrad_rnn.backend import get_array_module
-from tinygrad_rnn.core import Function, Variable, as_variable
+from tinygrad_rnn.core import Config, Function, Variable, as_variable
+from tinygrad_rnn.functions.array import _bounded, check_index_range, index_range_error
 
 
 def _labels(t, op):
@@ -21,11 +22,14 @@ class SoftmaxCrossEntropy(Function):
         xp = get_array_module(x)
         self.x_shape = x.shape
         x2 = x.reshape(-1, x.shape[-1])
-        t1 = t.ravel()
-        self.mask = None if self.ignore_label is None else (t1 != self.ignore_label)
-        if self.mask is not None:
+        t1 = _bounded(t.ravel(), x.shape[-1])
+        self.mask = None if self.ignore_label is None else (t.ravel() != self.ignore_label)
+        if self.mask is None:
+            self.count = max(t1.size, 1)  # 0 rows: a loss of 0, not 0 / 0
+        else:
             t1 = xp.where(self.mask, t1, 0)
-        self.count = t1.size if self.mask is None else max(int(self.mask.sum()), 1)
+            # on the device: no host read in a training step
+            self.count = xp.maximum(self.mask.sum(), 1).astype(x.dtype)
         self.t = t1
         rows = xp.arange(t1.size)
         z = x2 - x2.max(axis=1, keepdims=True)
@@ -37,7 +41,7 @@ class SoftmaxCrossEntropy(Function):
         logp = z_target - xp.log(s)
         if self.mask is not None:
             logp = logp * self.mask
-        return xp.asarray(-logp.sum() / self.count, dtype=x.dtype)
+        return xp.asanyarray(-logp.sum() / self.count, dtype=x.dtype)
 
     def backward(self, gy):
         xp = get_array_module(gy)
@@ -52,28 +56,37 @@ class SoftmaxCrossEntropy(Function):
 def softmax_cross_entropy(x, t, ignore_label=None):
     """Mean cross-entropy of softmax(x) against integer labels, stable for large logits.
 
+    Labels are validated where data enters (batch sources, data sets). NumPy refuses a label out
+    of range here too; on the GPU the range is checked only under ``debug_mode()`` (checking
+    costs a device-to-host read in every step).
+
     Args:
         x (Variable | ndarray): (..., C) scores.
         t (ndarray): (...) integer labels in [0, C), or ``ignore_label``.
         ignore_label (int, optional): entries with this label count neither in the sum nor
             in the mean.
     Returns:
-        Variable: () the mean over the counted entries (0 when none counts).
+        Variable: () the mean over the counted entries (0 when none counts, also for 0 rows).
     Raises:
         TypeError: ``t`` is not an integer array.
         ValueError: ``t.shape != x.shape[:-1]``.
-        IndexError: a label outside [0, C) that is not ``ignore_label``.
+        IndexError: a label outside [0, C) that is not ``ignore_label`` (see above).
     """
     x = as_variable(x)
     t = _labels(t, "softmax_cross_entropy")
     if x.ndim < 1 or t.shape != x.shape[:-1]:
         raise ValueError(f"softmax_cross_entropy: labels of shape {t.shape} do not match scores "
                          f"of shape {x.shape} (need t.shape == x.shape[:-1])")
-    counted = t if ignore_label is None else t[t != ignore_label]
-    if counted.size and (int(counted.min()) < 0 or int(counted.max()) >= x.shape[-1]):
-        raise IndexError(f"softmax_cross_entropy: labels must lie in [0, {x.shape[-1]}), got range "
-                         f"[{int(counted.min())}, {int(counted.max())}]")
-    return SoftmaxCrossEntropy(ignore_label)(x, t)
+    if Config.debug:
+        check_index_range("softmax_cross_entropy", "labels", _counted(t, ignore_label), x.shape[-1])
+    try:
+        return SoftmaxCrossEntropy(ignore_label)(x, t)
+    except IndexError:  # NumPy's bounds check: say it in this op's words
+        raise index_range_error("softmax_cross_entropy", "labels", _counted(t, ignore_label), x.shape[-1]) from None
+
+
+def _counted(t, ignore_label):
+    return t if ignore_label is None else t[t != ignore_label]
 
 
 class SigmoidCrossEntropy(Function):
@@ -86,11 +99,14 @@ class SigmoidCrossEntropy(Function):
     def forward(self, x, t):
         xp = get_array_module(x)
         self.mask = (t != self.ignore_label).astype(x.dtype)
-        self.count = max(int(self.mask.sum()), 1)
+        self.count = xp.maximum(self.mask.sum(), 1)  # on the device: no host read
         self.t = t
         # max(x, 0) - x t + log(1 + e^-|x|): the softplus form that never overflows
         loss = xp.maximum(x, 0) - x * t + xp.log1p(xp.exp(-xp.abs(x)))
-        return xp.asarray((loss * self.mask).sum() / self.count, dtype=x.dtype)
+        mean = (loss * self.mask).sum() / self.count
+        # a label outside {0, 1, ignore_label} makes the loss NaN, checked on the device (no host read)
+        invalid = ((t != 0) & (t != 1) & (t != self.ignore_label)).any()
+        return xp.asanyarray(xp.where(invalid, xp.nan, mean), dtype=x.dtype)
 
     def backward(self, gy):
         x = self.inputs[0].data
@@ -107,17 +123,18 @@ def sigmoid_cross_entropy(x, t, ignore_label=-1):
         t (ndarray): S integer labels in {0, 1}, or ``ignore_label``.
         ignore_label (int): entries not counted.
     Returns:
-        Variable: () the mean over the counted entries.
+        Variable: () the mean over the counted entries (0 when none counts); NaN when a label
+        lies outside {0, 1, ignore_label}, found on the device without a host read.
     Raises:
         TypeError: ``t`` is not an integer array.
-        ValueError: ``t.shape != x.shape`` or a label outside {0, 1, ignore_label}.
+        ValueError: ``t.shape != x.shape``, or, under ``debug_mode()`` (which reads the labels
+            back), a label outside {0, 1, ignore_label}.
     """
     x = as_variable(x)
     t = _labels(t, "sigmoid_cross_entropy")
     if t.shape != x.shape:
         raise ValueError(f"sigmoid_cross_entropy: labels of shape {t.shape} do not match scores of shape {x.shape}")
-    bad = (t != 0) & (t != 1) & (t != ignore_label)
-    if bool(bad.any()):
+    if Config.debug and bool(((t != 0) & (t != 1) & (t != ignore_label)).any()):
         raise ValueError(f"sigmoid_cross_entropy: labels must be 0, 1 or {ignore_label}")
     return SigmoidCrossEntropy(ignore_label)(x, t)
 

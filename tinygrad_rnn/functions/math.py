@@ -8,19 +8,16 @@ from tinygrad_rnn.core import Function, Variable, dual
 from tinygrad_rnn.functions.array import BroadcastTo, unbroadcast
 
 
-def _operands(x0, x1):
-    """Give Python and NumPy scalars the dtype and device of the array operand, so that
-    ``x * 2`` keeps float32 (a float64 scalar would otherwise promote it)."""
-    ref = x0 if isinstance(x0, Variable) else x1
-    ref = ref.data if isinstance(ref, Variable) else ref
-    xp = get_array_module(ref)
+def _constant(v, other):
+    """``v`` as a scalar of ``other``'s dtype when it is a Python or NumPy number, else None.
 
-    def fix(v):
-        if isinstance(v, (bool, int, float, np.generic)):
-            return xp.asarray(v, dtype=ref.dtype)
-        return v
-
-    return fix(x0), fix(x1)
+    A constant operand stays a scalar hyper-parameter of its op: ``x * 2`` keeps float32 (a
+    float64 scalar would promote it) and no 0-d array is copied to the GPU for it.
+    """
+    if not isinstance(v, (bool, int, float, np.generic)):
+        return None
+    dtype = (other.data if isinstance(other, Variable) else other).dtype
+    return dtype.type(v)
 
 
 class Add(Function):
@@ -32,8 +29,19 @@ class Add(Function):
         return unbroadcast(gy, self.shapes[0]), unbroadcast(gy, self.shapes[1])
 
 
+class AddConstant(Function):
+    def __init__(self, c):
+        self.c = c
+
+    def forward(self, x):
+        return x + self.c
+
+    def backward(self, gy):
+        return gy
+
+
 def add(x0, x1):
-    """``x0 + x1`` with NumPy broadcasting.
+    """``x0 + x1`` with NumPy broadcasting; a number operand takes the other's dtype.
 
     Args:
         x0, x1 (Variable | ndarray | scalar): mutually broadcastable shapes.
@@ -42,7 +50,13 @@ def add(x0, x1):
     Raises:
         ValueError: the shapes do not broadcast.
     """
-    return Add()(*_operands(x0, x1))
+    c = _constant(x1, x0)
+    if c is not None:
+        return AddConstant(c)(x0)
+    c = _constant(x0, x1)
+    if c is not None:
+        return AddConstant(c)(x1)
+    return Add()(x0, x1)
 
 
 class Sub(Function):
@@ -54,9 +68,28 @@ class Sub(Function):
         return unbroadcast(gy, self.shapes[0]), unbroadcast(-gy, self.shapes[1])
 
 
+class RSubConstant(Function):
+    """``c - x`` for a constant ``c``."""
+
+    def __init__(self, c):
+        self.c = c
+
+    def forward(self, x):
+        return self.c - x
+
+    def backward(self, gy):
+        return -gy
+
+
 def sub(x0, x1):
     """``x0 - x1`` with NumPy broadcasting (see ``add``)."""
-    return Sub()(*_operands(x0, x1))
+    c = _constant(x1, x0)
+    if c is not None:
+        return AddConstant(-c)(x0)  # x - c and x + (-c) round identically
+    c = _constant(x0, x1)
+    if c is not None:
+        return RSubConstant(c)(x1)
+    return Sub()(x0, x1)
 
 
 class Mul(Function):
@@ -68,9 +101,26 @@ class Mul(Function):
         return unbroadcast(gy * x1, x0.shape), unbroadcast(gy * x0, x1.shape)
 
 
+class MulConstant(Function):
+    def __init__(self, c):
+        self.c = c
+
+    def forward(self, x):
+        return x * self.c
+
+    def backward(self, gy):
+        return gy * self.c
+
+
 def mul(x0, x1):
     """``x0 * x1`` with NumPy broadcasting (see ``add``)."""
-    return Mul()(*_operands(x0, x1))
+    c = _constant(x1, x0)
+    if c is not None:
+        return MulConstant(c)(x0)
+    c = _constant(x0, x1)
+    if c is not None:
+        return MulConstant(c)(x1)
+    return Mul()(x0, x1)
 
 
 class Div(Function):
@@ -83,9 +133,42 @@ class Div(Function):
         return unbroadcast(gx0, x0.shape), unbroadcast(-gx0 * x0 / x1, x1.shape)
 
 
+class DivConstant(Function):
+    """``x / c`` for a constant ``c``."""
+
+    def __init__(self, c):
+        self.c = c
+
+    def forward(self, x):
+        return x / self.c
+
+    def backward(self, gy):
+        return gy / self.c
+
+
+class RDivConstant(Function):
+    """``c / x`` for a constant ``c``."""
+
+    def __init__(self, c):
+        self.c = c
+
+    def forward(self, x):
+        return self.c / x
+
+    def backward(self, gy):
+        x = self.arg(0)
+        return -gy * self.c / (x * x)
+
+
 def div(x0, x1):
     """``x0 / x1`` with NumPy broadcasting (see ``add``)."""
-    return Div()(*_operands(x0, x1))
+    c = _constant(x1, x0)
+    if c is not None:
+        return DivConstant(c)(x0)
+    c = _constant(x0, x1)
+    if c is not None:
+        return RDivConstant(c)(x1)
+    return Div()(x0, x1)
 
 
 class Neg(Function):
@@ -127,8 +210,8 @@ def pow(x, c):
     if isinstance(c, Variable):
         raise TypeError("pow: the exponent must be a constant (scalar or array), not a Variable")
     x_data = x.data if isinstance(x, Variable) else x
-    c = get_array_module(x_data).asarray(c, dtype=x_data.dtype)
-    return Pow(c)(x)
+    scalar = _constant(c, x_data)
+    return Pow(get_array_module(x_data).asarray(c, dtype=x_data.dtype) if scalar is None else scalar)(x)
 
 
 class Exp(Function):

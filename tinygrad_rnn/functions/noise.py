@@ -1,7 +1,11 @@
-"""Dropout (inverted: the kept units are scaled by 1 / (1 - p), so test time needs no rescaling)."""
-import numpy as np
+"""Dropout (inverted: the kept units are scaled by 1 / (1 - p), so test time needs no rescaling).
 
-from tinygrad_rnn.backend import get_array_module, uniform
+Masks come from a counter-based ``tinygrad_rnn.random.Generator``: the same bits on NumPy and
+CuPy for the same generator state, one kernel per mask on the GPU, and any rows of a mask can be
+drawn alone (a data-parallel rank draws its rows of the full-batch mask).
+"""
+from tinygrad_rnn import random
+from tinygrad_rnn.backend import get_array_module
 from tinygrad_rnn.core import Config, Function, Variable, as_variable
 
 
@@ -16,31 +20,34 @@ class Dropout(Function):
         return gy * self.scale
 
 
-def dropout_mask(shape, p, rng, like):
+def dropout_mask(shape, p, generator, like, rows=None):
     """A keep-mask for dropout: 1 with probability 1 - p, else 0.
 
     Args:
-        shape (tuple): mask shape, e.g. (N, H) for one mask shared by all time steps.
+        shape (tuple): the full mask's shape, e.g. (N, 1, H) for one mask shared by all time steps.
         p (float): drop probability in [0, 1).
-        rng (numpy.random.Generator): the randomness (also seeds the GPU stream).
+        generator (tinygrad_rnn.random.Generator): the randomness; its counter advances by the
+            whole mask's draw.
         like (ndarray | Variable): array whose device and dtype the mask takes.
+        rows (tuple, optional): ``(start, stop)``: only these rows of the first axis, the same
+            values as in the full mask.
     Returns:
-        ndarray: ``shape``, dtype of ``like``.
+        ndarray: ``shape`` (or its rows), dtype of ``like``.
     """
     like = like.data if isinstance(like, Variable) else like
-    xp = get_array_module(like)
-    return (uniform(shape, rng, xp, like.dtype) >= p).astype(like.dtype)
+    return generator.keep_mask(shape, p, like.dtype, get_array_module(like), rows)
 
 
-def dropout(x, p=0.5, mask=None, rng=None):
+def dropout(x, p=0.5, mask=None, generator=None):
     """Inverted dropout; the identity under ``test_mode()`` or when ``p == 0``.
 
     Args:
         x (Variable | ndarray): any shape, float.
         p (float): drop probability in [0, 1).
         mask (ndarray, optional): a given 0/1 keep-mask of ``x``'s shape (e.g. reused across
-            time steps for variational dropout); drawn from ``rng`` when None.
-        rng (numpy.random.Generator, optional): source of the mask; a fresh generator when None.
+            time steps for variational dropout); drawn from ``generator`` when None.
+        generator (tinygrad_rnn.random.Generator, optional): source of the mask; a freshly
+            seeded one when None (not reproducible).
     Returns:
         Variable: same shape; kept units scaled by 1 / (1 - p).
     Raises:
@@ -52,7 +59,7 @@ def dropout(x, p=0.5, mask=None, rng=None):
     if not Config.train or p == 0.0:
         return x
     if mask is None:
-        mask = dropout_mask(x.shape, p, rng if rng is not None else np.random.default_rng(), x)
+        mask = dropout_mask(x.shape, p, generator if generator is not None else random.Generator(), x)
     elif mask.shape != x.shape:
         raise ValueError(f"dropout: mask of shape {mask.shape} does not match input of shape {x.shape}")
     return Dropout(mask * x.dtype.type(1.0 / (1.0 - p)))(x)

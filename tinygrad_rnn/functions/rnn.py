@@ -186,6 +186,7 @@ def lstm(a, c):
 
 
 class LSTMSequence(Function):
+    op = "lstm_sequence"
     twice_differentiable = False  # backward uses the gates saved by forward and plain array math
 
     def forward(self, xw, h, c, Wh):
@@ -332,6 +333,7 @@ def gru(xw, hw, h, bh):
 
 
 class GRUSequence(Function):
+    op = "gru_sequence"
     twice_differentiable = False  # backward uses the gates saved by forward and plain array math
 
     def forward(self, xw, h, Wh, bh):

@@ -1,8 +1,30 @@
 """Layer: the base class of layers and models."""
+import numbers
+
 import numpy as np
 
 from tinygrad_rnn import backend, serialization
 from tinygrad_rnn.core import Parameter, name_scope
+
+
+def _size(owner, name, value):
+    """``value`` as an int; a TypeError or ValueError naming the layer unless it is a positive integer."""
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral):
+        raise TypeError(f"{owner}: {name} must be a positive int, got {value!r}")
+    if value < 1:
+        raise ValueError(f"{owner}: {name} must be a positive int, got {value!r}")
+    return int(value)
+
+
+def _float_dtype(owner, dtype):
+    """``dtype`` as a numpy.dtype; a TypeError naming the layer unless it is a float dtype."""
+    try:
+        dtype = np.dtype(dtype)
+    except TypeError:
+        raise TypeError(f"{owner}: dtype must be a float dtype, got {dtype!r}") from None
+    if dtype.kind != "f":
+        raise TypeError(f"{owner}: dtype must be a float dtype, got {dtype}")
+    return dtype
 
 
 def _join(prefix, name):
@@ -236,15 +258,14 @@ class Layer:
         """
         return {path: p.data for path, p in self.namedparams()}
 
-    def load_state_dict(self, state):
-        """Copy arrays into the parameters; names and shapes must match exactly.
+    def check_state_dict(self, state):
+        """Check that ``state`` names exactly this layer's parameters, with their shapes.
 
         Args:
-            state (dict): path -> array, as returned by ``state_dict``. Arrays are copied to
-                each parameter's device and cast to its dtype.
+            state (dict): path -> array, as returned by ``state_dict``.
         Raises:
             ValueError: names missing from ``state``, unexpected names, or mismatched shapes;
-                the message lists all of them, and no parameter is changed.
+                the message lists all of them.
         """
         own = dict(self.namedparams())
         missing = sorted(own.keys() - state.keys())
@@ -260,10 +281,31 @@ class Layer:
             problems.append(f"shape mismatch {', '.join(mismatched)}")
         if problems:
             raise ValueError(f"load_state_dict: {'; '.join(problems)}")
+
+    def load_state_dict(self, state):
+        """Copy arrays into the parameters; names and shapes must match exactly.
+
+        All or nothing: every array is checked and converted before any parameter changes.
+
+        Args:
+            state (dict): path -> array, as returned by ``state_dict``. Arrays are copied to
+                each parameter's device and cast to its dtype.
+        Raises:
+            ValueError: names missing from ``state``, unexpected names, mismatched shapes (the
+                message lists all of them), or arrays that are not numeric; no parameter is
+                changed.
+        """
+        self.check_state_dict(state)
+        own = dict(self.namedparams())
+        converted = {}
         for k, p in own.items():
             xp = backend.get_array_module(p.data)
             value = backend.as_numpy(state[k]) if xp is np else state[k]
-            p.data = xp.array(value, dtype=p.dtype)
+            if getattr(value, "dtype", np.dtype(float)).kind not in "biuf":
+                raise ValueError(f"load_state_dict: {k} holds {value.dtype} data, not numbers")
+            converted[k] = xp.array(value, dtype=p.dtype)
+        for k, p in own.items():
+            p.data = converted[k]
 
     def save(self, path):
         """Write the parameters to an ``.npz`` file (no pickle; temp file + ``os.replace``).
@@ -279,7 +321,8 @@ class Layer:
         Args:
             path (str | os.PathLike): the file.
         Raises:
-            ValueError: the names or shapes in the file do not match this layer's.
+            ValueError: the file is not a tinygrad_rnn ``.npz``, or its names or shapes do not
+                match this layer's (nothing is changed then).
         """
         arrays, _ = serialization.load_npz(path)
         self.load_state_dict(arrays)

@@ -1,11 +1,13 @@
 """Feed-forward layers: Linear, TiedLinear, Embedding, Dropout."""
+import numbers
+
 import numpy as np
 
 from tinygrad_rnn import functions as F
-from tinygrad_rnn import initializers
+from tinygrad_rnn import initializers, random
 from tinygrad_rnn.backend import get_array_module
 from tinygrad_rnn.core import Parameter, as_variable
-from tinygrad_rnn.layers.base import Layer
+from tinygrad_rnn.layers.base import Layer, _float_dtype, _size
 
 
 def _affine(x, W, b):
@@ -26,28 +28,42 @@ class Linear(Layer):
     """Affine map ``y = x @ W + b`` over the last axis.
 
     Args:
-        in_size (int | None): D; None infers it from the first input (``W`` is created then).
+        in_size (int | None): D; None infers it from the first input (``W`` and ``b`` are
+            created then, so they are not in ``params()`` before the first call).
         out_size (int): H.
         nobias (bool): no bias ``b``.
-        seed (int | numpy.random.Generator | None): randomness of ``W`` ~ N(0, 1 / D).
+        seed (int | numpy.random.Generator | None): randomness of the initializers.
         dtype: float dtype of the parameters.
+        init (str): preset: "classic" (W ~ N(0, 1/D), b = 0) or "pytorch" (W and b
+            ~ U(-1/sqrt(D), 1/sqrt(D)), as ``torch.nn.Linear``); see ``initializers.preset``.
+        W_init, b_init (callable, optional): initializers (``tinygrad_rnn.initializers``) that
+            replace the preset's; both get fan_in D and fan_out H.
     Attributes:
-        W (Parameter): (D, H).
-        b (Parameter | None): (H,), zeros.
+        W (Parameter | None): (D, H).
+        b (Parameter | None): (H,).
+    Raises:
+        TypeError, ValueError: a size that is not a positive int, a dtype that is not a float
+            dtype, an unknown preset or an initializer that is not callable.
     """
 
-    def __init__(self, in_size, out_size, nobias=False, seed=None, dtype=np.float32):
+    def __init__(self, in_size, out_size, nobias=False, seed=None, dtype=np.float32, *, init="classic", W_init=None,
+                 b_init=None):
         super().__init__()
-        self.out_size = out_size
-        self.dtype = np.dtype(dtype)
+        self.out_size = _size("Linear", "out_size", out_size)
+        self.dtype = _float_dtype("Linear", dtype)
+        self.nobias = nobias
         self.rng = np.random.default_rng(seed)
+        self._inits = initializers.preset("Linear", init, "linear", W=W_init, b=b_init)
         self.W = None
+        self.b = None
         if in_size is not None:
-            self._init_W(in_size)
-        self.b = None if nobias else Parameter(initializers.zeros((out_size,), self.dtype))
+            self._create(_size("Linear", "in_size", in_size))
 
-    def _init_W(self, in_size):
-        self.W = Parameter(initializers.fan_in_normal((in_size, self.out_size), self.rng, self.dtype))
+    def _create(self, in_size):
+        fans = {"fan_in": in_size, "fan_out": self.out_size, "rng": self.rng, "dtype": self.dtype}
+        self.W = Parameter(self._inits["W"]((in_size, self.out_size), **fans))
+        if not self.nobias:
+            self.b = Parameter(self._inits["b"]((self.out_size,), **fans))
 
     def forward(self, x):
         """Apply the map.
@@ -58,9 +74,10 @@ class Linear(Layer):
             Variable: (..., H).
         """
         if self.W is None:
-            self._init_W(x.shape[-1])
+            self._create(x.shape[-1])
             if get_array_module(x) is not np:
-                self.W.to_gpu()
+                for p in self.params():
+                    p.to_gpu()
         return _affine(x, self.W, self.b)
 
 
@@ -70,15 +87,25 @@ class Embedding(Layer):
     Args:
         vocab_size (int): V.
         dim (int): D.
-        seed (int | numpy.random.Generator | None): randomness of ``W`` ~ N(0, 0.01^2).
+        seed (int | numpy.random.Generator | None): randomness of the initializer.
         dtype: float dtype of ``W``.
+        init (str): preset: "classic" (W ~ N(0, 0.01^2)) or "pytorch" (W ~ N(0, 1), as
+            ``torch.nn.Embedding``).
+        W_init (callable, optional): an initializer that replaces the preset's; it gets fan_in D
+            and fan_out V, PyTorch's fans of its (V, D) weight.
     Attributes:
         W (Parameter): (V, D).
+    Raises:
+        TypeError, ValueError: as ``Linear``.
     """
 
-    def __init__(self, vocab_size, dim, seed=None, dtype=np.float32):
+    def __init__(self, vocab_size, dim, seed=None, dtype=np.float32, *, init="classic", W_init=None):
         super().__init__()
-        self.W = Parameter(initializers.embedding_normal((vocab_size, dim), np.random.default_rng(seed), dtype))
+        vocab_size, dim = _size("Embedding", "vocab_size", vocab_size), _size("Embedding", "dim", dim)
+        dtype = _float_dtype("Embedding", dtype)
+        W_init = initializers.preset("Embedding", init, "embedding", W=W_init)["W"]
+        self.W = Parameter(W_init((vocab_size, dim), fan_in=dim, fan_out=vocab_size, rng=np.random.default_rng(seed),
+                                  dtype=dtype))
 
     def forward(self, ids):
         """Look up rows.
@@ -101,15 +128,27 @@ class TiedLinear(Layer):
     Args:
         embedding (Embedding): the layer whose ``W`` (V, D) is shared.
         nobias (bool): no bias ``b``.
+        seed (int | numpy.random.Generator | None): randomness of ``b``'s initializer.
+        init (str): preset of ``b``: "classic" (zeros) or "pytorch" (U(-1/sqrt(D), 1/sqrt(D)),
+            the bias of a ``torch.nn.Linear(D, V)``).
+        b_init (callable, optional): an initializer that replaces the preset's (fan_in D, fan_out V).
     Attributes:
         W (Parameter): (V, D), the Embedding's ``W``.
-        b (Parameter | None): (V,), zeros, of ``W``'s dtype.
+        b (Parameter | None): (V,), of ``W``'s dtype.
+    Raises:
+        TypeError: ``embedding`` is not an Embedding; as ``Linear``.
+        ValueError: as ``Linear``.
     """
 
-    def __init__(self, embedding, nobias=False):
+    def __init__(self, embedding, nobias=False, seed=None, *, init="classic", b_init=None):
         super().__init__()
+        if not isinstance(embedding, Embedding):
+            raise TypeError(f"TiedLinear: embedding must be an Embedding, got {type(embedding).__name__}")
+        b_init = initializers.preset("TiedLinear", init, "linear", b=b_init)["b"]
         self.W = embedding.W
-        self.b = None if nobias else Parameter(initializers.zeros((self.W.shape[0],), self.W.dtype))
+        vocab_size, dim = self.W.shape
+        self.b = None if nobias else Parameter(b_init((vocab_size,), fan_in=dim, fan_out=vocab_size,
+                                                      rng=np.random.default_rng(seed), dtype=self.W.dtype))
 
     def forward(self, x):
         """Apply the projection.
@@ -127,17 +166,20 @@ class Dropout(Layer):
 
     Args:
         p (float): drop probability in [0, 1).
-        seed (int | numpy.random.Generator | None): the layer's source of masks.
+        seed (int | numpy.random.Generator | None): the key of the layer's counter-based
+            generator of masks (``tinygrad_rnn.random``: the same masks on NumPy and CuPy).
+    Attributes:
+        generator (tinygrad_rnn.random.Generator): its state goes into checkpoints.
     Raises:
         ValueError: ``p`` outside [0, 1).
     """
 
     def __init__(self, p=0.5, seed=None):
         super().__init__()
-        if not 0.0 <= p < 1.0:
-            raise ValueError(f"Dropout: p must lie in [0, 1), got {p}")
-        self.p = p
-        self.rng = np.random.default_rng(seed)
+        if isinstance(p, bool) or not isinstance(p, numbers.Real) or not 0.0 <= p < 1.0:
+            raise ValueError(f"Dropout: p must lie in [0, 1), got {p!r}")
+        self.p = float(p)
+        self.generator = random.Generator(seed)
 
     def forward(self, x):
         """Drop units with probability ``p`` and scale the rest by 1 / (1 - p).
@@ -149,4 +191,4 @@ class Dropout(Layer):
         """
         if not self.training:
             return as_variable(x)
-        return F.dropout(x, self.p, rng=self.rng)
+        return F.dropout(x, self.p, generator=self.generator)

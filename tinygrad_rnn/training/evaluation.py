@@ -1,0 +1,162 @@
+"""Evaluators: the perplexity of a language model on a token stream, and the exact match of decoded answers.
+
+An evaluator is called as ``evaluator(model)`` after an epoch and returns a dict of numbers;
+the trainer stores them in the epoch's record as ``<name>_<key>`` (``valid_perplexity``,
+``test_exact_match``). ``main`` names the number that logs and plots show. Evaluation runs
+under ``no_grad()`` and ``test_mode()``, from a fresh state; the state the model carried
+before is put back afterwards, so training continues its streams undisturbed.
+"""
+import math
+
+import numpy as np
+
+from tinygrad_rnn import backend
+from tinygrad_rnn import functions as F
+from tinygrad_rnn.core import no_grad, test_mode
+from tinygrad_rnn.data.batching import check_ids
+
+_PAD = -1  # target of the padding after the end of the text: ignored by the loss
+
+
+def exp(value):
+    """``math.exp`` that gives ``inf`` instead of raising for a diverged loss (and NaN for NaN)."""
+    try:
+        return math.exp(value)
+    except OverflowError:
+        return math.inf
+
+
+def _on_device_of(model, a):
+    p = next(model.params(), None)
+    return backend.as_cupy(a) if p is not None and backend.is_cupy_array(p.data) else backend.as_numpy(a)
+
+
+def perplexity(model, corpus, batch_size=10, time_size=35):
+    """Perplexity of a language model on every target token of a stream.
+
+    The L - 1 targets are cut into N streams of ``ceil((L - 1) / N)`` tokens, read T steps at
+    a time; the end of the last stream is padded with ignored targets, so every token counts
+    exactly once (cutting the remainder off, as fixed-size batches do, would drop up to N*T - 1).
+
+    Args:
+        model (Layer): maps (N, T) int ids to (N, T, V) scores; stateful models carry their
+            state from window to window.
+        corpus (ndarray): (L,) int ids, L >= 2.
+        batch_size (int): N parallel streams.
+        time_size (int): T steps per window.
+    Returns:
+        dict: ``loss`` (mean cross-entropy, nats), ``tokens`` (L - 1) and ``perplexity``
+        (exp of the loss; ``inf`` for a diverged model).
+    Raises:
+        ValueError: fewer than two tokens, sizes below 1, ids that are negative.
+    """
+    corpus = backend.as_numpy(corpus)
+    check_ids("perplexity", "corpus", corpus)
+    if corpus.ndim != 1 or len(corpus) < 2:
+        raise ValueError(f"perplexity: needs a 1-D corpus of at least 2 tokens, got shape {corpus.shape}")
+    if batch_size < 1 or time_size < 1:
+        raise ValueError(f"perplexity: batch_size and time_size must be >= 1, got {batch_size}, {time_size}")
+    targets = len(corpus) - 1
+    n = min(batch_size, targets)
+    length = -(-targets // n)
+    xs = np.zeros(n * length, dtype=np.int32)  # any valid id: the padding's targets are ignored
+    ts = np.full(n * length, _PAD, dtype=np.int32)
+    xs[:targets], ts[:targets] = corpus[:-1], corpus[1:]
+    xs, ts = xs.reshape(n, length), ts.reshape(n, length)
+    carried = model.carried_state()
+    model.reset_state()
+    total = 0.0
+    with no_grad(), test_mode():
+        for k in range(0, length, time_size):
+            window = slice(k, k + time_size)
+            counted = int((ts[:, window] != _PAD).sum())  # known on the host: no device read
+            loss = F.softmax_cross_entropy(model(_on_device_of(model, xs[:, window])),
+                                           _on_device_of(model, ts[:, window]), ignore_label=_PAD)
+            total = total + loss.data * counted
+    model.load_carried_state(carried)
+    mean = float(total) / targets
+    return {"loss": mean, "tokens": targets, "perplexity": exp(mean)}
+
+
+def exact_match(model, xs, ts, batch_size=1000, ignore_id=None, beam_width=1):
+    """How many examples have their whole decoded answer right.
+
+    Each batch is decoded with ``model.generate(xs, start_id, Ta - 1, beam_width=...)`` and
+    compared with ``ts[:, 1:]`` position by position.
+
+    Args:
+        model: has ``generate(xs, start_id, length, beam_width=...)`` -> (N, length) ids.
+        xs (ndarray): (N, ...) inputs.
+        ts (ndarray): (N, Ta) int answers; ``ts[:, 0]`` is the start token (the same in every row).
+        batch_size (int): examples decoded at once.
+        ignore_id (int, optional): target positions holding it are not compared (padding
+            after an end token).
+        beam_width (int): 1 for greedy decoding.
+    Returns:
+        dict: ``correct``, ``total`` and ``exact_match`` (their ratio, in [0, 1]).
+    Raises:
+        ValueError: no examples, ``len(xs) != len(ts)``, or ``ts[:, 0]`` is not constant.
+    """
+    ts = backend.as_numpy(ts)
+    if len(xs) != len(ts) or not len(ts):
+        raise ValueError(f"exact_match: needs as many answers as inputs (at least one), got {len(xs)} and {len(ts)}")
+    first = ts[:, 0]
+    if (first != first[0]).any():
+        raise ValueError(f"exact_match: ts[:, 0] must hold one start token, got {sorted(set(first.tolist()))}")
+    hits = 0
+    for i in range(0, len(xs), batch_size):
+        target = ts[i:i + batch_size, 1:]
+        ids = model.generate(_on_device_of(model, xs[i:i + batch_size]), int(first[0]), target.shape[1],
+                             beam_width=beam_width)
+        right = backend.as_numpy(ids) == target
+        if ignore_id is not None:
+            right |= target == ignore_id
+        hits += int(right.all(axis=1).sum())
+    return {"correct": hits, "total": len(ts), "exact_match": hits / len(ts)}
+
+
+class Perplexity:
+    """Evaluator: ``perplexity`` of a language model on a token stream.
+
+    Args:
+        corpus (ndarray): (L,) int ids (validation or test text).
+        batch_size (int): N.
+        time_size (int): T.
+        name (str): prefix of the record keys (``valid_perplexity``, ``valid_loss``, ``valid_tokens``).
+    """
+
+    main = "perplexity"
+    higher_is_better = False
+
+    def __init__(self, corpus, batch_size=10, time_size=35, name="valid"):
+        self.corpus, self.batch_size, self.time_size, self.name = corpus, batch_size, time_size, name
+
+    def __call__(self, model):
+        """Returns:
+            dict: see ``perplexity``."""
+        return perplexity(model, self.corpus, self.batch_size, self.time_size)
+
+
+class ExactMatch:
+    """Evaluator: ``exact_match`` of decoded answers on a held-out set.
+
+    Args:
+        xs (ndarray): (N, ...) inputs.
+        ts (ndarray): (N, Ta) int answers, ``ts[:, 0]`` the start token.
+        batch_size (int): examples decoded at once.
+        ignore_id (int, optional): target positions not compared.
+        beam_width (int): 1 for greedy decoding.
+        name (str): prefix of the record keys (``test_exact_match``, ``test_correct``, ``test_total``).
+    """
+
+    main = "exact_match"
+    higher_is_better = True
+
+    def __init__(self, xs, ts, batch_size=1000, ignore_id=None, beam_width=1, name="test"):
+        self.xs, self.ts, self.name = xs, ts, name
+        self.batch_size, self.ignore_id, self.beam_width = batch_size, ignore_id, beam_width
+
+    def __call__(self, model):
+        """Returns:
+            dict: see ``exact_match``."""
+        return exact_match(model, self.xs, self.ts, self.batch_size, self.ignore_id, self.beam_width)

@@ -1,0 +1,201 @@
+"""Trainer extensions: a progress bar, a log line per epoch, the history as JSON and PNG, and checkpoints.
+
+An extension is called by ``Trainer.fit`` at fixed points, in the order of the trainer's
+``extensions`` list: ``on_start(trainer)`` when ``fit`` begins, ``on_iteration(trainer)`` after
+every step, ``on_log(trainer, entry)`` every ``log_every`` steps with the running loss,
+``on_epoch_end(trainer, record)`` after each epoch (or part of one, when ``max_iters`` stops
+it) once the evaluators have run, and ``on_end(trainer)``. Extensions with state (schedules,
+the best value a checkpoint tracks) return it from ``state_dict`` and the trainer's checkpoints
+keep it under the extension's ``name``.
+"""
+import math
+import sys
+from pathlib import Path
+
+from tqdm import tqdm
+
+from tinygrad_rnn.serialization import atomic_write, write_json
+
+
+class Extension:
+    """Base class; every hook does nothing. ``name`` (default: the class name) keys the state in checkpoints."""
+
+    @property
+    def name(self):
+        return type(self).__name__
+
+    def on_start(self, trainer):
+        pass
+
+    def on_iteration(self, trainer):
+        pass
+
+    def on_log(self, trainer, entry):
+        pass
+
+    def on_epoch_end(self, trainer, record):
+        pass
+
+    def on_end(self, trainer):
+        pass
+
+    def state_dict(self):
+        """Returns:
+            dict: JSON-ready state (empty: nothing to keep)."""
+        return {}
+
+    def load_state_dict(self, state):
+        """Restore what ``state_dict`` returned."""
+
+
+class ProgressBar(Extension):
+    """A tqdm bar per epoch with the running loss.
+
+    Args:
+        enabled (bool, optional): None shows it only when stderr is a terminal.
+    """
+
+    def __init__(self, enabled=None):
+        self.enabled = sys.stderr.isatty() if enabled is None else enabled
+        self.bar = None
+
+    def on_iteration(self, trainer):
+        if not self.enabled:
+            return
+        if self.bar is None:
+            self.bar = tqdm(total=len(trainer.batches), initial=trainer.iteration - 1, leave=False,
+                            desc=f"epoch {trainer.epoch + 1}/{trainer.epochs}", dynamic_ncols=True)
+        self.bar.update()
+
+    def on_log(self, trainer, entry):
+        if self.bar is not None:
+            self.bar.set_postfix(loss=f"{entry['loss']:.4f}")
+
+    def on_epoch_end(self, trainer, record):
+        self.on_end(trainer)
+
+    def on_end(self, trainer):
+        if self.bar is not None:
+            self.bar.close()
+            self.bar = None
+
+
+def _fmt(value):
+    return f"{value:.4g}" if isinstance(value, float) else str(value)
+
+
+class LogReport(Extension):
+    """One line per epoch: iterations, training loss, every evaluator's main number, lr, time, throughput.
+
+    Args:
+        write (callable): receives each line (default ``print``).
+    """
+
+    def __init__(self, write=print):
+        self.write = write
+
+    def on_epoch_end(self, trainer, record):
+        part = "" if record["complete"] else f", stopped after {record['iterations']} iterations"
+        metrics = "".join(f"  {e.name} {e.main} {_fmt(record[f'{e.name}_{e.main}'])}" for e in trainer.evaluators)
+        rate = trainer.batches.unit + "_per_second"
+        self.write(f"epoch {record['epoch']}/{trainer.epochs}{part}  train loss {_fmt(record['train_loss'])}"
+                   f" (ppl {_fmt(record['train_perplexity'])}){metrics}  lr {record['lr']:g}"
+                   f"  {record['seconds']:.1f} s  {record[rate]:,.0f} {trainer.batches.unit}/s"
+                   f"  eval {record['eval_seconds']:.1f} s")
+
+
+def plot_history(history, path, evaluators=()):
+    """Draw the training loss (running and per epoch) and each evaluator's main number per epoch into a PNG.
+
+    Args:
+        history (dict): ``Trainer.history``.
+        path (str | Path): the PNG file (written atomically).
+        evaluators (sequence): the trainer's evaluators (name and main number of each).
+    """
+    from matplotlib.figure import Figure  # the object API: no pyplot, no global backend switch
+
+    panels = 1 + len(evaluators)
+    fig = Figure(figsize=(4.5 * panels, 4), dpi=100)
+    axes = fig.subplots(1, panels, squeeze=False)[0]
+    per_epoch = history["iterations_per_epoch"] or 1
+    its = history["iterations"]
+    loss_ax = axes[0]
+    if its:
+        loss_ax.plot([r["iteration"] / per_epoch for r in its], [float(r["loss"]) for r in its], color="tab:blue",
+                     alpha=0.3, linewidth=1, label="running")
+    done = [r for r in history["epochs"] if r["complete"]]
+    loss_ax.plot([r["iteration"] / per_epoch for r in done], [float(r["train_loss"]) for r in done], "o-",
+                 color="tab:blue", label="epoch mean")
+    loss_ax.set_ylabel("training loss")
+    loss_ax.legend()
+    for ax, e in zip(axes[1:], evaluators):
+        key = f"{e.name}_{e.main}"
+        scored = [r for r in history["epochs"] if key in r]
+        ax.plot([r["iteration"] / per_epoch for r in scored], [float(r[key]) for r in scored], "s-",
+                color="tab:orange")
+        ax.set_ylabel(key.replace("_", " "))
+        if not e.higher_is_better:
+            ax.set_yscale("log")
+    for ax in axes:
+        ax.set_xlabel("epoch")
+        ax.grid(True, which="both", alpha=0.3)
+    fig.tight_layout()
+    with atomic_write(path) as f:
+        fig.savefig(f, format="png")
+
+
+class History(Extension):
+    """Write ``history.json`` (valid JSON: a diverged run's ``inf`` is kept as ``"inf"``) and
+    ``history.png`` into ``out_dir`` after every epoch record, atomically.
+
+    Args:
+        out_dir (str | Path): the folder (created when missing).
+    """
+
+    def __init__(self, out_dir):
+        self.out_dir = Path(out_dir)
+
+    def on_start(self, trainer):
+        self.out_dir.mkdir(parents=True, exist_ok=True)
+
+    def on_epoch_end(self, trainer, record):
+        write_json(self.out_dir / "history.json", trainer.history)
+        plot_history(trainer.history, self.out_dir / "history.png", trainer.evaluators)
+
+
+class Checkpoint(Extension):
+    """Write ``last.npz`` after every epoch record and, when ``monitor`` improves, ``best.npz``.
+
+    Both are complete checkpoints (``Trainer.save_checkpoint``): ``Trainer.resume`` continues
+    from either exactly. A crash while writing leaves the previous file intact.
+
+    Args:
+        out_dir (str | Path): the folder (created when missing).
+        monitor (str, optional): record key deciding ``best.npz`` (``"valid_perplexity"``);
+            None writes only ``last.npz``.
+        mode (str): ``"min"`` or ``"max"``: which direction of ``monitor`` is better.
+    """
+
+    def __init__(self, out_dir, monitor=None, mode="min"):
+        if mode not in ("min", "max"):
+            raise ValueError(f"Checkpoint: mode must be 'min' or 'max', got {mode!r}")
+        self.out_dir, self.monitor, self.mode = Path(out_dir), monitor, mode
+        self.best = None
+
+    def on_start(self, trainer):
+        self.out_dir.mkdir(parents=True, exist_ok=True)
+
+    def on_epoch_end(self, trainer, record):
+        if self.monitor is not None and self.monitor in record:
+            value = float(record[self.monitor])
+            if math.isfinite(value) and (self.best is None or (value < self.best if self.mode == "min"
+                                                                else value > self.best)):
+                self.best = value
+                trainer.save_checkpoint(self.out_dir / "best.npz")
+        trainer.save_checkpoint(self.out_dir / "last.npz")
+
+    def state_dict(self):
+        return {"best": self.best}
+
+    def load_state_dict(self, state):
+        self.best = None if state["best"] is None else float(state["best"])

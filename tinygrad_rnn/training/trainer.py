@@ -1,0 +1,244 @@
+"""The trainer: one training step, and the loop that runs it over a batch source.
+
+Usage::
+
+    model = LSTMLM(10000, 100, 100, seed=0)
+    opt = SGD(lr=20.0).setup(model)
+    trainer = Trainer(model, opt, BPTTBatcher(train_ids, 20, 35), clip=0.25,
+                      evaluators=[Perplexity(valid_ids)],
+                      extensions=[ReduceOnPlateau("valid_perplexity"), Checkpoint("runs/lm", "valid_perplexity"),
+                                  History("runs/lm"), LogReport()])
+    trainer.fit(epochs=4)
+
+``step(batch)`` is the whole of an iteration (forward through ``model.loss``, backward,
+clipping, update, graph cut): the one function every loop, benchmark and wrapper calls. It
+never reads a device value back to the host; ``fit`` reads the loss only every ``log_every``
+steps and at the end of an epoch.
+"""
+import time
+
+from tinygrad_rnn import backend
+from tinygrad_rnn.optimizers import check_number, clip_grads
+from tinygrad_rnn.training import checkpoint
+from tinygrad_rnn.training.evaluation import exp
+from tinygrad_rnn.training.extensions import Checkpoint
+from tinygrad_rnn.training.schedules import Schedule
+
+
+def _positive_int(where, name, value):
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise ValueError(f"{where}: {name} must be a positive integer, got {value!r}")
+    return value
+
+
+class Trainer:
+    """Train any model with ``loss(*batch) -> scalar Variable`` on a batch source.
+
+    One epoch runs ``step`` on every batch of ``batches.batches(epoch, start)``; a stateful
+    model's carried state is reset when training starts and, if the source says so
+    (``reset_each_epoch``), at the start of every epoch. After each epoch (or the part of one
+    that ``max_iters`` allows) the evaluators run and the extensions get the epoch's record.
+
+    Checkpoints (``save_checkpoint``; the ``Checkpoint`` extension writes them) hold the
+    parameters and carried state, the optimizer's state, every random generator of the model,
+    the trainer's counters and running sums, the history and each extension's state, so that
+    ``resume`` continues exactly, inside an epoch too: an interrupted and resumed run gives
+    the same parameters and numbers as an uninterrupted one.
+
+    Args:
+        model (Layer): has ``loss(*batch)`` returning a () Variable.
+        optimizer (Optimizer): already ``setup(model)``.
+        batches: a batch source (``data.BPTTBatcher``, ``data.ShuffledBatcher``; see
+            ``tinygrad_rnn.data.batching`` for the protocol) on the model's device; None for a
+            trainer whose ``step`` is called by hand (``fit`` then refuses to run).
+        clip (float, optional): clip the global gradient norm to this (> 0).
+        evaluators (sequence): called as ``evaluator(model)`` after each epoch
+            (``evaluation.Perplexity``, ``evaluation.ExactMatch``); each has ``name``, ``main``
+            and ``higher_is_better``.
+        extensions (sequence of Extension): progress, logs, history, checkpoints, schedules;
+            called in this order (schedules before checkpoints, so that a checkpoint holds
+            the next epoch's learning rate).
+        log_every (int): read and record the running loss every this many steps.
+        meta (dict, optional): JSON-ready information kept in checkpoints under ``"run"``
+            (the model's spec for ``models.build_model``, the vocabulary, the settings).
+    Raises:
+        ValueError: a bad ``clip`` or ``log_every``, two extensions of one name, or a schedule
+            listed after a checkpoint.
+    """
+
+    def __init__(self, model, optimizer, batches, *, clip=None, evaluators=(), extensions=(), log_every=20,
+                 meta=None):
+        self.model, self.optimizer, self.batches = model, optimizer, batches
+        self.clip = None if clip is None else check_number("Trainer", "clip", clip, 0.0, low_open=True)
+        self.evaluators, self.extensions = list(evaluators), list(extensions)
+        self.log_every = _positive_int("Trainer", "log_every", log_every)
+        self.meta = meta or {}
+        names = [e.name for e in self.extensions]
+        if len(set(names)) != len(names):
+            raise ValueError(f"Trainer: two extensions share a name ({', '.join(names)}); their states would mix")
+        kinds = [isinstance(e, Checkpoint) for e in self.extensions]
+        if True in kinds and any(isinstance(e, Schedule) for e in self.extensions[kinds.index(True):]):
+            raise ValueError("Trainer: list schedules before Checkpoint, so that checkpoints hold the next "
+                             "epoch's learning rate")
+        backend.keep_freed_memory()  # each step frees and reallocates its activations
+        self.epoch = 0  # epochs completed
+        self.iteration = 0  # steps done in the current epoch
+        self.total_iterations = 0
+        self.epochs = None  # the target of the running fit
+        self.history = {"iterations_per_epoch": None if batches is None else len(batches), "epochs": [],
+                        "iterations": []}
+        self._open_epoch()
+
+    def _open_epoch(self):
+        # sums of the current epoch; device scalars while running (no synchronization per step)
+        self.sums = {"loss": 0.0, "items": 0, "seconds": 0.0, "window_loss": 0.0, "window": 0}
+
+    def step(self, batch):
+        """One training iteration: loss, backward, clipping, update, graph cut.
+
+        Args:
+            batch (tuple): the arrays of ``model.loss(*batch)``, on the model's device.
+        Returns:
+            ndarray: () the loss, on the model's device (not read back).
+        """
+        loss = self.model.loss(*batch)
+        loss.backward()
+        loss.unchain_backward()  # a carried state must not lead back into this step's graph
+        if self.clip is not None:
+            clip_grads(self.model.params(), self.clip)
+        self.optimizer.update()
+        self.model.cleargrads()
+        return loss.data
+
+    def fit(self, epochs, max_iters=None):
+        """Train until ``epochs`` epochs are complete (counted from the start, resumes included).
+
+        Args:
+            epochs (int): the total number of epochs.
+            max_iters (int, optional): stop once this many steps in total are done (inside an
+                epoch too: the part is recorded and checkpointed, and ``resume`` completes it).
+        Returns:
+            dict: ``self.history``: ``epochs``, one record per epoch or part of one (see
+            ``_record``), and ``iterations``, the running loss every ``log_every`` steps.
+        Raises:
+            ValueError: bad ``epochs``/``max_iters``, or batches on another device than the model.
+        """
+        if self.batches is None:
+            raise ValueError("Trainer.fit: the trainer has no batch source (built with batches=None)")
+        self.epochs = _positive_int("Trainer.fit", "epochs", epochs)
+        if max_iters is not None:
+            _positive_int("Trainer.fit", "max_iters", max_iters)
+        p = next(self.model.params(), None)
+        device = "gpu" if p is not None and backend.is_cupy_array(p.data) else "cpu"
+        if self.batches.device != device:
+            raise ValueError(f"Trainer.fit: the batches are on the {self.batches.device}, the model on the {device}")
+        for e in self.extensions:
+            e.on_start(self)
+        self.model.cleargrads()
+        while self.epoch < epochs and (max_iters is None or self.total_iterations < max_iters):
+            self._run_epoch(max_iters)
+        for e in self.extensions:
+            e.on_end(self)
+        return self.history
+
+    def _run_epoch(self, max_iters):
+        if self.iteration == 0 and (self.epoch == 0 or self.batches.reset_each_epoch):
+            self.model.reset_state()
+        sums = self.sums
+        began = time.perf_counter()
+        for batch in self.batches.batches(self.epoch, self.iteration):
+            loss = self.step(batch)
+            sums["loss"] = sums["loss"] + loss
+            sums["window_loss"] = sums["window_loss"] + loss
+            sums["window"] += 1
+            sums["items"] += self.batches.count(batch)
+            self.iteration += 1
+            self.total_iterations += 1
+            for e in self.extensions:
+                e.on_iteration(self)
+            if sums["window"] == self.log_every:
+                self._log()
+            if self.total_iterations == max_iters:
+                break
+        sums["seconds"] += time.perf_counter() - began
+        complete = self.iteration == len(self.batches)
+        if complete:
+            self.epoch += 1
+        record = self._record(complete)
+        if complete:
+            self.iteration = 0
+            self._open_epoch()
+        for e in self.extensions:
+            e.on_epoch_end(self, record)
+
+    def _log(self):
+        sums = self.sums
+        entry = {"iteration": self.total_iterations, "epoch": self.epoch + 1,
+                 "loss": float(sums["window_loss"]) / sums["window"]}
+        sums["window_loss"], sums["window"] = 0.0, 0
+        self.history["iterations"].append(entry)
+        for e in self.extensions:
+            e.on_log(self, entry)
+
+    def _record(self, complete):
+        """The numbers of the epoch so far, evaluated, appended to the history.
+
+        Keys: ``epoch`` (1-based), ``iteration`` (steps in total), ``iterations`` (steps of
+        this epoch so far), ``complete``, ``train_loss`` (mean over this epoch's steps),
+        ``train_perplexity`` (its exp: per-token perplexity of a cross-entropy loss), ``lr``,
+        ``seconds`` (training time of the epoch so far), ``<unit>_per_second``,
+        ``eval_seconds``, and ``<evaluator name>_<key>`` for every evaluator's numbers.
+        """
+        sums = self.sums
+        train_loss = float(sums["loss"]) / self.iteration
+        record = {"epoch": self.epoch if complete else self.epoch + 1, "iteration": self.total_iterations,
+                  "iterations": self.iteration, "complete": complete, "train_loss": train_loss,
+                  "train_perplexity": exp(train_loss), "lr": self.optimizer.lr, "seconds": sums["seconds"],
+                  f"{self.batches.unit}_per_second": sums["items"] / max(sums["seconds"], 1e-12)}
+        began = time.perf_counter()
+        for evaluator in self.evaluators:
+            record.update({f"{evaluator.name}_{k}": v for k, v in evaluator(self.model).items()})
+        record["eval_seconds"] = time.perf_counter() - began
+        self.history["epochs"].append(record)
+        return record
+
+    def summary(self):
+        """Totals of the whole run (resumed parts included), from the history.
+
+        Returns:
+            dict: ``epochs`` (complete), ``iterations``, ``train_seconds``, ``eval_seconds``,
+            ``<unit>_per_second`` and ``train_loss`` (of the last record).
+        """
+        records = self.history["epochs"]
+        last_of_epoch = {r["epoch"]: r for r in records}  # a resumed epoch's record covers its part before the stop
+        seconds = sum(r["seconds"] for r in last_of_epoch.values())
+        rate = f"{self.batches.unit}_per_second"
+        items = sum(r[rate] * r["seconds"] for r in last_of_epoch.values())
+        out = {"epochs": self.epoch, "iterations": self.total_iterations, "train_seconds": seconds,
+               "eval_seconds": sum(r["eval_seconds"] for r in records), rate: items / max(seconds, 1e-12)}
+        if records:
+            out["train_loss"] = records[-1]["train_loss"]
+        return out
+
+    def save_checkpoint(self, path):
+        """Write everything ``resume`` needs into one ``.npz`` file (atomically, no pickle).
+
+        Args:
+            path (str | Path): the file.
+        """
+        checkpoint.save(self, path)
+
+    def resume(self, path):
+        """Continue from a checkpoint of this run; all or nothing.
+
+        Args:
+            path (str | Path): a file written by ``save_checkpoint``.
+        Returns:
+            dict: the checkpoint's ``"run"`` metadata.
+        Raises:
+            ValueError: the file is not a tinygrad_rnn checkpoint, or it does not fit this run
+                (another optimizer or its settings, other batch or window sizes, other
+                parameters, generators or extensions); one message lists every difference and
+                nothing is changed.
+        """
+        return checkpoint.load(self, path)
