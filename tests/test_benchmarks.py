@@ -14,14 +14,16 @@ def _lines(script, *args):
 
 
 def test_bench_seq2seq_prints_samples_per_second_for_each_side_and_round():
-    results = _lines("bench_seq2seq.py", "--models", "seq2seq", "--iters", "2", "--warmup", "1", "--rounds", "2")
+    header, *results = _lines("bench_seq2seq.py", "--models", "seq2seq", "--iters", "2", "--warmup", "1",
+                              "--rounds", "2")
+    assert header["command"].startswith("python tools/bench_seq2seq.py --models seq2seq")
     ours = [r for r in results if r["impl"] == "tinygrad_rnn"]
     assert [r["round"] for r in ours] == [0, 1]
     assert all(r["model"] == "Seq2seq" and r["samples_per_second"] > 0 and r["iterations"] == 2 for r in results)
 
 
 def test_bench_lm_prints_words_per_second_and_the_memory_check():
-    results = _lines("bench_lm.py", "--models", "lstm", "--iters", "2", "--warmup", "1", "--rounds", "1",
+    header, *results = _lines("bench_lm.py", "--models", "lstm", "--iters", "2", "--warmup", "1", "--rounds", "1",
                      "--memory-iters", "12")
     timed = [r for r in results if "words_per_second" in r]
     assert timed and all(r["model"] == "LSTMLM" and r["words_per_second"] > 0 for r in timed)

@@ -382,3 +382,12 @@ def test_gpu_keep_mask_equals_numpy_bit_for_bit(cupy, seed, counter, shape, rows
     assert isinstance(mask, cupy.ndarray) and mask.dtype == dtype
     np.testing.assert_array_equal(cupy.asnumpy(mask), cpu.keep_mask(shape, p, dtype, rows=rows))
     assert gpu.counter == cpu.counter
+
+
+def test_a_numpy_generator_spawns_distinct_keys_without_drawing_from_its_stream():
+    rng = np.random.default_rng(5)
+    first, second = Generator(rng), Generator(rng)
+    assert first.seed != second.seed
+    assert rng.random() == np.random.default_rng(5).random()  # the weights drawn from rng are unchanged
+    again = np.random.default_rng(5)
+    assert (Generator(again).seed, Generator(again).seed) == (first.seed, second.seed)

@@ -1,5 +1,9 @@
 """save_npz / load_npz and Layer.save / load / state_dict: round trips, atomic writes, clear errors."""
+import json
+import math
 import os
+import subprocess
+import sys
 
 import numpy as np
 import pytest
@@ -110,3 +114,73 @@ def test_load_of_a_file_from_another_architecture_raises(tmp_path):
     _model(hidden=4).save(path)
     with pytest.raises(ValueError, match=r"shape mismatch embed/W \(expected \(7, 5\), got \(7, 4\)\)"):
         _model(hidden=5).load(path)
+
+
+def test_a_write_is_flushed_to_disk_before_and_after_the_rename(tmp_path, monkeypatch):
+    synced = []
+    real_fsync = os.fsync
+    monkeypatch.setattr(os, "fsync", lambda fd: synced.append(os.path.isdir(f"/proc/self/fd/{fd}")) or real_fsync(fd))
+    serialization.save_npz(tmp_path / "a.npz", {"x": np.ones(3)})
+    assert synced == [False, True]  # the file, then its directory (the rename)
+
+
+def test_a_crashed_write_leaves_no_temporary_file_after_the_next_start(tmp_path):
+    target = tmp_path / "last.npz"
+    code = ("import os, signal, sys; from tinygrad_rnn.serialization import atomic_write\n"
+            "with atomic_write(sys.argv[1]) as f:\n    f.write(b'partial')\n    os.kill(os.getpid(), signal.SIGKILL)\n")
+    done = subprocess.run([sys.executable, "-c", code, str(target)], capture_output=True)
+    assert done.returncode == -9
+    left = [p.name for p in tmp_path.iterdir()]
+    assert len(left) == 1 and left[0].startswith(".last.npz.") and left[0].endswith(".tmp")  # the crash's remains
+    serialization.save_npz(target, {"x": np.ones(2)})  # the next write to that file cleans up
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["last.npz"]
+
+
+def test_a_running_writers_temporary_file_is_left_alone(tmp_path):
+    mine = tmp_path / f".last.npz.{os.getpid()}.{'0' * 16}.tmp"  # this process is alive: not abandoned
+    mine.write_bytes(b"being written")
+    serialization.save_npz(tmp_path / "last.npz", {"x": np.ones(2)})
+    assert mine.exists()
+
+
+@pytest.mark.parametrize("content", [b"", b"PK\x03\x04 truncated", b"\x93NUMPY broken", b"random bytes " * 20])
+def test_a_damaged_file_gives_one_error_naming_it(tmp_path, content):
+    path = tmp_path / "bad.npz"
+    path.write_bytes(content)
+    with pytest.raises(ValueError, match=f"{path} is not a tinygrad_rnn checkpoint") as info:
+        serialization.load_npz(path)
+    assert "allow_pickle" not in str(info.value)  # never the advice to load pickled objects
+    with pytest.raises(ValueError, match="is not a tinygrad_rnn checkpoint"):
+        _model().load(path)
+    with pytest.raises(FileNotFoundError):
+        serialization.load_npz(tmp_path / "missing.npz")
+
+
+def test_a_plain_npy_file_is_refused_by_name(tmp_path):
+    path = tmp_path / "weights.npz"
+    with open(path, "wb") as f:
+        np.save(f, np.ones(3))
+    with pytest.raises(ValueError, match="weights.npz is not a tinygrad_rnn checkpoint: it holds a single array"):
+        serialization.load_npz(path)
+
+
+def test_json_stays_valid_with_infinities_and_numpy_numbers(tmp_path):
+    value = {"ppl": float("inf"), "neg": -math.inf, "nan": math.nan, "n": np.int64(3), "x": [np.float32(0.5)]}
+    serialization.write_json(tmp_path / "h.json", value)
+    text = (tmp_path / "h.json").read_text()
+    assert json.loads(text, parse_constant=lambda c: pytest.fail(f"{c} is not JSON")) == {
+        "ppl": "inf", "neg": "-inf", "nan": "nan", "n": 3, "x": [0.5]}
+    assert float("inf") == float(json.loads(text)["ppl"])  # float() reads it back
+    serialization.save_npz(tmp_path / "m.npz", {"a": np.ones(1)}, meta=value)
+    assert serialization.load_npz(tmp_path / "m.npz")[1]["ppl"] == "inf"
+
+
+def test_load_state_dict_changes_nothing_when_one_entry_is_not_numeric():
+    model = _model()
+    before = {k: v.copy() for k, v in model.state_dict().items()}
+    state = {k: v + 1 for k, v in before.items()}
+    state["out/b"] = np.array(["a"] * 7)
+    with pytest.raises(ValueError, match="out/b holds <U1 data, not numbers"):
+        model.load_state_dict(state)
+    for k, v in model.state_dict().items():
+        np.testing.assert_array_equal(v, before[k])

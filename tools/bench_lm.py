@@ -19,6 +19,9 @@ import argparse
 import json
 import os
 import resource
+import shlex
+import sys
+from pathlib import Path
 
 import numpy as np
 
@@ -149,6 +152,8 @@ def main():
     parser.add_argument("--worker", choices=("tinygrad_rnn", "torch"), help=argparse.SUPPRESS)
     args = parser.parse_args()
     models = args.models.split(",")
+    if not args.worker:  # the header line: how to reproduce what follows
+        print(json.dumps({"command": shlex.join(["python", f"tools/{Path(__file__).name}", *sys.argv[1:]])}), flush=True)
     if args.worker:
         worker(args.worker, models[0], args.iters, args.warmup, args.device, args.memory_iters)
         return

@@ -17,6 +17,9 @@ import argparse
 import json
 import os
 import tempfile
+import shlex
+import sys
+from pathlib import Path
 
 import numpy as np
 
@@ -114,6 +117,8 @@ def main():
     parser.add_argument("--data", help=argparse.SUPPRESS)
     args = parser.parse_args()
     models = args.models.split(",")
+    if not args.worker:  # the header line: how to reproduce what follows
+        print(json.dumps({"command": shlex.join(["python", f"tools/{Path(__file__).name}", *sys.argv[1:]])}), flush=True)
     if args.worker:
         worker(args.worker, models[0], args.data, args.warmup)
         return

@@ -12,6 +12,7 @@ import importlib.util
 import json
 import math
 import os
+import shlex
 import subprocess
 import sys
 import time
@@ -22,9 +23,6 @@ import numpy as np
 from tinygrad_rnn import as_cupy
 from tinygrad_rnn.serialization import json_ready, write_json
 from tinygrad_rnn.training import Checkpoint, Extension, History, LogReport, ProgressBar
-
-ROOT = Path(__file__).resolve().parent.parent
-
 
 def _number(kind, low, low_open, high=None, high_open=True):
     """An argparse ``type`` that parses ``kind`` and checks the range before any work starts."""
@@ -119,6 +117,20 @@ def extensions(args, out, monitor=None, mode="min", schedule=None, extra=()):
             Checkpoint(out, monitor, mode), History(out), LogReport(), *extra]
 
 
+def resume(trainer, path):
+    """``trainer.resume(path)``, with a refused checkpoint reported as a usage error (exit code 2).
+
+    Args:
+        trainer (Trainer): the run.
+        path (str): the checkpoint.
+    """
+    try:
+        trainer.resume(path)
+    except (ValueError, FileNotFoundError) as e:
+        print(f"{Path(sys.argv[0]).name}: error: --resume: {e}", file=sys.stderr)
+        raise SystemExit(2) from None
+
+
 class EachEpoch(Extension):
     """Call ``action()`` after every epoch record (e.g. to print decoded examples)."""
 
@@ -132,10 +144,16 @@ class EachEpoch(Extension):
 def write_summary(out, result):
     """Write the run's summary to ``out/summary.json`` and print it as the last line (valid JSON).
 
+    The summary starts with the command that made it (``"command"``), so that a results page
+    built from summaries says how to reproduce each figure.
+
     Args:
         out (Path): the output folder.
         result (dict): the numbers; non-finite ones are written as ``"inf"``/``"nan"``.
     """
+    name = Path(sys.argv[0]).name
+    program = ["python", f"tools/{name}"] if name.endswith(".py") else [name]  # a script, or the installed command
+    result = {"command": shlex.join([*program, *sys.argv[1:]]), **result}
     write_json(Path(out) / "summary.json", result)
     print(json.dumps(json_ready(result), allow_nan=False), flush=True)
 

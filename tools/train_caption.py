@@ -30,7 +30,7 @@ from tinygrad_rnn.models import build_model
 from tinygrad_rnn.optimizers import Adam
 from tinygrad_rnn.serialization import atomic_write
 from tinygrad_rnn.tools.common import (EachEpoch, device_mover, extensions, factor, fill_defaults, marks,
-                                       nonnegative_int, parser, positive_int, write_summary)
+                                       nonnegative_int, parser, positive_int, resume, write_summary)
 from tinygrad_rnn.training import ExactMatch, ExponentialDecay, Trainer
 
 
@@ -119,7 +119,7 @@ def main(argv=None):
                       meta={"model": spec, "vocab": data.vocab.id_to_word,
                             "args": {**vars(args), "out": str(args.out)}})
     if args.resume:
-        trainer.resume(args.resume)
+        resume(trainer, args.resume)
     print(f"CaptionModel: V {len(data.vocab)}, D {args.wordvec}, H {args.hidden}, conv channels {args.channels}; "
           f"{len(data.x_train):,} training and {len(data.x_test):,} held-out images, batch {args.batch_size}, "
           f"Adam lr {args.lr:g} (x{args.lr_decay:g} per epoch), clip {args.clip}, device {args.device}")

@@ -30,7 +30,7 @@ from tinygrad_rnn.data import BPTTBatcher, Vocabulary, ptb
 from tinygrad_rnn.data.batching import CONVENTIONS
 from tinygrad_rnn.models import build_model
 from tinygrad_rnn.optimizers import SGD
-from tinygrad_rnn.tools.common import (extensions, factor, fill_defaults, parser, positive_int, probability,
+from tinygrad_rnn.tools.common import (extensions, factor, fill_defaults, parser, positive_int, probability, resume,
                                        write_summary)
 from tinygrad_rnn.training import Perplexity, ReduceOnPlateau, Trainer, checkpoint, perplexity
 
@@ -94,7 +94,7 @@ def main(argv=None):
                       log_every=args.log_every,
                       meta={"model": spec, "vocab": vocab.id_to_word, "args": {**vars(args), "out": str(args.out)}})
     if args.resume:
-        trainer.resume(args.resume)
+        resume(trainer, args.resume)
     print(f"{type(model).__name__}: V {len(vocab)}, D {args.wordvec}, H {args.hidden}; {len(train):,} training "
           f"words, N {args.batch_size} x T {args.time_size} ({args.convention}), lr {opt.lr:g}, clip {args.clip}, "
           f"device {args.device}")

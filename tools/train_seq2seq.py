@@ -30,7 +30,7 @@ from tinygrad_rnn.models import build_model
 from tinygrad_rnn.optimizers import Adam
 from tinygrad_rnn.serialization import atomic_write
 from tinygrad_rnn.tools.common import (EachEpoch, device_mover, extensions, fill_defaults, marks, nonnegative_int,
-                                       parser, positive_float, positive_int, write_summary)
+                                       parser, positive_float, positive_int, resume, write_summary)
 from tinygrad_rnn.training import Constant, Cosine, ExactMatch, Trainer
 
 CLASSIC = {
@@ -159,7 +159,7 @@ def main(argv=None):
                       meta={"model": spec, "task": args.task, "reverse": args.reverse, "vocab": data.vocab.id_to_char,
                             "args": {**vars(args), "out": str(args.out)}})
     if args.resume:
-        trainer.resume(args.resume)
+        resume(trainer, args.resume)
     print(f"{type(model).__name__} on {args.task}{' (reversed questions)' if args.reverse else ''}: "
           f"V {len(data.vocab)}, D {args.wordvec}, H {args.hidden}; {len(data.x_train):,} training and "
           f"{len(data.x_test):,} held-out examples, batch {args.batch_size}, Adam lr {args.lr:g} eps {args.eps:g} "

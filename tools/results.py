@@ -1,0 +1,184 @@
+"""Write docs/results.md, the one page of measured figures, from the JSON the tools printed.
+
+    python tools/results.py [--results docs/results] [--out docs/results.md]
+
+Each run's folder under ``--results`` holds the ``summary.json`` and ``history.json`` its tool
+wrote (copied from the run's ``--out``); ``bench_lm.jsonl`` and ``bench_seq2seq.jsonl`` hold the
+lines the benchmarks printed. Reproduce a figure with the command its table shows; copy the new
+files over the old ones and run this script again.
+"""
+import argparse
+import json
+import math
+from pathlib import Path
+
+from tinygrad_rnn.serialization import atomic_write
+
+# Figures of the classic textbook's own NumPy implementation on a 2-core machine of this kind,
+# the yardstick of the lessons these runs reproduce.
+TEXTBOOK = {
+    "lm-lstm": "test perplexity 134.1 after 4 epochs (about 8,400 words/s)",
+    "lm-rnn": "train perplexity 417 (epoch 1), 189 (10), 92 (50), 6.8 (100)",
+    "addition": {"seq2seq": 10.0, "seq2seq-reverse": 54.1, "peeky-reverse": 98.1},
+}
+LM_RUNS = [("lm-rnn", "SimpleRNNLM, first 1,000 words"), ("lm-lstm", "LSTMLM, the classic recipe"),
+           ("lm-better-200", "BetterLSTMLM, the first 200 iterations")]
+ADDITION_RUNS = [("addition-seq2seq", "plain"), ("addition-seq2seq-reverse", "reversed questions"),
+                 ("addition-peeky-reverse", "peeky + reversed questions")]
+
+
+def _load(folder):
+    """(summary, history) of one run, or None when the run is missing."""
+    if not (folder / "summary.json").exists():
+        return None
+    history = folder / "history.json"
+    return (json.loads((folder / "summary.json").read_text()),
+            json.loads(history.read_text()) if history.exists() else None)
+
+
+def _num(value, digits=1):
+    if value is None:
+        return "—"
+    value = float(value)
+    return f"{value:,.{digits}f}"
+
+
+def _pct(value):
+    return "—" if value is None else f"{100 * float(value):.2f} %"
+
+
+def _table(header, rows):
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    lines += ["| " + " | ".join(str(c) for c in row) + " |" for row in rows]
+    return lines
+
+
+def _epochs(history):
+    return [r for r in history["epochs"] if r["complete"]]
+
+
+def language_models(runs):
+    out = ["## Language models on Penn Treebank", ""]
+    rows = []
+    for name, title in LM_RUNS:
+        run = runs.get(name)
+        if run is None:
+            continue
+        s, _ = run
+        rows.append([title, f"`{s['command']}`", _num(s["test_perplexity"]), _num(s["valid_perplexity"]),
+                     _num(s["train_perplexity"], 2), s["iterations"], _num(s["train_seconds"], 0),
+                     _num(s["words_per_second"], 0)])
+    out += _table(["run", "command", "test ppl", "best valid ppl", "train ppl (last epoch)", "iterations",
+                   "training s", "words/s"], rows)
+    out += ["", f"The textbook's LSTMLM: {TEXTBOOK['lm-lstm']}; its SimpleRNNLM: {TEXTBOOK['lm-rnn']}.", ""]
+    if "lm-lstm" in runs:
+        _, h = runs["lm-lstm"]
+        out += ["LSTMLM per epoch:", ""]
+        out += _table(["epoch", "train ppl", "valid ppl", "lr", "s", "words/s"],
+                      [[r["epoch"], _num(r["train_perplexity"], 2), _num(r["valid_perplexity"], 2), r["lr"],
+                        _num(r["seconds"], 0), _num(r["words_per_second"], 0)] for r in _epochs(h)])
+        out += ["", "![LSTMLM on PTB](results/lm-lstm/history.png)", ""]
+    if "lm-rnn" in runs:
+        _, h = runs["lm-rnn"]
+        shown = {1, 10, 50, 100}
+        out += ["SimpleRNNLM, train perplexity at the epochs the textbook reports:", ""]
+        out += _table(["epoch", "train ppl"], [[r["epoch"], _num(r["train_perplexity"], 2)] for r in _epochs(h)
+                                               if r["epoch"] in shown])
+        out += [""]
+    if "lm-better-200" in runs:
+        _, h = runs["lm-better-200"]
+        its = h["iterations"]
+        out += [f"BetterLSTMLM: running train perplexity {_num(math.exp(its[0]['loss']), 0)} over the first "
+                f"{its[0]['iteration']} iterations, {_num(math.exp(its[-1]['loss']), 0)} over iterations "
+                f"{its[-2]['iteration'] + 1}-{its[-1]['iteration']} (the 40-epoch recipe needs a GPU).", ""]
+    return out
+
+
+def seq2seq(runs):
+    out = ["## Seq2seq on generated addition questions", ""]
+    present = [(name, title) for name, title in ADDITION_RUNS if name in runs]
+    rows = []
+    for name, title in present:
+        s, _ = runs[name]
+        reference = TEXTBOOK["addition"][name.removeprefix("addition-")]
+        beam = _pct(s.get("test_exact_match_beam")) if "test_exact_match_beam" in s else "—"
+        rows.append([title, f"`{s['command']}`", _pct(s["test_exact_match"]), beam, f"{reference} %",
+                     _num(s["train_seconds"], 0), _num(s["samples_per_second"], 0)])
+    out += _table(["run", "command", "held-out exact match", "beam 3", "textbook", "training s", "samples/s"],
+                  rows)
+    if present:
+        out += ["", "Held-out exact match after each epoch:", ""]
+        curves = [_epochs(runs[name][1]) for name, _ in present]
+        out += _table(["epoch"] + [title for _, title in present],
+                      [[k + 1] + [_pct(c[k]["test_exact_match"]) for c in curves] for k in range(len(curves[0]))])
+        out += ["", f"![held-out exact match per epoch](results/{present[-1][0]}/history.png)"]
+    out += [""]
+    if "date-attention-reverse" in runs:
+        s, h = runs["date-attention-reverse"]
+        out += ["## Dates with attention", "", f"`{s['command']}`: held-out exact match per epoch "
+                + ", ".join(_pct(r["test_exact_match"]) for r in _epochs(h))
+                + f"; {_num(s['train_seconds'], 0)} s of training, {_num(s['samples_per_second'], 0)} samples/s.",
+                "", "![attention weights of a decoded date](results/date-attention-reverse/attention.png)", ""]
+    return out
+
+
+def captioning(runs):
+    if "caption" not in runs:
+        return []
+    s, h = runs["caption"]
+    out = ["## Image captioning of generated digit images", "", f"`{s['command']}`:", ""]
+    out += _table(["epoch", "held-out exact match", "train loss", "s"],
+                  [[r["epoch"], _pct(r["test_exact_match"]), _num(r["train_loss"], 4), _num(r["seconds"], 0)]
+                   for r in _epochs(h)])
+    if "test_exact_match_beam" in s:
+        out += ["", f"With beam width {s['beam_width']}: {_pct(s['test_exact_match_beam'])}."]
+    out += ["", "![held-out images and their generated captions](results/caption/captions.png)", ""]
+    return out
+
+
+def throughput(folder):
+    out = ["## Training throughput next to PyTorch (same run, sides alternating)", ""]
+    for file, unit in (("bench_lm.jsonl", "words_per_second"), ("bench_seq2seq.jsonl", "samples_per_second")):
+        path = folder / file
+        if not path.exists():
+            continue
+        lines = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+        command = next((line["command"] for line in lines if "command" in line), f"python tools/{file[:-6]}.py")
+        timed = [line for line in lines if unit in line]
+        out += [f"`{command}` ({unit.replace('_', ' ')}, float32, CPU):", ""]
+        rows = []
+        for model in dict.fromkeys(line["model"] for line in timed):
+            for r in sorted({line["round"] for line in timed if line["model"] == model}):
+                sides = {line["impl"]: line[unit] for line in timed if line["model"] == model and line["round"] == r}
+                ours, torch = sides.get("tinygrad_rnn"), sides.get("torch")
+                ratio = "—" if not (ours and torch) else f"{ours / torch:.2f}"
+                rows.append([model, r, _num(ours, 0), _num(torch, 0), ratio])
+        out += _table(["model", "round", "tinygrad_rnn", "PyTorch", "ratio"], rows) + [""]
+        memory = [line for line in lines if line.get("check") == "memory"]
+        for m in memory:
+            out += [f"Resident memory of {m['model']}: " + ", ".join(f"{v} MB {k.removeprefix('rss_mb_')}"
+                                                                   for k, v in m.items() if k.startswith("rss_mb"))
+                    + f" (growth {m['growth_mb']} MB).", ""]
+    return out
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--results", default="docs/results", help="folder of the runs' JSON files")
+    parser.add_argument("--out", default="docs/results.md", help="the page to write")
+    args = parser.parse_args(argv)
+    folder = Path(args.results)
+    runs = {p.name: run for p in sorted(folder.iterdir()) if p.is_dir() and (run := _load(p)) is not None}
+    lines = ["# Results", "",
+             "Generated by `python tools/results.py` from the JSON files under `docs/results/`, which the",
+             "commands below wrote (`summary.json`, `history.json`) or printed (the benchmarks). Measured on a",
+             "2-core CPU machine in float32; such a machine has slow phases, so throughput compares only",
+             "within one benchmark run, where the sides alternate.", ""]
+    lines += language_models(runs) + seq2seq(runs) + captioning(runs) + throughput(folder)
+    with atomic_write(args.out, "w") as f:
+        f.write("\n".join(lines).rstrip() + "\n")
+    print(f"wrote {args.out} from {len(runs)} runs")
+
+
+if __name__ == "__main__":
+    main()
