@@ -10,7 +10,7 @@ ifneq ($(wildcard $(SHARED_DATA)/ptb),)
 export TINYGRAD_RNN_DATA ?= $(SHARED_DATA)
 endif
 
-.PHONY: demo test test-slow lint graphs bench dot
+.PHONY: demo test test-slow lint graphs bench dot docs
 
 $(BIN)/.installed: setup.cfg pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -20,6 +20,10 @@ $(BIN)/.installed: setup.cfg pyproject.toml
 
 $(BIN)/.installed-dev: $(BIN)/.installed
 	$(BIN)/python -m pip install -q -e '.[dev]'
+	touch $@
+
+$(BIN)/.installed-docs: $(BIN)/.installed
+	$(BIN)/python -m pip install -q -e '.[docs]'
 	touch $@
 
 # Graphviz's dot renders graphs: install Debian's package when we are root with apt-get,
@@ -53,3 +57,8 @@ graphs: $(BIN)/.installed dot
 bench: $(BIN)/.installed
 	$(BIN)/python tools/bench_engine.py
 	$(BIN)/python tools/bench_lm.py
+
+# the HTML guides and the API reference (from the docstrings) in site/; --strict makes every
+# warning, such as a docstring griffe cannot parse or a broken link, fail the build
+docs: $(BIN)/.installed-docs
+	$(BIN)/mkdocs build --strict

@@ -40,7 +40,7 @@ class AttentionEncoder(Encoder):
         hidden_size (int): H.
         bidirectional (bool): add a backward LSTM.
         seed (int | numpy.random.Generator | None): randomness of the weights.
-        dtype: float dtype of the parameters.
+        dtype (numpy.dtype): float dtype of the parameters.
     """
 
     def __init__(self, vocab_size, wordvec_size, hidden_size, bidirectional=False, seed=None, dtype=np.float32):
@@ -113,7 +113,7 @@ class AttentionSeq2seq(DecodingMixin, L.Layer):
         hidden_size (int): H.
         bidirectional (bool): the encoder also reads the question backwards.
         seed (int | numpy.random.Generator | None): randomness of the weights.
-        dtype: float dtype of the parameters.
+        dtype (numpy.dtype): float dtype of the parameters.
     """
 
     def __init__(self, vocab_size, wordvec_size, hidden_size, bidirectional=False, seed=None, dtype=np.float32):

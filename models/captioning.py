@@ -27,7 +27,7 @@ class CNNEncoder(L.Layer):
         image_shape (tuple): (C, H, W) of the input images.
         channels (sequence of int): output channels of each convolution block.
         seed (int | numpy.random.Generator | None): randomness of the weights.
-        dtype: float dtype of the parameters.
+        dtype (numpy.dtype): float dtype of the parameters.
     Raises:
         ValueError: the image is too small for ``len(channels)`` halvings.
     """
@@ -71,7 +71,7 @@ class CaptionModel(DecodingMixin, L.Layer):
         image_shape (tuple): (C, H, W) of the images.
         channels (sequence of int): output channels of the encoder's convolution blocks.
         seed (int | numpy.random.Generator | None): randomness of the weights.
-        dtype: float dtype of the parameters.
+        dtype (numpy.dtype): float dtype of the parameters.
     """
 
     def __init__(self, vocab_size, wordvec_size, hidden_size, image_shape=(1, 32, 96), channels=(8, 32, 64),

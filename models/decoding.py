@@ -49,7 +49,7 @@ def greedy_search(model, xs, start_id, length):
     """Decode by feeding back the most likely token at every step.
 
     Args:
-        model: has ``init_decoder(xs)`` and ``decode_step(state, ids)`` (see the module).
+        model (Layer): has ``init_decoder(xs)`` and ``decode_step(state, ids)`` (see the module).
         xs (ndarray): (N, ...) model inputs (token ids, images), on the model's device.
         start_id (int): the first decoder input of every row.
         length (int): tokens to generate.
@@ -83,7 +83,7 @@ def beam_search(model, xs, start_id, length, beam_width, end_id=None):
     ``end_id`` again, at no cost, and keeps competing with its final score.
 
     Args:
-        model: has ``init_decoder(xs)`` and ``decode_step(state, ids)`` (see the module).
+        model (Layer): has ``init_decoder(xs)`` and ``decode_step(state, ids)`` (see the module).
         xs (ndarray): (N, ...) model inputs, on the model's device.
         start_id (int): the first decoder input of every row.
         length (int): tokens to generate.
@@ -131,7 +131,7 @@ def sequence_log_prob(model, xs, start_id, ids):
     """Log-probability the model gives to given output sequences (teacher forcing, step by step).
 
     Args:
-        model: has ``init_decoder(xs)`` and ``decode_step(state, ids)``.
+        model (Layer): has ``init_decoder(xs)`` and ``decode_step(state, ids)``.
         xs (ndarray): (N, ...) model inputs, on the model's device.
         start_id (int): the first decoder input of every row.
         ids (array-like): (N, L) int output sequences.

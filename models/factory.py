@@ -26,7 +26,7 @@ def build_model(spec, seed=None, dtype=np.float32):
         spec (dict): ``kind`` (one of ``MODELS``) and the constructor's arguments (lists
             are passed as tuples, as JSON gives them back).
         seed (int | numpy.random.Generator | None): randomness of the weights (and dropout).
-        dtype: float dtype of the parameters.
+        dtype (numpy.dtype): float dtype of the parameters.
     Returns:
         Layer: the model.
     Raises:

@@ -32,7 +32,7 @@ class SimpleRNNLM(_LanguageModel):
         wordvec_size (int): D.
         hidden_size (int): H.
         seed (int | numpy.random.Generator | None): randomness of the weights.
-        dtype: float dtype of the parameters.
+        dtype (numpy.dtype): float dtype of the parameters.
     """
 
     def __init__(self, vocab_size, wordvec_size, hidden_size, seed=None, dtype=np.float32):
@@ -61,7 +61,7 @@ class LSTMLM(_LanguageModel):
         wordvec_size (int): D.
         hidden_size (int): H.
         seed (int | numpy.random.Generator | None): randomness of the weights.
-        dtype: float dtype of the parameters.
+        dtype (numpy.dtype): float dtype of the parameters.
     """
 
     def __init__(self, vocab_size, wordvec_size, hidden_size, seed=None, dtype=np.float32):
@@ -91,7 +91,7 @@ class BetterLSTMLM(_LanguageModel):
         hidden_size (int): H.
         dropout (float): drop probability of the three dropout layers.
         seed (int | numpy.random.Generator | None): randomness of the weights and masks.
-        dtype: float dtype of the parameters.
+        dtype (numpy.dtype): float dtype of the parameters.
     Raises:
         ValueError: ``wordvec_size != hidden_size``.
     """

@@ -26,7 +26,7 @@ class Encoder(L.Layer):
         wordvec_size (int): D.
         hidden_size (int): H.
         seed (int | numpy.random.Generator | None): randomness of the weights.
-        dtype: float dtype of the parameters.
+        dtype (numpy.dtype): float dtype of the parameters.
     """
 
     def __init__(self, vocab_size, wordvec_size, hidden_size, seed=None, dtype=np.float32):
@@ -55,7 +55,7 @@ class Decoder(L.Layer):
         wordvec_size (int): D.
         hidden_size (int): H.
         seed (int | numpy.random.Generator | None): randomness of the weights.
-        dtype: float dtype of the parameters.
+        dtype (numpy.dtype): float dtype of the parameters.
     """
 
     def __init__(self, vocab_size, wordvec_size, hidden_size, seed=None, dtype=np.float32):
@@ -137,7 +137,7 @@ class Seq2seq(DecodingMixin, L.Layer):
         wordvec_size (int): D.
         hidden_size (int): H.
         seed (int | numpy.random.Generator | None): randomness of the weights.
-        dtype: float dtype of the parameters.
+        dtype (numpy.dtype): float dtype of the parameters.
     """
 
     decoder_class = Decoder

@@ -192,6 +192,12 @@ def test_config_contexts_restore_their_values_even_after_an_error():
             pass
     with pytest.raises(AttributeError, match="read-only"):
         tg.core.Config.train = False
+    with pytest.raises(TypeError, match="using_config: train must be True or False, got 'yes'"):
+        with tg.using_config("train", "yes"):
+            pass
+    with pytest.raises(TypeError, match="scope must be a tuple of names"):
+        with tg.using_config("scope", "lstm"):
+            pass
 
 
 def test_a_thread_under_no_grad_leaves_a_training_thread_recording_its_graph():

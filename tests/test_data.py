@@ -266,3 +266,24 @@ def test_shuffled_batches_follow_a_seeded_permutation_per_epoch_and_resume_mid_e
     whole = ShuffledBatcher((xs, ys), 8, seed=3, drop_last=False)
     assert len(whole) == 7 and [len(x) for x, _ in whole.batches(0)][-1] == 2
     assert sorted(np.concatenate([x[:, 0] for x, _ in whole.batches(0)])) == list(range(50))
+
+
+def test_decoding_an_id_outside_the_vocabulary_names_it():
+    with pytest.raises(ValueError, match=r"Vocabulary.decode: ids \[5\] lie outside the vocabulary \[0, 2\)"):
+        Vocabulary(["a", "b"]).decode([0, 5])
+    from tinygrad_rnn.data import toy_seq
+    with pytest.raises(ValueError, match=r"CharVocabulary.decode: ids \[-1, 99\]"):
+        toy_seq.addition_vocabulary().decode([99, -1])
+
+
+def test_an_unknown_split_is_named_before_any_file_is_looked_for(isolated):
+    with pytest.raises(ValueError, match="split must be one of"):
+        ptb.load("dev")
+
+
+def test_caption_sets_of_negative_size_are_refused():
+    from tinygrad_rnn.data import captions
+    with pytest.raises(ValueError, match="load_captions: train_size must be a positive integer, got -1"):
+        captions.load_captions(-1, 10)
+    with pytest.raises(ValueError, match="test_size must be an integer >= 0"):
+        captions.load_captions(10, -2)

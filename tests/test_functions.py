@@ -590,3 +590,15 @@ def test_accuracy_has_no_gradient_and_counts_ignored_labels_out():
     acc = F.accuracy(y, np.array([1, 1, -1]), ignore_label=-1)
     assert acc.creator is None
     assert float(acc.data) == 0.5
+
+
+def test_numpy_errors_inside_an_op_come_with_the_op_name_and_the_shapes():
+    x = tg.Variable(np.ones((3, 4)))
+    with pytest.raises(IndexError, match=r"getitem: index 10 is out of bounds .*\(input shapes \(3, 4\)\)"):
+        F.getitem(x, 10)
+    with pytest.raises(ValueError, match=r"sum: axis 5 is out of bounds"):
+        F.sum(x, axis=5)
+    with pytest.raises(ValueError, match="stack: needs at least one input"):
+        F.stack([])
+    with pytest.raises(ValueError, match=r"div: operands could not be broadcast"):
+        F.div(x, np.ones(5))

@@ -184,3 +184,10 @@ def test_load_state_dict_changes_nothing_when_one_entry_is_not_numeric():
         model.load_state_dict(state)
     for k, v in model.state_dict().items():
         np.testing.assert_array_equal(v, before[k])
+
+
+def test_writing_into_a_missing_folder_or_objects_says_what_is_wrong(tmp_path):
+    with pytest.raises(FileNotFoundError, match=f"the folder {tmp_path / 'nope'} does not exist"):
+        serialization.save_npz(tmp_path / "nope" / "a.npz", {"x": np.ones(1)})
+    with pytest.raises(ValueError, match="save_npz: bad hold Python objects"):
+        serialization.save_npz(tmp_path / "a.npz", {"x": np.ones(1), "bad": np.array([object()])})

@@ -347,6 +347,10 @@ def test_the_trainer_refuses_bad_settings_and_batches_on_another_device(tmp_path
         Trainer(model, opt, BPTTBatcher(TRAIN, 4, 5), extensions=[Checkpoint(tmp_path), Cosine(2)])
     with pytest.raises(ValueError, match="share a name"):
         Trainer(model, opt, BPTTBatcher(TRAIN, 4, 5), extensions=[History(tmp_path), History(tmp_path / "b")])
+    with pytest.raises(ValueError, match="the optimizer is set up for another LSTMLM, not this LSTMLM"):
+        Trainer(LSTMLM(V, 4, 4), opt, None)
+    with pytest.raises(ValueError, match="set up for no model"):
+        Trainer(model, SGD(0.1), None)
     with pytest.raises(ValueError, match="no batch source"):
         Trainer(model, opt, None).fit(epochs=1)
     with pytest.raises(ValueError, match="epochs must be a positive integer"):

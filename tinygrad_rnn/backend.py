@@ -53,8 +53,8 @@ def get_array_module(*xs):
     """The array module (``numpy`` or ``cupy``) of the given arrays or Variables.
 
     Args:
-        *xs: arrays, Variables or scalars; the first array decides (ops check separately
-            that all their inputs share one device).
+        *xs (ndarray | Variable | scalar): arrays, Variables or scalars; the first array decides
+            (ops check separately that all their inputs share one device).
     Returns:
         module: ``cupy`` for a CuPy array, else ``numpy``.
     """
@@ -108,7 +108,8 @@ def elementwise_kernel(name, in_params, out_params, body, preamble=""):
 
     Args:
         name (str): the kernel's name (also the cache key).
-        in_params, out_params (str): CuPy's parameter lists, e.g. ``"T x, T y"``.
+        in_params (str): CuPy's input parameter list, e.g. ``"T x, T y"``.
+        out_params (str): CuPy's output parameter list, e.g. ``"T z"``.
         body (str): the CUDA C++ loop body.
         preamble (str): CUDA C++ placed before the kernel, e.g. the ``__device__`` functions
             that ``body`` calls.

@@ -67,12 +67,17 @@ def using_config(name, value):
     Args:
         name (str): one of ``enable_backprop``, ``train``, ``anomaly``, ``debug``, ``scope``,
             ``fused_cells`` (False: LSTM cells record every gate instead of one fused op).
-        value: the value inside the block.
+        value (object): the value inside the block.
     Raises:
         AttributeError: an unknown setting.
+        TypeError: a value of the wrong type (a bool, or for ``scope`` a tuple of names).
     """
     if name not in _Settings._fields:
         raise AttributeError(f"using_config: unknown setting {name!r}; settings: {', '.join(_Settings._fields)}")
+    if name == "scope" and not (isinstance(value, tuple) and all(isinstance(part, str) for part in value)):
+        raise TypeError(f"using_config: scope must be a tuple of names, got {value!r}")
+    if name != "scope" and not isinstance(value, bool):
+        raise TypeError(f"using_config: {name} must be True or False, got {value!r}")
     token = _settings.set(_settings.get()._replace(**{name: value}))
     try:
         yield
@@ -377,9 +382,10 @@ class Function:
                 raise TypeError(f"{self.op}: input {i} has dtype {x.dtype}; expected a float array")
         try:
             ys = self.forward(*xs)
-        except ValueError as e:
+        except (ValueError, IndexError) as e:  # NumPy's words, prefixed with the op and its input shapes
             shapes = ", ".join(str(x.shape) for x in xs)
-            raise ValueError(f"{self.op}: {e} (input shapes {shapes})") from None
+            kind = ValueError if isinstance(e, ValueError) else IndexError
+            raise kind(f"{self.op}: {e} (input shapes {shapes})") from None
         if type(ys) is not tuple:
             ys = (ys,)
         outputs = [Variable(y) for y in ys]
@@ -404,7 +410,7 @@ class Function:
         """The Functions that created this one's inputs (also after ``backward`` freed it).
 
         Returns:
-            list of Function.
+            list[Function]: in the order of the inputs.
         """
         if self.freed:
             return self._parents
@@ -439,9 +445,10 @@ def dual(func, *xs):
 
     Args:
         func (Function): a fresh op instance.
-        *xs: arrays (plain backward) or Variables (``create_graph=True``).
+        *xs (ndarray | Variable): arrays (plain backward) or Variables (``create_graph=True``).
     Returns:
-        what ``func.forward`` returns for arrays, what ``func(*xs)`` returns for Variables.
+        ndarray | tuple | Variable: what ``func.forward`` returns for arrays, what ``func(*xs)``
+        returns for Variables.
     """
     if isinstance(xs[0], Variable):
         return func(*xs)

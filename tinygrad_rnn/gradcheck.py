@@ -56,7 +56,8 @@ def gradient_check(f, *inputs, eps=1e-6, atol=1e-6, rtol=1e-5, seed=0, direction
         *inputs (ndarray | Variable): float inputs are cast to float64 and checked; integer
             inputs (labels, ids) are passed through unchecked.
         eps (float): finite-difference step.
-        atol, rtol (float): tolerances of ``|analytic - numeric| <= atol + rtol * |numeric|``.
+        atol (float): absolute tolerance of ``|analytic - numeric| <= atol + rtol * |numeric|``.
+        rtol (float): relative tolerance of the same test.
         seed (int): seeds ``gy`` and the random directions.
         directions (int): random directions for large inputs.
     Raises:

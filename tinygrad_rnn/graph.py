@@ -87,7 +87,7 @@ def render(*outputs, path, format="svg", **to_dot_kwargs):
         *outputs (Variable): the graph ends, as for ``to_dot``.
         path (str | os.PathLike): output file; its directory must exist.
         format (str): ``'svg'``, ``'png'`` or ``'pdf'``.
-        **to_dot_kwargs: ``verbose``, ``collapse_scopes`` (see ``to_dot``).
+        **to_dot_kwargs (bool): ``verbose``, ``collapse_scopes`` (see ``to_dot``).
     Returns:
         Rendered: holds ``path`` and the DOT ``source``; has ``_repr_svg_`` for notebooks.
     Raises:

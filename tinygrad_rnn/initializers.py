@@ -205,7 +205,9 @@ class KaimingNormal(_Kaiming):
     """He: N(0, std^2) with ``std = gain / sqrt(fan)`` (``torch.nn.init.kaiming_normal_``).
 
     Args:
-        a, mode, nonlinearity: as in ``KaimingUniform``.
+        a (float): as in ``KaimingUniform``.
+        mode (str): as in ``KaimingUniform``.
+        nonlinearity (str): as in ``KaimingUniform``.
     Raises:
         ValueError: as in ``KaimingUniform``.
     """
@@ -285,7 +287,7 @@ def preset(owner, init, kind, hidden_size=None, **overrides):
         init (str): "classic" or "pytorch".
         kind (str): "linear", "embedding", "conv" or "recurrent".
         hidden_size (int, optional): H, needed by the "pytorch" preset of "recurrent".
-        **overrides: parameter role ("W", "b"; "Wx", "Wh", "b" for "recurrent") -> an
+        **overrides (callable | None): parameter role ("W", "b"; "Wx", "Wh", "b" for "recurrent") -> an
             initializer, or None for the preset's.
     Returns:
         dict: role -> initializer, every role of ``kind``.

@@ -29,9 +29,11 @@ def check_number(where, name, value, low=None, high=None, low_open=False, high_o
     Args:
         where (str): who asks, for the message (``"Adam"``).
         name (str): the argument.
-        value: what was given.
-        low, high (float, optional): the bounds.
-        low_open, high_open (bool): whether each bound is excluded.
+        value (object): what was given.
+        low (float, optional): the lower bound.
+        high (float, optional): the upper bound.
+        low_open (bool): whether ``low`` is excluded.
+        high_open (bool): whether ``high`` is excluded.
     Returns:
         float: ``value``.
     Raises:

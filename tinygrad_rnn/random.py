@@ -164,8 +164,8 @@ class Generator:
 
         Args:
             shape (int | tuple): shape ``S`` of the full draw.
-            dtype: float32 (24 random bits) or float64 (53 random bits).
-            xp: ``numpy`` or ``cupy``, the device of the result.
+            dtype (numpy.dtype): float32 (24 random bits) or float64 (53 random bits).
+            xp (module): ``numpy`` or ``cupy``, the device of the result.
             rows (tuple, optional): ``(start, stop)``: return only rows ``start:stop`` of the
                 first axis of the full draw. The counter advances by the full draw either way.
         Returns:
@@ -191,8 +191,8 @@ class Generator:
         Args:
             shape (int | tuple): shape ``S`` of the full mask.
             p (float): drop probability in [0, 1); an element is kept with probability about 1 - p.
-            dtype: float32 or float64, the mask's dtype (and the uniform draw it compares).
-            xp: ``numpy`` or ``cupy``, the device of the result.
+            dtype (numpy.dtype): float32 or float64, the mask's dtype (and the uniform draw it compares).
+            xp (module): ``numpy`` or ``cupy``, the device of the result.
             rows (tuple, optional): ``(start, stop)``, as in :meth:`uniform`.
         Returns:
             ndarray: ``S``, or ``(stop - start,) + S[1:]`` with ``rows``; ``dtype``, on ``xp``.

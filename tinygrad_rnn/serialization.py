@@ -66,6 +66,8 @@ def atomic_write(path, mode="wb"):
     """
     path = os.fspath(path)
     directory, base = os.path.split(os.path.abspath(path))
+    if not os.path.isdir(directory):
+        raise FileNotFoundError(f"atomic_write: the folder {directory} does not exist (writing {path})")
     _remove_stale_temporaries(directory, base)
     # the writer's pid in the name tells a later writer whether the file is abandoned
     tmp = os.path.join(directory, f".{base}.{os.getpid()}.{secrets.token_hex(8)}.tmp")
@@ -92,9 +94,9 @@ def json_ready(value):
     reads back. NumPy scalars become Python numbers; dicts, lists and tuples are walked.
 
     Args:
-        value: a JSON-like structure.
+        value (dict | list | tuple | scalar): a JSON-like structure.
     Returns:
-        the same structure, valid for ``json.dumps(..., allow_nan=False)``.
+        dict | list | scalar: the same structure, valid for ``json.dumps(..., allow_nan=False)``.
     """
     if isinstance(value, dict):
         return {k: json_ready(v) for k, v in value.items()}
@@ -112,7 +114,7 @@ def write_json(path, value):
 
     Args:
         path (str | os.PathLike): the file.
-        value: a JSON-like structure.
+        value (dict | list | tuple | scalar): a JSON-like structure.
     """
     with atomic_write(path, "w") as f:
         json.dump(json_ready(value), f, indent=1, allow_nan=False)
@@ -135,6 +137,10 @@ def save_npz(path, arrays, meta=None):
     if META_KEY in arrays:
         raise ValueError(f"save_npz: the name {META_KEY!r} is reserved for metadata")
     payload = {name: as_numpy(a) for name, a in arrays.items()}
+    objects = [name for name, a in payload.items() if a.dtype.hasobject]
+    if objects:
+        raise ValueError(f"save_npz: {', '.join(objects)} hold Python objects; only numeric arrays are saved "
+                         "(checkpoints never use pickle)")
     if meta is not None:
         text = json.dumps(json_ready(meta), allow_nan=False)
         payload[META_KEY] = np.frombuffer(text.encode("utf-8"), dtype=np.uint8)

@@ -47,15 +47,16 @@ def float_arrays(shape, lo=-3.0, hi=3.0, dtype=np.float64, unique=False, avoid=(
 
     Args:
         shape (tuple | strategy): a shape or a strategy of shapes.
-        lo, hi (float): element range: keep it where the check is meaningful (``log`` on
+        lo (float): lowest element: keep [lo, hi] where the check is meaningful (``log`` on
             [0.1, 10], ``tanh`` on [-3, 3]: saturation makes gradients vacuous).
-        dtype: float dtype.
+        hi (float): highest element.
+        dtype (numpy.dtype): float dtype.
         unique (bool): distinct elements (ties make max/min gradients ambiguous).
         avoid (sequence of float): points (kinks such as 0 for relu) that elements keep at
             least ``margin`` away from.
         margin (float): distance kept from ``avoid`` points.
     Returns:
-        strategy of ndarray.
+        strategy: draws ndarrays of ``shape`` and ``dtype``.
     """
     elements = st.floats(lo, hi, allow_nan=False, allow_infinity=False, width=64 if dtype == np.float64 else 32)
     if avoid:
@@ -81,9 +82,11 @@ def check_function(f, *strategies, eps=1e-6, atol=1e-6, rtol=1e-5, max_examples=
 
     Args:
         f (callable): maps Variables (one per strategy) to a Variable.
-        *strategies: one hypothesis strategy per input of ``f`` (float arrays are cast to
+        *strategies (strategy): one hypothesis strategy per input of ``f`` (float arrays are cast to
             float64; integer arrays are passed through unchecked).
-        eps, atol, rtol (float): as in ``gradient_check``.
+        eps (float): as in ``gradient_check``.
+        atol (float): as in ``gradient_check``.
+        rtol (float): as in ``gradient_check``.
         max_examples (int, optional): override the active hypothesis profile.
     Raises:
         AssertionError: from the smallest failing example hypothesis finds.

@@ -153,7 +153,8 @@ def main():
     args = parser.parse_args()
     models = args.models.split(",")
     if not args.worker:  # the header line: how to reproduce what follows
-        print(json.dumps({"command": shlex.join(["python", f"tools/{Path(__file__).name}", *sys.argv[1:]])}), flush=True)
+        command = shlex.join(["python", f"tools/{Path(__file__).name}", *sys.argv[1:]])
+        print(json.dumps({"command": command}), flush=True)
     if args.worker:
         worker(args.worker, models[0], args.iters, args.warmup, args.device, args.memory_iters)
         return

@@ -7,7 +7,11 @@
 #
 # Exits non-zero when any step fails; every step still runs, so one failure shows all of them.
 set -uo pipefail
-export PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}" PYTHONUNBUFFERED=1
+export PYTHONUNBUFFERED=1
+# models/ and tools/ import as tinygrad_rnn.models and tinygrad_rnn.tools only once installed
+if ! python3 -c "import tinygrad_rnn.models, tinygrad_rnn.tools" 2>/dev/null; then
+  python3 -m pip install -q --no-deps --no-build-isolation -e . || { echo "gpu_check: cannot install the checkout"; exit 1; }
+fi
 log=${1:-runs/gpu_check}
 scratch=$(mktemp -d)
 mkdir -p "$log"

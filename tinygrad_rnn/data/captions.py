@@ -193,7 +193,13 @@ def load_captions(train_size=10000, test_size=1000, seed=0, shape=IMAGE_SHAPE, n
         noise (float): see ``render``.
     Returns:
         CaptionData: the encoded sets.
+    Raises:
+        ValueError: a size below 1 (training) or 0 (held out).
     """
+    if isinstance(train_size, bool) or not isinstance(train_size, (int, np.integer)) or train_size < 1:
+        raise ValueError(f"load_captions: train_size must be a positive integer, got {train_size!r}")
+    if isinstance(test_size, bool) or not isinstance(test_size, (int, np.integer)) or test_size < 0:
+        raise ValueError(f"load_captions: test_size must be an integer >= 0, got {test_size!r}")
     vocab = vocabulary()
     train_rng, test_rng = (np.random.default_rng(s) for s in np.random.SeedSequence(seed).spawn(2))
     x_train, train_texts = generate_captions(train_size, train_rng, shape, noise)

@@ -80,7 +80,26 @@ class Vocabulary:
         Returns:
             str: the words joined by single spaces.
         """
-        return " ".join(self.id_to_word[int(i)] for i in ids)
+        return " ".join(lookup(self.id_to_word, ids, "Vocabulary.decode"))
+
+
+def lookup(table, ids, where):
+    """The entries of ``table`` at ``ids``, or a ValueError naming the ids outside it.
+
+    Args:
+        table (list): id -> entry.
+        ids (iterable of int): the ids.
+        where (str): who asks, for the message.
+    Returns:
+        list: the entries.
+    Raises:
+        ValueError: an id outside [0, len(table)).
+    """
+    ids = [int(i) for i in ids]
+    bad = sorted({i for i in ids if not 0 <= i < len(table)})
+    if bad:
+        raise ValueError(f"{where}: ids {bad[:5]} lie outside the vocabulary [0, {len(table)})")
+    return [table[i] for i in ids]
 
 
 def cache_dir():
@@ -185,6 +204,8 @@ def load(split, path=None):
         ValueError: unknown split or damaged file.
         FileNotFoundError: missing and not downloadable.
     """
+    if split not in SHA256:  # before train is looked for: the error to see is this one
+        raise ValueError(f"ptb: split must be one of {sorted(SHA256)}, got {split!r}")
     vocab = _vocabulary(str(locate("train", path)))
     corpus = vocab.encode(locate(split, path).read_text(encoding="utf-8"))
     return corpus, vocab

@@ -20,6 +20,8 @@ from pathlib import Path
 
 import numpy as np
 
+from tinygrad_rnn.data.ptb import lookup
+
 START = "_"
 PAD = " "
 ADDITION_WIDTHS = (7, 5)  # question, answer (start token included)
@@ -101,7 +103,7 @@ class CharVocabulary:
         """
         ids = np.asarray(ids)
         if ids.ndim == 1:
-            return "".join(self.id_to_char[int(i)] for i in ids)
+            return "".join(lookup(self.id_to_char, ids, "CharVocabulary.decode"))
         return [self.decode(row) for row in ids]
 
     @property
@@ -206,7 +208,8 @@ def generate_dates(count=50000, seed=0, first=datetime.date(1970, 1, 1), last=da
     Args:
         count (int): number of examples (distinct questions).
         seed (int | numpy.random.Generator | None): randomness.
-        first, last (datetime.date): the range of dates, both included.
+        first (datetime.date): the first date of the range (included).
+        last (datetime.date): the last date of the range (included).
     Returns:
         list[tuple[str, str]]: ``(question, answer)``, questions padded to 29 characters,
         answers padded to 11 (they are exactly 11).

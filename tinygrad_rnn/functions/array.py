@@ -81,6 +81,8 @@ def _is_basic(index):
 
 
 class GetItem(Function):
+    op = "getitem"
+
     def __init__(self, index):
         self.index = index
 
@@ -119,7 +121,8 @@ def getitem(x, index):
 
     Args:
         x (Variable | ndarray): any shape.
-        index: anything NumPy accepts; Variables used as indices are read as arrays.
+        index (int | slice | tuple | ndarray | Variable): anything NumPy accepts; Variables used as
+            indices are read as arrays.
     Returns:
         Variable: ``x[index]``.
     """
@@ -306,6 +309,8 @@ def stack(xs, axis=0):
         ValueError: the shapes differ.
     """
     xs = [as_variable(x) for x in xs]
+    if not xs:
+        raise ValueError("stack: needs at least one input")
     shapes = {x.shape for x in xs}
     if len(shapes) != 1:
         raise ValueError(f"stack: shapes {', '.join(str(x.shape) for x in xs)} differ")

@@ -154,7 +154,8 @@ def mean_squared_error(x0, x1):
     """Mean of (x0 - x1)^2 over all elements.
 
     Args:
-        x0, x1 (Variable | ndarray): the same shape (no broadcasting).
+        x0 (Variable | ndarray): any shape.
+        x1 (Variable | ndarray): the shape of ``x0`` (no broadcasting).
     Returns:
         Variable: ().
     Raises:

@@ -30,6 +30,8 @@ class Add(Function):
 
 
 class AddConstant(Function):
+    op = "add"
+
     def __init__(self, c):
         self.c = c
 
@@ -44,7 +46,8 @@ def add(x0, x1):
     """``x0 + x1`` with NumPy broadcasting; a number operand takes the other's dtype.
 
     Args:
-        x0, x1 (Variable | ndarray | scalar): mutually broadcastable shapes.
+        x0 (Variable | ndarray | scalar): broadcastable with ``x1``.
+        x1 (Variable | ndarray | scalar): broadcastable with ``x0``.
     Returns:
         Variable: the broadcast shape.
     Raises:
@@ -70,6 +73,8 @@ class Sub(Function):
 
 class RSubConstant(Function):
     """``c - x`` for a constant ``c``."""
+
+    op = "sub"
 
     def __init__(self, c):
         self.c = c
@@ -102,6 +107,8 @@ class Mul(Function):
 
 
 class MulConstant(Function):
+    op = "mul"
+
     def __init__(self, c):
         self.c = c
 
@@ -136,6 +143,8 @@ class Div(Function):
 class DivConstant(Function):
     """``x / c`` for a constant ``c``."""
 
+    op = "div"
+
     def __init__(self, c):
         self.c = c
 
@@ -148,6 +157,8 @@ class DivConstant(Function):
 
 class RDivConstant(Function):
     """``c / x`` for a constant ``c``."""
+
+    op = "div"
 
     def __init__(self, c):
         self.c = c
@@ -359,7 +370,8 @@ def clip(x, lo, hi):
 
     Args:
         x (Variable | ndarray): any shape, float.
-        lo, hi (float): bounds, ``lo <= hi``.
+        lo (float): lower bound.
+        hi (float): upper bound, ``lo <= hi``.
     Returns:
         Variable: same shape.
     """

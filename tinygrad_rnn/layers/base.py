@@ -125,7 +125,7 @@ class Layer:
         """Yield every Parameter of this layer and its sub-layers once (by identity).
 
         Returns:
-            iterator of Parameter.
+            iterator of Parameter: in assignment order.
         """
         for _, p in self.namedparams():
             yield p
@@ -134,7 +134,7 @@ class Layer:
         """Yield this layer and every sub-layer, each once.
 
         Returns:
-            iterator of Layer.
+            iterator of Layer: this layer first.
         """
         yield self
         for _, value in self._walk("", {id(self)}):

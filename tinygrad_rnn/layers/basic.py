@@ -33,11 +33,12 @@ class Linear(Layer):
         out_size (int): H.
         nobias (bool): no bias ``b``.
         seed (int | numpy.random.Generator | None): randomness of the initializers.
-        dtype: float dtype of the parameters.
+        dtype (numpy.dtype): float dtype of the parameters.
         init (str): preset: "classic" (W ~ N(0, 1/D), b = 0) or "pytorch" (W and b
             ~ U(-1/sqrt(D), 1/sqrt(D)), as ``torch.nn.Linear``); see ``initializers.preset``.
-        W_init, b_init (callable, optional): initializers (``tinygrad_rnn.initializers``) that
-            replace the preset's; both get fan_in D and fan_out H.
+        W_init (callable, optional): an initializer (``tinygrad_rnn.initializers``) that replaces
+            the preset's for ``W``; it gets fan_in D and fan_out H.
+        b_init (callable, optional): the same for ``b``, with the same fans.
     Attributes:
         W (Parameter | None): (D, H).
         b (Parameter | None): (H,).
@@ -88,7 +89,7 @@ class Embedding(Layer):
         vocab_size (int): V.
         dim (int): D.
         seed (int | numpy.random.Generator | None): randomness of the initializer.
-        dtype: float dtype of ``W``.
+        dtype (numpy.dtype): float dtype of ``W``.
         init (str): preset: "classic" (W ~ N(0, 0.01^2)) or "pytorch" (W ~ N(0, 1), as
             ``torch.nn.Embedding``).
         W_init (callable, optional): an initializer that replaces the preset's; it gets fan_in D

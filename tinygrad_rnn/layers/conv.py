@@ -21,12 +21,13 @@ class Conv2d(Layer):
         pad (int | tuple): zeros added on each side, PY = PX, or (PY, PX).
         nobias (bool): no bias ``b``.
         seed (int | numpy.random.Generator | None): randomness of the initializers.
-        dtype: float dtype of the parameters.
+        dtype (numpy.dtype): float dtype of the parameters.
         init (str): preset: "classic" (W ~ N(0, 2 / (C*KH*KW)), the He initialization that keeps
             the activation scale through ReLU layers, and b = 0) or "pytorch" (W and b
             ~ U(-1/sqrt(C*KH*KW), 1/sqrt(C*KH*KW)), as ``torch.nn.Conv2d``).
-        W_init, b_init (callable, optional): initializers that replace the preset's; both get
+        W_init (callable, optional): an initializer that replaces the preset's for ``W``; it gets
             fan_in C*KH*KW and fan_out OC*KH*KW.
+        b_init (callable, optional): the same for ``b``, with the same fans.
     Attributes:
         W (Parameter): (OC, C, KH, KW), PyTorch's layout.
         b (Parameter | None): (OC,).

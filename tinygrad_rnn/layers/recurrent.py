@@ -137,12 +137,14 @@ class RNNCell(_Cell):
         input_size (int): D.
         hidden_size (int): H.
         seed (int | numpy.random.Generator | None): randomness of the initializers.
-        dtype: float dtype of the parameters.
+        dtype (numpy.dtype): float dtype of the parameters.
         init (str): preset: "classic" (Wx ~ N(0, 1/D), Wh ~ N(0, 1/H), b = 0) or "pytorch"
             (everything ~ U(-1/sqrt(H), 1/sqrt(H)), as ``torch.nn.RNNCell``).
-        Wx_init, Wh_init, b_init (callable, optional): initializers that replace the preset's
+        Wx_init (callable, optional): an initializer that replaces the preset's for ``Wx``
             (``tinygrad_rnn.initializers``). Fans as PyTorch counts them: Wx fan_in D, Wh fan_in
             H, both fan_out G*H (G gate blocks); a bias gets its weight's fan_in (b: D, bh: H).
+        Wh_init (callable, optional): the same for ``Wh``.
+        b_init (callable, optional): the same for the bias.
     Attributes:
         Wx (Parameter): (D, H).  Wh (Parameter): (H, H).  b (Parameter): (H,).
     Raises:
@@ -191,10 +193,12 @@ class LSTMCell(_Cell):
         forget_bias (float, optional): the effective forget-gate bias after initialization: the f
             block of ``b`` is set to it (and that of ``bh`` to 0); None keeps the initializer's values.
         seed (int | numpy.random.Generator | None): randomness of the initializers.
-        dtype: float dtype of the parameters.
+        dtype (numpy.dtype): float dtype of the parameters.
         init (str): preset: "classic" (Wx ~ N(0, 1/D), Wh ~ N(0, 1/H), biases 0) or "pytorch"
             (everything ~ U(-1/sqrt(H), 1/sqrt(H)), as ``torch.nn.LSTMCell``).
-        Wx_init, Wh_init, b_init (callable, optional): as in ``RNNCell``; ``b_init`` draws ``bh`` too.
+        Wx_init (callable, optional): as in ``RNNCell``.
+        Wh_init (callable, optional): as in ``RNNCell``.
+        b_init (callable, optional): as in ``RNNCell``; it draws ``bh`` too.
         two_biases (bool): hold PyTorch's pair of biases ``b`` and ``bh`` instead of one ``b``.
     Attributes:
         Wx (Parameter): (D, 4H).  Wh (Parameter): (H, 4H).  b (Parameter): (4H,).
@@ -224,7 +228,8 @@ class LSTMCell(_Cell):
 
         Args:
             x (Variable | ndarray): (N, D).
-            h, c (Variable | ndarray, optional): (N, H) each; zeros when None.
+            h (Variable | ndarray, optional): (N, H); zeros when None.
+            c (Variable | ndarray, optional): (N, H); zeros when None.
         Returns:
             tuple of Variable: (h', c'), each (N, H).
         Raises:
@@ -270,10 +275,12 @@ class GRUCell(_Cell):
         input_size (int): D.
         hidden_size (int): H.
         seed (int | numpy.random.Generator | None): randomness of the initializers.
-        dtype: float dtype of the parameters.
+        dtype (numpy.dtype): float dtype of the parameters.
         init (str): preset: "classic" (Wx ~ N(0, 1/D), Wh ~ N(0, 1/H), biases 0) or "pytorch"
             (everything ~ U(-1/sqrt(H), 1/sqrt(H)), as ``torch.nn.GRUCell``).
-        Wx_init, Wh_init, b_init (callable, optional): as in ``RNNCell``; ``b_init`` draws ``bh`` too.
+        Wx_init (callable, optional): as in ``RNNCell``.
+        Wh_init (callable, optional): as in ``RNNCell``.
+        b_init (callable, optional): as in ``RNNCell``; it draws ``bh`` too.
         two_biases (bool): hold PyTorch's pair of biases.
     Attributes:
         Wx (Parameter): (D, 3H).  Wh (Parameter): (H, 3H).  b (Parameter): (3H,).
@@ -568,13 +575,15 @@ class LSTM(_Recurrent):
             ``reset_state()``; after each backward, ``loss.unchain_backward()`` (or
             ``unchain()``) cuts the carried state from the old graph.
         seed (int | numpy.random.Generator | None): randomness of the weights and dropout.
-        dtype: float dtype of the parameters.
+        dtype (numpy.dtype): float dtype of the parameters.
         forget_bias (float, optional): see ``LSTMCell``.
         init (str): preset of every layer's parameters: "classic" (Wx ~ N(0, 1/fan_in),
             Wh ~ N(0, 1/H), biases 0) or "pytorch" (everything ~ U(-1/sqrt(H), 1/sqrt(H)), as
             ``torch.nn.LSTM``). It does not choose ``two_biases``.
-        Wx_init, Wh_init, b_init (callable, optional): initializers that replace the preset's
-            (see ``RNNCell`` for the fans).
+        Wx_init (callable, optional): replaces the preset's initializer of ``Wx`` (see
+            ``RNNCell`` for the fans).
+        Wh_init (callable, optional): the same for ``Wh``.
+        b_init (callable, optional): the same for the biases.
         two_biases (bool): default False, one bias ``b`` per layer; True holds PyTorch's pair
             ``b`` (b_ih) and ``bh`` (b_hh), so that a ported recipe (SGD steps, gradient
             clipping) follows PyTorch's trajectory (see ``LSTMCell`` and docs/pytorch.md).
@@ -608,8 +617,9 @@ class LSTM(_Recurrent):
 
         Args:
             n (int, optional): N; needed when neither ``h`` nor ``c`` is given.
-            h, c (Variable | ndarray, optional): (num_layers, N, H), or (N, H) when num_layers
-                is 1; a Variable keeps its graph; a missing part is zeros.
+            h (Variable | ndarray, optional): (num_layers, N, H), or (N, H) when num_layers
+                is 1; a Variable keeps its graph; zeros when missing.
+            c (Variable | ndarray, optional): as ``h``.
         Returns:
             tuple: one ``(h, c)`` tuple of (N, H) Variables per layer, bottom first.
         Raises:

@@ -85,7 +85,7 @@ def exact_match(model, xs, ts, batch_size=1000, ignore_id=None, beam_width=1):
     compared with ``ts[:, 1:]`` position by position.
 
     Args:
-        model: has ``generate(xs, start_id, length, beam_width=...)`` -> (N, length) ids.
+        model (Layer): has ``generate(xs, start_id, length, beam_width=...)`` -> (N, length) ids.
         xs (ndarray): (N, ...) inputs.
         ts (ndarray): (N, Ta) int answers; ``ts[:, 0]`` is the start token (the same in every row).
         batch_size (int): examples decoded at once.

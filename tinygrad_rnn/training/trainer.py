@@ -48,7 +48,7 @@ class Trainer:
     Args:
         model (Layer): has ``loss(*batch)`` returning a () Variable.
         optimizer (Optimizer): already ``setup(model)``.
-        batches: a batch source (``data.BPTTBatcher``, ``data.ShuffledBatcher``; see
+        batches (iterable | None): a batch source (``data.BPTTBatcher``, ``data.ShuffledBatcher``; see
             ``tinygrad_rnn.data.batching`` for the protocol) on the model's device; None for a
             trainer whose ``step`` is called by hand (``fit`` then refuses to run).
         clip (float, optional): clip the global gradient norm to this (> 0).
@@ -62,12 +62,16 @@ class Trainer:
         meta (dict, optional): JSON-ready information kept in checkpoints under ``"run"``
             (the model's spec for ``models.build_model``, the vocabulary, the settings).
     Raises:
-        ValueError: a bad ``clip`` or ``log_every``, two extensions of one name, or a schedule
-            listed after a checkpoint.
+        ValueError: an optimizer set up for another model, a bad ``clip`` or ``log_every``, two
+            extensions of one name, or a schedule listed after a checkpoint.
     """
 
     def __init__(self, model, optimizer, batches, *, clip=None, evaluators=(), extensions=(), log_every=20,
                  meta=None):
+        if optimizer.target is not model:
+            target = "no model" if optimizer.target is None else f"another {type(optimizer.target).__name__}"
+            raise ValueError(f"Trainer: the optimizer is set up for {target}, not this {type(model).__name__}: "
+                             "call optimizer.setup(model) first")
         self.model, self.optimizer, self.batches = model, optimizer, batches
         self.clip = None if clip is None else check_number("Trainer", "clip", clip, 0.0, low_open=True)
         self.evaluators, self.extensions = list(evaluators), list(extensions)
