@@ -152,3 +152,11 @@ def test_caption_model_on_the_gpu_matches_the_cpu(cupy):
     np.testing.assert_allclose(tg.as_numpy(gpu.loss(cupy.asarray(xs), cupy.asarray(ts)).data), cpu.loss(xs, ts).data,
                                rtol=1e-4, atol=1e-5)
     np.testing.assert_array_equal(gpu.generate(cupy.asarray(xs), 1, 5), cpu.generate(xs, 1, 5))
+
+
+def test_the_teacher_forced_loss_is_the_mean_of_the_step_by_step_negative_log_probabilities():
+    model = _tiny_model(dtype=np.float64)
+    xs, ts = _tiny_batch(n=3, length=5)
+    loss = float(model.loss(xs, ts).data)
+    per_token = -sequence_log_prob(model, xs, int(ts[0, 0]), ts[:, 1:]).sum() / ts[:, 1:].size
+    assert loss == pytest.approx(per_token, rel=1e-12)

@@ -27,6 +27,7 @@ import numpy as np
 
 from tinygrad_rnn import backend
 from tinygrad_rnn import layers as L
+from tinygrad_rnn.layers.base import state_problems
 
 # torch key -> (our parameter, whether PyTorch stores its transpose), for layers without cells
 _SIMPLE = {
@@ -130,20 +131,10 @@ def load_torch(layer, state_dict, prefix=""):
     """
     expected = {key: value.shape for key, value in _torch_layout(layer).items()}
     given = {key[len(prefix):]: value for key, value in state_dict.items() if key.startswith(prefix)}
-    missing = sorted(expected.keys() - given.keys())
-    unexpected = sorted(given.keys() - expected.keys())
-    arrays = {key: backend.as_numpy(given[key]) for key in expected.keys() & given.keys()}
-    mismatched = [f"{prefix}{key} (expected {expected[key]}, got {arrays[key].shape})"
-                  for key in sorted(arrays) if arrays[key].shape != expected[key]]
-    not_numbers = [f"{prefix}{key} ({arrays[key].dtype})" for key in sorted(arrays)
+    arrays = {key: backend.as_numpy(value) for key, value in given.items()}
+    problems = state_problems(expected, arrays, prefix)
+    not_numbers = [f"{prefix}{key} ({arrays[key].dtype})" for key in sorted(expected.keys() & arrays.keys())
                    if arrays[key].dtype.kind not in "biuf"]
-    problems = []
-    if missing:
-        problems.append(f"missing {', '.join(prefix + key for key in missing)}")
-    if unexpected:
-        problems.append(f"unexpected {', '.join(prefix + key for key in unexpected)}")
-    if mismatched:
-        problems.append(f"shape mismatch {', '.join(mismatched)}")
     if not_numbers:
         problems.append(f"not numbers {', '.join(not_numbers)}")
     if problems:

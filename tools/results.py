@@ -154,11 +154,28 @@ def throughput(folder):
                 ratio = "—" if not (ours and torch) else f"{ours / torch:.2f}"
                 rows.append([model, r, _num(ours, 0), _num(torch, 0), ratio])
         out += _table(["model", "round", "tinygrad_rnn", "PyTorch", "ratio"], rows) + [""]
-        memory = [line for line in lines if line.get("check") == "memory"]
+        memory = [line for line in lines if line.get("check") == "memory"]  # bench_lm's last line
         for m in memory:
             out += [f"Resident memory of {m['model']}: " + ", ".join(f"{v} MB {k.removeprefix('rss_mb_')}"
                                                                    for k, v in m.items() if k.startswith("rss_mb"))
                     + f" (growth {m['growth_mb']} MB).", ""]
+    return out
+
+
+def engine(folder):
+    path = folder / "bench_engine.jsonl"
+    if not path.exists():
+        return []
+    lines = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+    ops = [line for line in lines if "us_per_op" in line]
+    out = ["## Engine overhead", "", "`python tools/bench_engine.py`: microseconds per forward + backward of one op on "
+           "a (1,) array in a chain, best of the repeats:", ""]
+    rows = []
+    for op in dict.fromkeys(line["op"] for line in ops):
+        sides = {line["impl"]: line["us_per_op"] for line in ops if line["op"] == op}
+        ours, torch = sides.get("tinygrad_rnn"), sides.get("pytorch")
+        rows.append([op, _num(ours, 2), _num(torch, 2), "—" if not (ours and torch) else f"{ours / torch:.2f}"])
+    out += _table(["op", "tinygrad_rnn µs", "PyTorch eager µs", "ratio"], rows) + [""]
     return out
 
 
@@ -174,7 +191,7 @@ def main(argv=None):
              "commands below wrote (`summary.json`, `history.json`) or printed (the benchmarks). Measured on a",
              "2-core CPU machine in float32; such a machine has slow phases, so throughput compares only",
              "within one benchmark run, where the sides alternate.", ""]
-    lines += language_models(runs) + seq2seq(runs) + captioning(runs) + throughput(folder)
+    lines += language_models(runs) + seq2seq(runs) + captioning(runs) + throughput(folder) + engine(folder)
     with atomic_write(args.out, "w") as f:
         f.write("\n".join(lines).rstrip() + "\n")
     print(f"wrote {args.out} from {len(runs)} runs")

@@ -37,6 +37,13 @@ def _check_device(where, device):
     return device
 
 
+def _check_start(source, start):
+    """Whether an epoch read from iteration ``start`` is empty; a ValueError when ``start`` is out of range."""
+    if not 0 <= start <= source.iterations:
+        raise ValueError(f"{type(source).__name__}.batches: start must lie in [0, {source.iterations}], got {start}")
+    return start == source.iterations
+
+
 def check_ids(where, name, ids, vocab_size=None, ignore_label=None):
     """Check once, where data enters, that ``ids`` are integers in [0, vocab_size).
 
@@ -173,9 +180,7 @@ class BPTTBatcher:
         Raises:
             ValueError: ``start`` out of range.
         """
-        if not 0 <= start <= self.iterations:
-            raise ValueError(f"{type(self).__name__}.batches: start must lie in [0, {self.iterations}], got {start}")
-        if start == self.iterations:
+        if _check_start(self, start):
             return
         xs, ts = self._epoch_blocks(epoch)
         steps = self.time_size
@@ -264,9 +269,7 @@ class ShuffledBatcher:
         Raises:
             ValueError: ``start`` out of range.
         """
-        if not 0 <= start <= self.iterations:
-            raise ValueError(f"{type(self).__name__}.batches: start must lie in [0, {self.iterations}], got {start}")
-        if start == self.iterations:
+        if _check_start(self, start):
             return
         order = np.random.default_rng([self.seed, epoch]).permutation(self.examples)
         order = as_cupy(order) if self.device == "gpu" else order

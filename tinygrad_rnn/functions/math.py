@@ -20,6 +20,17 @@ def _constant(v, other):
     return dtype.type(v)
 
 
+def _dispatch(x0, x1, binary, right, left):
+    """``binary()(x0, x1)``, or ``right(c)(x0)`` when ``x1`` is a number ``c``, or ``left(c)(x1)`` when ``x0`` is."""
+    c = _constant(x1, x0)
+    if c is not None:
+        return right(c)(x0)
+    c = _constant(x0, x1)
+    if c is not None:
+        return left(c)(x1)
+    return binary()(x0, x1)
+
+
 class Add(Function):
     def forward(self, x0, x1):
         self.shapes = (x0.shape, x1.shape)
@@ -53,13 +64,7 @@ def add(x0, x1):
     Raises:
         ValueError: the shapes do not broadcast.
     """
-    c = _constant(x1, x0)
-    if c is not None:
-        return AddConstant(c)(x0)
-    c = _constant(x0, x1)
-    if c is not None:
-        return AddConstant(c)(x1)
-    return Add()(x0, x1)
+    return _dispatch(x0, x1, Add, AddConstant, AddConstant)
 
 
 class Sub(Function):
@@ -88,13 +93,7 @@ class RSubConstant(Function):
 
 def sub(x0, x1):
     """``x0 - x1`` with NumPy broadcasting (see ``add``)."""
-    c = _constant(x1, x0)
-    if c is not None:
-        return AddConstant(-c)(x0)  # x - c and x + (-c) round identically
-    c = _constant(x0, x1)
-    if c is not None:
-        return RSubConstant(c)(x1)
-    return Sub()(x0, x1)
+    return _dispatch(x0, x1, Sub, lambda c: AddConstant(-c), RSubConstant)  # x - c and x + (-c) round alike
 
 
 class Mul(Function):
@@ -121,13 +120,7 @@ class MulConstant(Function):
 
 def mul(x0, x1):
     """``x0 * x1`` with NumPy broadcasting (see ``add``)."""
-    c = _constant(x1, x0)
-    if c is not None:
-        return MulConstant(c)(x0)
-    c = _constant(x0, x1)
-    if c is not None:
-        return MulConstant(c)(x1)
-    return Mul()(x0, x1)
+    return _dispatch(x0, x1, Mul, MulConstant, MulConstant)
 
 
 class Div(Function):
@@ -173,13 +166,7 @@ class RDivConstant(Function):
 
 def div(x0, x1):
     """``x0 / x1`` with NumPy broadcasting (see ``add``)."""
-    c = _constant(x1, x0)
-    if c is not None:
-        return DivConstant(c)(x0)
-    c = _constant(x0, x1)
-    if c is not None:
-        return RDivConstant(c)(x1)
-    return Div()(x0, x1)
+    return _dispatch(x0, x1, Div, DivConstant, RDivConstant)
 
 
 class Neg(Function):

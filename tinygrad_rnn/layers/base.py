@@ -27,6 +27,31 @@ def _float_dtype(owner, dtype):
     return dtype
 
 
+def state_problems(expected, state, prefix=""):
+    """How ``state`` differs from the arrays a layer expects, as phrases (empty when it fits).
+
+    Args:
+        expected (dict): name -> shape (tuple).
+        state (dict): name -> array.
+        prefix (str): put before every name in the phrases.
+    Returns:
+        list[str]: ``missing ...``, ``unexpected ...``, ``shape mismatch ...`` (each listing
+        every name concerned).
+    """
+    missing = sorted(expected.keys() - state.keys())
+    unexpected = sorted(state.keys() - expected.keys())
+    mismatched = [f"{prefix}{k} (expected {expected[k]}, got {tuple(state[k].shape)})"
+                  for k in sorted(expected.keys() & state.keys()) if tuple(expected[k]) != tuple(state[k].shape)]
+    problems = []
+    if missing:
+        problems.append(f"missing {', '.join(prefix + k for k in missing)}")
+    if unexpected:
+        problems.append(f"unexpected {', '.join(prefix + k for k in unexpected)}")
+    if mismatched:
+        problems.append(f"shape mismatch {', '.join(mismatched)}")
+    return problems
+
+
 def _join(prefix, name):
     return f"{prefix}/{name}" if prefix else name
 
@@ -267,18 +292,7 @@ class Layer:
             ValueError: names missing from ``state``, unexpected names, or mismatched shapes;
                 the message lists all of them.
         """
-        own = dict(self.namedparams())
-        missing = sorted(own.keys() - state.keys())
-        unexpected = sorted(state.keys() - own.keys())
-        mismatched = [f"{k} (expected {own[k].shape}, got {tuple(state[k].shape)})"
-                      for k in sorted(own.keys() & state.keys()) if own[k].shape != tuple(state[k].shape)]
-        problems = []
-        if missing:
-            problems.append(f"missing {', '.join(missing)}")
-        if unexpected:
-            problems.append(f"unexpected {', '.join(unexpected)}")
-        if mismatched:
-            problems.append(f"shape mismatch {', '.join(mismatched)}")
+        problems = state_problems({k: p.shape for k, p in self.namedparams()}, state)
         if problems:
             raise ValueError(f"load_state_dict: {'; '.join(problems)}")
 
