@@ -174,22 +174,22 @@ def test_layers_default_to_float32_and_follow_dtype():
 
 
 @pytest.mark.parametrize("make, error, message", [
-    (lambda: L.Linear(0, 3), ValueError, r"Linear: in_size must be a positive int, got 0"),
-    (lambda: L.Linear(2, 2.5), TypeError, r"Linear: out_size must be a positive int, got 2.5"),
+    (lambda: L.Linear(0, 3), ValueError, r"Linear: in_size must be a positive integer, got 0"),
+    (lambda: L.Linear(2, 2.5), TypeError, r"Linear: out_size must be a positive integer, got 2.5"),
     (lambda: L.Linear(2, 3, dtype=np.int32), TypeError, r"Linear: dtype must be a float dtype, got int32"),
     (lambda: L.Linear(2, 3, dtype="nonsense"), TypeError, r"Linear: dtype must be a float dtype, got 'nonsense'"),
-    (lambda: L.Embedding(0, 3), ValueError, r"Embedding: vocab_size must be a positive int, got 0"),
-    (lambda: L.Embedding(3, True), TypeError, r"Embedding: dim must be a positive int, got True"),
+    (lambda: L.Embedding(0, 3), ValueError, r"Embedding: vocab_size must be a positive integer, got 0"),
+    (lambda: L.Embedding(3, True), TypeError, r"Embedding: dim must be a positive integer, got True"),
     (lambda: L.Embedding(3, 2, dtype=bool), TypeError, r"Embedding: dtype must be a float dtype, got bool"),
     (lambda: L.TiedLinear(L.Linear(2, 3)), TypeError, r"TiedLinear: embedding must be an Embedding, got Linear"),
-    (lambda: L.RNNCell(0, 2), ValueError, r"RNNCell: input_size must be a positive int, got 0"),
-    (lambda: L.GRUCell(2, -1), ValueError, r"GRUCell: hidden_size must be a positive int, got -1"),
+    (lambda: L.RNNCell(0, 2), ValueError, r"RNNCell: input_size must be a positive integer, got 0"),
+    (lambda: L.GRUCell(2, -1), ValueError, r"GRUCell: hidden_size must be a positive integer, got -1"),
     (lambda: L.LSTMCell(2, 3, dtype=np.int64), TypeError, r"LSTMCell: dtype must be a float dtype, got int64"),
     (lambda: L.LSTMCell(2, 3, forget_bias=float("nan")), ValueError, r"LSTMCell: forget_bias must be a finite"),
-    (lambda: L.LSTM(2.0, 3), TypeError, r"LSTM: input_size must be a positive int, got 2.0"),
-    (lambda: L.GRU(2, 0), ValueError, r"GRU: hidden_size must be a positive int, got 0"),
-    (lambda: L.RNN(2, 3, num_layers=0), ValueError, r"RNN: num_layers must be a positive int, got 0"),
-    (lambda: L.LSTM(2, 3, num_layers=1.5), TypeError, r"LSTM: num_layers must be a positive int, got 1.5"),
+    (lambda: L.LSTM(2.0, 3), TypeError, r"LSTM: input_size must be a positive integer, got 2.0"),
+    (lambda: L.GRU(2, 0), ValueError, r"GRU: hidden_size must be a positive integer, got 0"),
+    (lambda: L.RNN(2, 3, num_layers=0), ValueError, r"RNN: num_layers must be a positive integer, got 0"),
+    (lambda: L.LSTM(2, 3, num_layers=1.5), TypeError, r"LSTM: num_layers must be a positive integer, got 1.5"),
     (lambda: L.LSTM(2, 3, dropout=-0.1), ValueError, r"LSTM: dropout must lie in \[0, 1\), got -0.1"),
     (lambda: L.GRU(2, 3, dropout=float("nan")), ValueError, r"GRU: dropout must lie in \[0, 1\), got nan"),
     (lambda: L.RNN(2, 3, dropout="0.5"), ValueError, r"RNN: dropout must lie in \[0, 1\), got '0.5'"),
@@ -676,7 +676,7 @@ def test_step_and_initial_state_reject_shapes_naming_the_layer():
         lstm.initial_state(5, h=np.zeros((2, 4, 2)))
     with pytest.raises(ValueError, match="GRU.initial_state: needs the batch size n"):
         L.GRU(3, 2).initial_state()
-    with pytest.raises(ValueError, match="RNN.initial_state: n must be a positive int, got 0"):
+    with pytest.raises(ValueError, match="RNN.initial_state: n must be a positive integer, got 0"):
         L.RNN(3, 2).initial_state(0)
     with pytest.raises(TypeError, match="'c'"):
         L.GRU(3, 2).initial_state(2, c=np.zeros((2, 2)))  # only an LSTM has a cell state

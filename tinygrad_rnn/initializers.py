@@ -16,21 +16,11 @@ import numbers
 
 import numpy as np
 
+from tinygrad_rnn.checks import integer, number
+
 PRESETS = ("classic", "pytorch")
 
 _GAINS = {"linear": 1.0, "sigmoid": 1.0, "tanh": 5.0 / 3.0, "relu": math.sqrt(2.0)}
-
-
-def _nonnegative(owner, name, value):
-    if not (isinstance(value, numbers.Real) and math.isfinite(value) and value >= 0):
-        raise ValueError(f"{owner}: {name} must be a finite number >= 0, got {value!r}")
-    return float(value)
-
-
-def _positive_fan(owner, name, value):
-    if not (isinstance(value, numbers.Integral) and value >= 1):
-        raise ValueError(f"{owner}: {name} must be a positive int, got {value!r}")
-    return value
 
 
 class Initializer:
@@ -98,7 +88,7 @@ class Uniform(Initializer):
     """
 
     def __init__(self, scale):
-        self.scale = _nonnegative("Uniform", "scale", scale)
+        self.scale = number("Uniform", "scale", scale, 0.0)
 
     def _sample(self, shape, fan_in, fan_out, rng):
         return rng.uniform(-self.scale, self.scale, shape)
@@ -115,7 +105,7 @@ class Normal(Initializer):
     """
 
     def __init__(self, std=1.0, mean=0.0):
-        self.std = _nonnegative("Normal", "std", std)
+        self.std = number("Normal", "std", std, 0.0)
         if not (isinstance(mean, numbers.Real) and math.isfinite(mean)):
             raise ValueError(f"Normal: mean must be a finite number, got {mean!r}")
         self.mean = float(mean)
@@ -134,10 +124,10 @@ class XavierUniform(Initializer):
     """
 
     def __init__(self, gain=1.0):
-        self.gain = _nonnegative("XavierUniform", "gain", gain)
+        self.gain = number("XavierUniform", "gain", gain, 0.0)
 
     def _sample(self, shape, fan_in, fan_out, rng):
-        fans = _positive_fan("XavierUniform", "fan_in", fan_in) + _positive_fan("XavierUniform", "fan_out", fan_out)
+        fans = integer("XavierUniform", "fan_in", fan_in) + integer("XavierUniform", "fan_out", fan_out)
         bound = math.sqrt(3.0) * (self.gain * math.sqrt(2.0 / fans))  # from the std, as PyTorch rounds it
         return rng.uniform(-bound, bound, shape)
 
@@ -152,10 +142,10 @@ class XavierNormal(Initializer):
     """
 
     def __init__(self, gain=1.0):
-        self.gain = _nonnegative("XavierNormal", "gain", gain)
+        self.gain = number("XavierNormal", "gain", gain, 0.0)
 
     def _sample(self, shape, fan_in, fan_out, rng):
-        fans = _positive_fan("XavierNormal", "fan_in", fan_in) + _positive_fan("XavierNormal", "fan_out", fan_out)
+        fans = integer("XavierNormal", "fan_in", fan_in) + integer("XavierNormal", "fan_out", fan_out)
         return rng.standard_normal(shape) * (self.gain * math.sqrt(2.0 / fans))
 
 
@@ -176,7 +166,7 @@ class _Kaiming(Initializer):
         self.nonlinearity = nonlinearity
 
     def _std(self, fan_in, fan_out):
-        fan = _positive_fan(type(self).__name__, self.mode, fan_in if self.mode == "fan_in" else fan_out)
+        fan = integer(type(self).__name__, self.mode, fan_in if self.mode == "fan_in" else fan_out)
         if self.nonlinearity == "leaky_relu":
             gain = math.sqrt(2.0 / (1 + self.a ** 2))
         else:
@@ -230,7 +220,7 @@ class Orthogonal(Initializer):
     """
 
     def __init__(self, gain=1.0):
-        self.gain = _nonnegative("Orthogonal", "gain", gain)
+        self.gain = number("Orthogonal", "gain", gain, 0.0)
 
     def _sample(self, shape, fan_in, fan_out, rng):
         if len(shape) < 2:
@@ -250,14 +240,14 @@ class FanInNormal(Initializer):
     """N(0, 1 / fan_in), the classic initialization of weights (keeps the activation scale)."""
 
     def _sample(self, shape, fan_in, fan_out, rng):
-        return rng.standard_normal(shape) * (1.0 / np.sqrt(_positive_fan("FanInNormal", "fan_in", fan_in)))
+        return rng.standard_normal(shape) * (1.0 / np.sqrt(integer("FanInNormal", "fan_in", fan_in)))
 
 
 class FanInUniform(Initializer):
     """U(-1 / sqrt(fan_in), 1 / sqrt(fan_in)), PyTorch's default for Linear and Conv2d weights and biases."""
 
     def _sample(self, shape, fan_in, fan_out, rng):
-        bound = 1.0 / math.sqrt(_positive_fan("FanInUniform", "fan_in", fan_in))
+        bound = 1.0 / math.sqrt(integer("FanInUniform", "fan_in", fan_in))
         return rng.uniform(-bound, bound, shape)
 
 
@@ -267,7 +257,7 @@ class _ClassicHe(Initializer):
     ``sqrt(2) / sqrt(fan_in)`` rounds differently, and "classic" must keep every bit."""
 
     def _sample(self, shape, fan_in, fan_out, rng):
-        return rng.standard_normal(shape) * np.sqrt(2.0 / _positive_fan("Conv2d", "fan_in", fan_in))
+        return rng.standard_normal(shape) * np.sqrt(2.0 / integer("Conv2d", "fan_in", fan_in))
 
 
 def preset(owner, init, kind, hidden_size=None, **overrides):

@@ -14,43 +14,11 @@ view, so every formula here builds new arrays from them and never writes into th
 here reads a device value back to the host. Learning-rate schedules live in
 ``tinygrad_rnn.training.schedules``.
 """
-import math
-import numbers
-
 import numpy as np
 
 from tinygrad_rnn.backend import as_cupy, as_numpy, device_of, get_array_module
+from tinygrad_rnn.checks import number
 from tinygrad_rnn.core import Variable
-
-
-def check_number(where, name, value, low=None, high=None, low_open=False, high_open=True):
-    """Check that a hyper-parameter is a finite real number in a range.
-
-    Args:
-        where (str): who asks, for the message (``"Adam"``).
-        name (str): the argument.
-        value (object): what was given.
-        low (float, optional): the lower bound.
-        high (float, optional): the upper bound.
-        low_open (bool): whether ``low`` is excluded.
-        high_open (bool): whether ``high`` is excluded.
-    Returns:
-        float: ``value``.
-    Raises:
-        TypeError: not a real number (bools included).
-        ValueError: not finite, or out of range; the message gives the range.
-    """
-    if isinstance(value, bool) or not isinstance(value, numbers.Real):
-        raise TypeError(f"{where}: {name} must be a number, got {value!r}")
-    value = float(value)
-    below = low is not None and (value <= low if low_open else value < low)
-    above = high is not None and (value >= high if high_open else value > high)
-    if not math.isfinite(value) or below or above:
-        left = "any" if low is None else f"{'(' if low_open else '['}{low:g}"
-        right = "" if high is None else f", {high:g}{')' if high_open else ']'}"
-        wanted = f"in {left}{right}" if high is not None else (f"> {low:g}" if low_open else f">= {low:g}")
-        raise ValueError(f"{where}: {name} must be a finite number {wanted}, got {value!r}")
-    return value
 
 
 class Optimizer:
@@ -72,8 +40,8 @@ class Optimizer:
     _counters = ()  # integer attributes that belong to the state (Adam's step count)
 
     def __init__(self, lr, weight_decay=0.0):
-        self._lr = check_number(type(self).__name__, "lr", lr, 0.0, low_open=True)
-        self.weight_decay = check_number(type(self).__name__, "weight_decay", weight_decay, 0.0)
+        self._lr = number(type(self).__name__, "lr", lr, 0.0, low_open=True)
+        self.weight_decay = number(type(self).__name__, "weight_decay", weight_decay, 0.0)
         self.target = None
         self.state = {}  # parameter name -> {slot name -> array on the parameter's device}
 
@@ -84,7 +52,7 @@ class Optimizer:
 
     @lr.setter
     def lr(self, value):
-        self._lr = check_number(type(self).__name__, "lr", value, 0.0)
+        self._lr = number(type(self).__name__, "lr", value, 0.0)
 
     def hyperparameters(self):
         """The constant hyper-parameters (not ``lr``, which schedules change).
@@ -191,7 +159,7 @@ class Optimizer:
         if problems:
             raise ValueError(f"{name}.load_state_dict: {'; '.join(problems)} (slots of {name}: "
                              f"{', '.join(self.slots) or 'none'})")
-        lr = check_number(f"{name}.load_state_dict", "lr", float(arrays["lr"]), 0.0)
+        lr = number(f"{name}.load_state_dict", "lr", float(arrays["lr"]), 0.0)
         counters = {key: int(arrays[key]) for key in self._counters}
         self._lr = lr
         for key, value in counters.items():
@@ -225,7 +193,7 @@ class MomentumSGD(Optimizer):
 
     def __init__(self, lr=0.01, momentum=0.9, weight_decay=0.0):
         super().__init__(lr, weight_decay)
-        self.momentum = check_number("MomentumSGD", "momentum", momentum, 0.0, 1.0)
+        self.momentum = number("MomentumSGD", "momentum", momentum, 0.0, 1.0)
 
     def _update_one(self, param, grad, state):
         v = state["v"]
@@ -248,7 +216,7 @@ class AdaGrad(Optimizer):
 
     def __init__(self, lr=0.01, eps=1e-8, weight_decay=0.0):
         super().__init__(lr, weight_decay)
-        self.eps = check_number("AdaGrad", "eps", eps, 0.0, low_open=True)
+        self.eps = number("AdaGrad", "eps", eps, 0.0, low_open=True)
 
     def _update_one(self, param, grad, state):
         h = state["h"]
@@ -271,8 +239,8 @@ class RMSprop(Optimizer):
 
     def __init__(self, lr=0.01, decay=0.99, eps=1e-8, weight_decay=0.0):
         super().__init__(lr, weight_decay)
-        self.decay = check_number("RMSprop", "decay", decay, 0.0, 1.0)
-        self.eps = check_number("RMSprop", "eps", eps, 0.0, low_open=True)
+        self.decay = number("RMSprop", "decay", decay, 0.0, 1.0)
+        self.eps = number("RMSprop", "eps", eps, 0.0, low_open=True)
 
     def _update_one(self, param, grad, state):
         h = state["h"]
@@ -303,9 +271,9 @@ class Adam(Optimizer):
 
     def __init__(self, lr=0.001, beta1=0.9, beta2=0.999, eps=1e-8, weight_decay=0.0):
         super().__init__(lr, weight_decay)
-        self.beta1 = check_number("Adam", "beta1", beta1, 0.0, 1.0)
-        self.beta2 = check_number("Adam", "beta2", beta2, 0.0, 1.0)
-        self.eps = check_number("Adam", "eps", eps, 0.0, low_open=True)
+        self.beta1 = number("Adam", "beta1", beta1, 0.0, 1.0)
+        self.beta2 = number("Adam", "beta2", beta2, 0.0, 1.0)
+        self.eps = number("Adam", "eps", eps, 0.0, low_open=True)
         self.t = 0
 
     def _begin_step(self):
@@ -340,8 +308,8 @@ def clip_grads(params, max_norm, eps=1e-6):
     Raises:
         TypeError, ValueError: ``max_norm`` or ``eps`` is not a finite number in its range.
     """
-    max_norm = check_number("clip_grads", "max_norm", max_norm, 0.0, low_open=True)
-    eps = check_number("clip_grads", "eps", eps, 0.0)
+    max_norm = number("clip_grads", "max_norm", max_norm, 0.0, low_open=True)
+    eps = number("clip_grads", "eps", eps, 0.0)
     with_grad = [p for p in params if p.grad is not None]
     if not with_grad:
         return np.zeros((), dtype=np.float32)

@@ -21,14 +21,9 @@ import math
 import numpy as np
 
 from tinygrad_rnn.backend import as_cupy, as_numpy
+from tinygrad_rnn.checks import integer
 
 CONVENTIONS = ("textbook", "pytorch")
-
-
-def _positive_int(where, name, value):
-    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
-        raise ValueError(f"{where}: {name} must be a positive integer, got {value!r}")
-    return int(value)
 
 
 def _check_device(where, device):
@@ -110,8 +105,8 @@ class BPTTBatcher:
     def __init__(self, corpus, batch_size, time_size, convention="textbook", drop_last=True, vocab_size=None,
                  device="cpu"):
         name = type(self).__name__
-        self.batch_size = _positive_int(name, "batch_size", batch_size)
-        self.time_size = _positive_int(name, "time_size", time_size)
+        self.batch_size = integer(name, "batch_size", batch_size)
+        self.time_size = integer(name, "time_size", time_size)
         if convention not in CONVENTIONS:
             raise ValueError(f"{name}: convention must be one of {', '.join(CONVENTIONS)}, got {convention!r}")
         self.convention, self.drop_last = convention, bool(drop_last)
@@ -221,10 +216,8 @@ class ShuffledBatcher:
     def __init__(self, arrays, batch_size, seed=0, drop_last=True, vocab_size=None, ignore_label=None,
                  device="cpu"):
         name = type(self).__name__
-        self.batch_size = _positive_int(name, "batch_size", batch_size)
-        if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or seed < 0:
-            raise ValueError(f"{name}: seed must be a non-negative integer, got {seed!r}")
-        self.seed, self.drop_last = int(seed), bool(drop_last)
+        self.batch_size = integer(name, "batch_size", batch_size)
+        self.seed, self.drop_last = integer(name, "seed", seed, low=0), bool(drop_last)
         self.device = _check_device(name, device)
         arrays = [as_numpy(a) for a in arrays]
         if not arrays:

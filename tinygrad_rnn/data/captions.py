@@ -19,6 +19,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from tinygrad_rnn.checks import integer
 from tinygrad_rnn.data.ptb import Vocabulary
 
 PAD, START, END = "<pad>", "<bos>", "<eos>"
@@ -194,12 +195,11 @@ def load_captions(train_size=10000, test_size=1000, seed=0, shape=IMAGE_SHAPE, n
     Returns:
         CaptionData: the encoded sets.
     Raises:
+        TypeError: a size that is not an integer.
         ValueError: a size below 1 (training) or 0 (held out).
     """
-    if isinstance(train_size, bool) or not isinstance(train_size, (int, np.integer)) or train_size < 1:
-        raise ValueError(f"load_captions: train_size must be a positive integer, got {train_size!r}")
-    if isinstance(test_size, bool) or not isinstance(test_size, (int, np.integer)) or test_size < 0:
-        raise ValueError(f"load_captions: test_size must be an integer >= 0, got {test_size!r}")
+    integer("load_captions", "train_size", train_size)
+    integer("load_captions", "test_size", test_size, low=0)
     vocab = vocabulary()
     train_rng, test_rng = (np.random.default_rng(s) for s in np.random.SeedSequence(seed).spawn(2))
     x_train, train_texts = generate_captions(train_size, train_rng, shape, noise)

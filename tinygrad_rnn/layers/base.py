@@ -1,19 +1,8 @@
 """Layer: the base class of layers and models."""
-import numbers
-
 import numpy as np
 
 from tinygrad_rnn import backend, serialization
 from tinygrad_rnn.core import Parameter, name_scope
-
-
-def _size(owner, name, value):
-    """``value`` as an int; a TypeError or ValueError naming the layer unless it is a positive integer."""
-    if isinstance(value, bool) or not isinstance(value, numbers.Integral):
-        raise TypeError(f"{owner}: {name} must be a positive int, got {value!r}")
-    if value < 1:
-        raise ValueError(f"{owner}: {name} must be a positive int, got {value!r}")
-    return int(value)
 
 
 def _float_dtype(owner, dtype):

@@ -7,7 +7,8 @@ from tinygrad_rnn import functions as F
 from tinygrad_rnn import initializers, random
 from tinygrad_rnn.backend import get_array_module
 from tinygrad_rnn.core import Parameter, as_variable
-from tinygrad_rnn.layers.base import Layer, _float_dtype, _size
+from tinygrad_rnn.checks import integer
+from tinygrad_rnn.layers.base import Layer, _float_dtype
 
 
 def _affine(x, W, b):
@@ -50,7 +51,7 @@ class Linear(Layer):
     def __init__(self, in_size, out_size, nobias=False, seed=None, dtype=np.float32, *, init="classic", W_init=None,
                  b_init=None):
         super().__init__()
-        self.out_size = _size("Linear", "out_size", out_size)
+        self.out_size = integer("Linear", "out_size", out_size)
         self.dtype = _float_dtype("Linear", dtype)
         self.nobias = nobias
         self.rng = np.random.default_rng(seed)
@@ -58,7 +59,7 @@ class Linear(Layer):
         self.W = None
         self.b = None
         if in_size is not None:
-            self._create(_size("Linear", "in_size", in_size))
+            self._create(integer("Linear", "in_size", in_size))
 
     def _create(self, in_size):
         fans = {"fan_in": in_size, "fan_out": self.out_size, "rng": self.rng, "dtype": self.dtype}
@@ -102,7 +103,7 @@ class Embedding(Layer):
 
     def __init__(self, vocab_size, dim, seed=None, dtype=np.float32, *, init="classic", W_init=None):
         super().__init__()
-        vocab_size, dim = _size("Embedding", "vocab_size", vocab_size), _size("Embedding", "dim", dim)
+        vocab_size, dim = integer("Embedding", "vocab_size", vocab_size), integer("Embedding", "dim", dim)
         dtype = _float_dtype("Embedding", dtype)
         W_init = initializers.preset("Embedding", init, "embedding", W=W_init)["W"]
         self.W = Parameter(W_init((vocab_size, dim), fan_in=dim, fan_out=vocab_size, rng=np.random.default_rng(seed),

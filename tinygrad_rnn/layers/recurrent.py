@@ -19,7 +19,8 @@ from tinygrad_rnn import functions as F
 from tinygrad_rnn import initializers, random
 from tinygrad_rnn.backend import get_array_module
 from tinygrad_rnn.core import Config, Parameter, Variable, as_variable, name_scope
-from tinygrad_rnn.layers.base import Layer, _float_dtype, _size
+from tinygrad_rnn.checks import integer
+from tinygrad_rnn.layers.base import Layer, _float_dtype
 
 
 class _Cell(Layer):
@@ -33,8 +34,8 @@ class _Cell(Layer):
     def __init__(self, input_size, hidden_size, seed, dtype, init, Wx_init, Wh_init, b_init, bh_width=0):
         super().__init__()
         name = type(self).__name__
-        self.input_size = _size(name, "input_size", input_size)
-        self.hidden_size = _size(name, "hidden_size", hidden_size)
+        self.input_size = integer(name, "input_size", input_size)
+        self.hidden_size = integer(name, "hidden_size", hidden_size)
         dtype = _float_dtype(name, dtype)
         inits = initializers.preset(name, init, "recurrent", hidden_size, Wx=Wx_init, Wh=Wh_init, b=b_init)
         rng = np.random.default_rng(seed)
@@ -349,9 +350,9 @@ class _Recurrent(Layer):
                  **cell_kwargs):
         super().__init__()
         name = type(self).__name__
-        self.input_size = _size(name, "input_size", input_size)
-        self.hidden_size = _size(name, "hidden_size", hidden_size)
-        self.num_layers = _size(name, "num_layers", num_layers)
+        self.input_size = integer(name, "input_size", input_size)
+        self.hidden_size = integer(name, "hidden_size", hidden_size)
+        self.num_layers = integer(name, "num_layers", num_layers)
         if not (isinstance(dropout, numbers.Real) and 0.0 <= dropout < 1.0):
             raise ValueError(f"{name}: dropout must lie in [0, 1), got {dropout!r}")
         dtype = _float_dtype(name, dtype)
@@ -427,7 +428,7 @@ class _Recurrent(Layer):
             if not given:
                 raise ValueError(f"{owner}: needs the batch size n when no state is given")
             n = given[0].shape[0]
-        n = _size(owner, "n", n)
+        n = integer(owner, "n", n)
         return tuple(cell._state(layer_parts, n, owner) for cell, layer_parts in zip(self.cells, zip(*per_layer)))
 
     def step(self, x, state=None):

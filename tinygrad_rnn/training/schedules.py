@@ -10,7 +10,7 @@ the optimizer's at their first update).
 """
 import math
 
-from tinygrad_rnn.optimizers import check_number
+from tinygrad_rnn.checks import integer, number
 from tinygrad_rnn.training.extensions import Extension
 
 
@@ -58,7 +58,7 @@ class _FromBase(Schedule):
 
     def load_state_dict(self, state):
         base = state["base_lr"]
-        self.base_lr = None if base is None else check_number(type(self).__name__, "base_lr", base, 0.0)
+        self.base_lr = None if base is None else number(type(self).__name__, "base_lr", base, 0.0)
 
 
 class Cosine(_FromBase):
@@ -71,9 +71,7 @@ class Cosine(_FromBase):
 
     def __init__(self, epochs, min_lr=0.0):
         super().__init__()
-        if isinstance(epochs, bool) or not isinstance(epochs, int) or epochs < 1:
-            raise ValueError(f"Cosine: epochs must be a positive integer, got {epochs!r}")
-        self.epochs, self.min_lr = epochs, check_number("Cosine", "min_lr", min_lr, 0.0)
+        self.epochs, self.min_lr = integer("Cosine", "epochs", epochs), number("Cosine", "min_lr", min_lr, 0.0)
 
     def rate(self, epoch):
         fraction = min(epoch, self.epochs) / self.epochs
@@ -90,9 +88,8 @@ class StepDecay(_FromBase):
 
     def __init__(self, step_size, gamma=0.1):
         super().__init__()
-        if isinstance(step_size, bool) or not isinstance(step_size, int) or step_size < 1:
-            raise ValueError(f"StepDecay: step_size must be a positive integer, got {step_size!r}")
-        self.step_size, self.gamma = step_size, check_number("StepDecay", "gamma", gamma, 0.0, 1.0, True, False)
+        self.step_size = integer("StepDecay", "step_size", step_size)
+        self.gamma = number("StepDecay", "gamma", gamma, 0.0, 1.0, low_open=True, high_open=False)
 
     def rate(self, epoch):
         return self.base_lr * self.gamma ** (epoch // self.step_size)
@@ -107,7 +104,7 @@ class ExponentialDecay(_FromBase):
 
     def __init__(self, gamma):
         super().__init__()
-        self.gamma = check_number("ExponentialDecay", "gamma", gamma, 0.0, 1.0, True, False)
+        self.gamma = number("ExponentialDecay", "gamma", gamma, 0.0, 1.0, True, False)
 
     def rate(self, epoch):
         return self.base_lr * self.gamma ** epoch
@@ -128,12 +125,11 @@ class ReduceOnPlateau(Schedule):
 
     def __init__(self, monitor="valid_perplexity", factor=0.25, patience=0, mode="min"):
         self.monitor = monitor
-        self.factor = check_number("ReduceOnPlateau", "factor", factor, 0.0, 1.0, low_open=True)
-        if isinstance(patience, bool) or not isinstance(patience, int) or patience < 0:
-            raise ValueError(f"ReduceOnPlateau: patience must be an integer >= 0, got {patience!r}")
+        self.factor = number("ReduceOnPlateau", "factor", factor, 0.0, 1.0, low_open=True)
+        self.patience = integer("ReduceOnPlateau", "patience", patience, low=0)
         if mode not in ("min", "max"):
             raise ValueError(f"ReduceOnPlateau: mode must be 'min' or 'max', got {mode!r}")
-        self.patience, self.mode = patience, mode
+        self.mode = mode
         self.best = None
         self.bad_epochs = 0
 

@@ -18,17 +18,12 @@ steps and at the end of an epoch.
 import time
 
 from tinygrad_rnn import backend
-from tinygrad_rnn.optimizers import check_number, clip_grads
+from tinygrad_rnn.checks import integer, number
+from tinygrad_rnn.optimizers import clip_grads
 from tinygrad_rnn.training import checkpoint
 from tinygrad_rnn.training.evaluation import exp
 from tinygrad_rnn.training.extensions import Checkpoint
 from tinygrad_rnn.training.schedules import Schedule
-
-
-def _positive_int(where, name, value):
-    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-        raise ValueError(f"{where}: {name} must be a positive integer, got {value!r}")
-    return value
 
 
 class Trainer:
@@ -73,9 +68,9 @@ class Trainer:
             raise ValueError(f"Trainer: the optimizer is set up for {target}, not this {type(model).__name__}: "
                              "call optimizer.setup(model) first")
         self.model, self.optimizer, self.batches = model, optimizer, batches
-        self.clip = None if clip is None else check_number("Trainer", "clip", clip, 0.0, low_open=True)
+        self.clip = None if clip is None else number("Trainer", "clip", clip, 0.0, low_open=True)
         self.evaluators, self.extensions = list(evaluators), list(extensions)
-        self.log_every = _positive_int("Trainer", "log_every", log_every)
+        self.log_every = integer("Trainer", "log_every", log_every)
         self.meta = meta or {}
         names = [e.name for e in self.extensions]
         if len(set(names)) != len(names):
@@ -129,9 +124,9 @@ class Trainer:
         """
         if self.batches is None:
             raise ValueError("Trainer.fit: the trainer has no batch source (built with batches=None)")
-        self.epochs = _positive_int("Trainer.fit", "epochs", epochs)
+        self.epochs = integer("Trainer.fit", "epochs", epochs)
         if max_iters is not None:
-            _positive_int("Trainer.fit", "max_iters", max_iters)
+            integer("Trainer.fit", "max_iters", max_iters)
         p = next(self.model.params(), None)
         device = "gpu" if p is not None and backend.is_cupy_array(p.data) else "cpu"
         if self.batches.device != device:
