@@ -40,7 +40,7 @@ def integer(where, name, value, low=1):
     Args:
         where (str): who asks, for the message (``"BPTTBatcher"``).
         name (str): the argument.
-        value: what was given.
+        value (object): what was given.
         low (int): the smallest allowed value.
     Returns:
         int: ``value``.
