@@ -123,14 +123,7 @@ class AttentionSeq2seq(DecodingMixin, L.Layer):
         self.decoder = AttentionDecoder(vocab_size, wordvec_size, hidden_size, seed=rng, dtype=dtype)
 
     def forward(self, xs, inputs):
-        """Teacher-forced scores.
-
-        Args:
-            xs (ndarray): (N, Tq) int questions.
-            inputs (ndarray): (N, T) int decoder inputs (an answer without its last token).
-        Returns:
-            Variable: (N, T, V) scores of the next tokens.
-        """
+        """Teacher-forced scores (N, T, V), as ``Seq2seq.forward``: questions (N, Tq), decoder inputs (N, T)."""
         hs, h = self.encoder(xs)
         return self.decoder(inputs, hs, h)[0]
 
