@@ -418,10 +418,10 @@ class Function:
 
     def _free(self):
         """Drop everything forward saved and the inputs; keep the links ``unchain_backward`` walks."""
-        parents, outputs, generation, scope = self.parents(), self.outputs, self.generation, self.scope
-        self.__dict__.clear()
-        self.freed, self._called = True, True
-        self._parents, self.outputs, self.generation, self.scope = parents, outputs, generation, scope
+        # one new dict: the old one, with the saved arrays and the inputs, goes at once
+        parents = [x.creator for x in self.inputs if x.creator is not None]
+        self.__dict__ = {"freed": True, "_called": True, "_parents": parents, "outputs": self.outputs,
+                         "generation": self.generation, "scope": self.scope}
 
     def arg(self, i):
         """Input ``i`` for use in ``backward``: an array, or a Variable under ``create_graph``."""
