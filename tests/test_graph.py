@@ -262,7 +262,7 @@ def test_render_without_graphviz_package_says_to_pip_install_it(tmp_path, monkey
 @needs_dot
 def test_render_graph_tool_writes_the_documented_images(tmp_path, capsys):
     pytest.importorskip("graphviz")
-    from tools import render_graph
+    from tinygrad_rnn.tools import render_graph
     render_graph.main(["--out", str(tmp_path)])
     names = ["rnn_step.svg", "lstm_step.svg", "rnn_unrolled.svg", "rnn_unrolled_collapsed.svg"]
     assert capsys.readouterr().out.split() == [str(tmp_path / name) for name in names]

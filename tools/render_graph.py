@@ -1,8 +1,8 @@
 """Render the example graphs of docs/graph.md: a tanh-RNN step, an LSTM step and a 3-step unrolled RNN.
 
-Usage (from the repository root, or anywhere after ``pip install -e .``)::
+Usage (once installed, e.g. by ``make``)::
 
-    python -m tools.render_graph --out docs/img --format svg
+    tinygrad-rnn-render-graph --out docs/img --format svg   (or python tools/render_graph.py ...)
 
 Only shapes reach the drawings, so the inputs are zeros and no seed is needed.
 """
