@@ -34,10 +34,10 @@ Bit layout (a data-parallel split relies on it):
   compares the element's integer (24 or 53 bits) with ``ceil(dtype(p) * 2**bits)``, which is the
   same test.
 
-Why a float32 takes half a word: on the CPU the Philox words are the cost (about 3 ns a word in
-NumPy's C code) and a float32 keeps only 24 bits, so two elements a word make a float32 draw about
-as fast as NumPy's default ``Generator.random(dtype=np.float32)`` instead of 2.5 times as slow. A
-float32 and a float64 draw of one state are therefore different numbers.
+Why a float32 takes half a word: on the CPU the Philox words are the cost and a float32 keeps only
+24 bits, so two elements a word halve that cost and keep a dropout mask about as cheap as one of
+NumPy's default ``Generator.random(dtype=np.float32)``. A float32 and a float64 draw of one state
+are therefore different numbers.
 
 Reading and advancing the counter is atomic; generation runs outside the lock from the reserved
 blocks, so threads sharing a Generator never get overlapping blocks (which thread gets which

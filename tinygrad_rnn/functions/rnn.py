@@ -223,8 +223,8 @@ def lstm_sequence(xw, h, c, Wh):
 
     Values and gradients equal T composed steps; the input projection ``xw = x @ Wx + b`` of
     all steps is computed before (one product), ``h @ Wh`` inside. Time-major, as cuDNN and
-    PyTorch's default ``nn.LSTM``: each step's arrays are then contiguous, which makes the
-    element-wise work of a step about twice as fast as on (N, T, ...) slices.
+    PyTorch's default ``nn.LSTM``: each step's arrays are then contiguous, where (N, T, ...)
+    slices would be strided.
 
     Args:
         xw (Variable | ndarray): (T, N, 4H) input projections, T >= 1, gate blocks i, f, g, o.
