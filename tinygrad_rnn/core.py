@@ -259,7 +259,7 @@ class Variable:
             if seed.shape != self.shape:
                 raise ValueError(f"backward: grad has shape {seed.shape}, output has shape {self.shape}")
         keep = create_graph if retain_graph is None else retain_graph
-        with using_config("enable_backprop", create_graph):
+        with using_config("enable_backprop", bool(create_graph)):
             _run_backward(self, Variable(seed) if create_graph else seed, retain_grad, create_graph, keep)
 
     # Methods shared with ndarray, so backward formulas work on both (see the module docstring).
