@@ -61,8 +61,17 @@ Config = _ConfigView()
 
 
 @contextlib.contextmanager
+def _setting(name, value):
+    """``using_config`` without the checks, for the context managers below that pass known values."""
+    token = _settings.set(_settings.get()._replace(**{name: value}))
+    try:
+        yield
+    finally:
+        _settings.reset(token)
+
+
 def using_config(name, value):
-    """Set one setting for the current thread or context inside the block.
+    """Context manager: one setting for the current thread or context inside the block.
 
     Args:
         name (str): one of ``enable_backprop``, ``train``, ``anomaly``, ``debug``, ``scope``,
@@ -78,27 +87,23 @@ def using_config(name, value):
         raise TypeError(f"using_config: scope must be a tuple of names, got {value!r}")
     if name != "scope" and not isinstance(value, bool):
         raise TypeError(f"using_config: {name} must be True or False, got {value!r}")
-    token = _settings.set(_settings.get()._replace(**{name: value}))
-    try:
-        yield
-    finally:
-        _settings.reset(token)
+    return _setting(name, value)
 
 
 def no_grad():
     """Context manager: ops run without recording a graph (evaluation, generation)."""
-    return using_config("enable_backprop", False)
+    return _setting("enable_backprop", False)
 
 
 def test_mode():
     """Context manager: layers behave as at test time (dropout is the identity)."""
-    return using_config("train", False)
+    return _setting("train", False)
 
 
 def detect_anomaly():
     """Context manager: raise ``FloatingPointError`` at the first Function whose forward or
     backward produces NaN or Inf, naming the Function (reads every result back: slow)."""
-    return using_config("anomaly", True)
+    return _setting("anomaly", True)
 
 
 def debug_mode():
@@ -108,7 +113,7 @@ def debug_mode():
     sets), so a training step never reads device values back; NumPy still refuses an id out of
     range in ``embed_id`` and ``softmax_cross_entropy``, while CuPy's indexing would wrap it.
     """
-    return using_config("debug", True)
+    return _setting("debug", True)
 
 
 def name_scope(name):
@@ -116,7 +121,7 @@ def name_scope(name):
     form a path such as ``('lstm1', 't3')``); ``graph.to_dot`` draws each scope as a cluster."""
     if not isinstance(name, str) or not name:
         raise ValueError(f"name_scope: name must be a non-empty string, got {name!r}")
-    return using_config("scope", _settings.get().scope + (name,))
+    return _setting("scope", _settings.get().scope + (name,))
 
 
 def _to_array(data, where="Variable"):
@@ -259,7 +264,7 @@ class Variable:
             if seed.shape != self.shape:
                 raise ValueError(f"backward: grad has shape {seed.shape}, output has shape {self.shape}")
         keep = create_graph if retain_graph is None else retain_graph
-        with using_config("enable_backprop", bool(create_graph)):
+        with _setting("enable_backprop", bool(create_graph)):
             _run_backward(self, Variable(seed) if create_graph else seed, retain_grad, create_graph, keep)
 
     # Methods shared with ndarray, so backward formulas work on both (see the module docstring).
