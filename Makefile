@@ -10,7 +10,7 @@ ifneq ($(wildcard $(SHARED_DATA)/ptb),)
 export TINYGRAD_RNN_DATA ?= $(SHARED_DATA)
 endif
 
-.PHONY: demo test test-slow lint graphs bench dot docs
+.PHONY: demo test test-slow lint graphs bench dot mpi docs
 
 $(BIN)/.installed: setup.cfg pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -39,13 +39,27 @@ dot:
 	  fi; \
 	fi
 
+# Open MPI's mpirun runs the data-parallel tests (mpi4py comes with the dev extra): install Debian's
+# openmpi-bin when we are root with apt-get, otherwise say how (those tests then skip, or fail under CI)
+mpi:
+	@if ! command -v mpirun >/dev/null 2>&1; then \
+	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
+	    echo "Installing Open MPI (mpirun) with apt-get"; \
+	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends \
+	      openmpi-bin >/dev/null; \
+	  else \
+	    echo "mpirun is missing: install it with 'sudo apt-get install openmpi-bin' (Debian/Ubuntu)," \
+	         "'brew install open-mpi' (macOS), or 'pip install mpich' into .venv"; \
+	  fi; \
+	fi
+
 demo: $(BIN)/.installed dot
 	$(BIN)/python tools/demo.py --out runs/demo
 
-test: $(BIN)/.installed-dev dot
+test: $(BIN)/.installed-dev dot mpi
 	$(BIN)/python -m pytest -q -p no:cacheprovider
 
-test-slow: $(BIN)/.installed-dev dot
+test-slow: $(BIN)/.installed-dev dot mpi
 	$(BIN)/python -m pytest -q -p no:cacheprovider -m slow
 
 lint: $(BIN)/.installed-dev

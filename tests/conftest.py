@@ -36,3 +36,8 @@ def xp(request):
 def cupy():
     """CuPy, for the tests that compare the GPU with the CPU (mark them gpu); skips without it."""
     return _cupy_or_skip()
+
+
+def in_ci():
+    """Whether the suite runs in CI (``CI`` set), where a missing tool fails its tests instead of skipping them."""
+    return os.environ.get("CI", "").lower() not in ("", "0", "false")

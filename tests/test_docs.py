@@ -3,7 +3,6 @@ README and the guides stand alone (their links resolve inside the repository, th
 import configparser
 import importlib
 import importlib.metadata
-import os
 import pkgutil
 import re
 import subprocess
@@ -11,6 +10,7 @@ import sys
 from pathlib import Path
 
 import pytest
+from conftest import in_ci
 
 import tinygrad_rnn
 
@@ -30,10 +30,6 @@ INLINE_CODE = re.compile(r"(`+).+?\1", re.DOTALL)
 DIRECTIVE = re.compile(r"^:::\s+([\w.]+)", re.MULTILINE)
 
 
-def _ci():
-    return os.environ.get("CI", "").lower() not in ("", "0", "false")
-
-
 def _require_docs_tools():
     """Skip without mkdocs and mkdocstrings, except in CI, where their absence is a failure."""
     missing = []
@@ -44,7 +40,7 @@ def _require_docs_tools():
             missing.append(name)
     if missing:
         message = f"{', '.join(missing)} not installed (pip install -e '.[docs]')"
-        if _ci():
+        if in_ci():
             pytest.fail(f"{message}; CI must build the docs")
         pytest.skip(message)
 

@@ -132,7 +132,9 @@ def resume(trainer, path):
 
 
 class EachEpoch(Extension):
-    """Call ``action()`` after every epoch record (e.g. to print decoded examples)."""
+    """Call ``action()`` after every epoch record (e.g. to print decoded examples), on rank 0."""
+
+    root_only = True
 
     def __init__(self, action):
         self.action = action

@@ -7,6 +7,8 @@ A batch source is what the trainer loops over. Both here share one small protoco
   epoch ``epoch`` (0 for the first) from iteration ``start`` on, a pure function of the two, so
   a run resumes mid-epoch exactly;
 - ``source.reset_each_epoch``: whether a stateful model starts each epoch from a zero state;
+- ``source.carries_state``: whether row ``i`` of a batch continues row ``i`` of the last one (BPTT
+  streams), so that a stateful model carries its state from batch to batch;
 - ``source.count(batch)`` and ``source.unit``: how many items a batch holds, for throughput
   (``"words"`` or ``"samples"``);
 - ``source.spec()``: the settings, JSON-ready, which checkpoints keep so that a resume with
@@ -101,6 +103,7 @@ class BPTTBatcher:
     """
 
     unit = "words"
+    carries_state = True
 
     def __init__(self, corpus, batch_size, time_size, convention="textbook", drop_last=True, vocab_size=None,
                  device="cpu"):
@@ -212,6 +215,7 @@ class ShuffledBatcher:
 
     unit = "samples"
     reset_each_epoch = True  # each batch holds other examples: nothing carries over
+    carries_state = False
 
     def __init__(self, arrays, batch_size, seed=0, drop_last=True, vocab_size=None, ignore_label=None,
                  device="cpu"):

@@ -6,11 +6,17 @@ A checkpoint is one pickle-free ``.npz`` (``serialization.save_npz``): the array
 sums, the history, the optimizer's class and hyper-parameters, the batch source's settings,
 the clipping norm, the state of every random generator of the model and of every extension,
 and the user's ``"run"`` information.
+
+A checkpoint of a data-parallel run is the checkpoint one process would write: rank 0 gathers
+every rank's rows of the carried state and the totals of the running sums, and writes alone; a
+resume at any process count that divides the batch gives each rank its rows (and rank 0 the
+totals). Rank 0 reads the file and sends it to the others, so only rank 0 needs to see it.
 """
 import copy
 
 from tinygrad_rnn import random as tg_random
 from tinygrad_rnn.backend import as_numpy
+from tinygrad_rnn.distributed import gather_rows
 from tinygrad_rnn.layers import Layer
 from tinygrad_rnn.serialization import load_npz, save_npz
 
@@ -51,26 +57,38 @@ def _stateful(trainer):
     return {e.name: e for e in trainer.extensions if e.state_dict()}
 
 
-def _trainer_state(trainer):
+_SUMMED = ("loss", "window_loss", "items")  # per rank while running; totals in a checkpoint
+
+
+def _trainer_state(trainer, totals=True):
     sums = {k: float(v) if k in ("loss", "window_loss") else v for k, v in trainer.sums.items()}
+    if totals and trainer.comm.size > 1:
+        loss, window_loss, items = trainer.comm.allreduce_numbers([sums[k] for k in _SUMMED])
+        sums.update(loss=loss, window_loss=window_loss, items=round(items))
     return {"epoch": trainer.epoch, "iteration": trainer.iteration, "total_iterations": trainer.total_iterations,
             "sums": sums}
 
 
 def save(trainer, path):
-    """Write ``trainer``'s checkpoint to ``path`` (atomically).
+    """Write ``trainer``'s checkpoint to ``path`` (atomically); data parallel, every rank calls it and rank 0 writes.
 
     Args:
         trainer (Trainer): the trainer.
         path (str | Path): the file.
     """
-    model, optimizer = trainer.model, trainer.optimizer
+    model, optimizer, comm = trainer.model, trainer.optimizer, trainer.comm
+    carried = model.carried_state()
+    if comm.size > 1:
+        carried = gather_rows(carried, comm)
+    state = _trainer_state(trainer)
+    if not comm.is_root:
+        return
     arrays = {f"model/{k}": v for k, v in model.state_dict().items()}
     arrays.update({f"optimizer/{k}": v for k, v in optimizer.state_dict().items()})
-    arrays.update({f"carried/{k}": v for k, v in model.carried_state().items()})
+    arrays.update({f"carried/{k}": v for k, v in carried.items()})
     meta = {
         "format": FORMAT,
-        "trainer": _trainer_state(trainer),
+        "trainer": state,
         "history": trainer.history,
         "optimizer": {"class": type(optimizer).__name__, "hyperparameters": optimizer.hyperparameters()},
         "batches": None if trainer.batches is None else trainer.batches.spec(),
@@ -105,6 +123,10 @@ def _differences(trainer, arrays, meta):
         trainer.model.check_state_dict(_part(arrays, "model"))
     except ValueError as e:
         out.append(f"model parameters: {str(e).split(': ', 1)[1]}")
+    if trainer.comm.size > 1:
+        rows = trainer.batches.batch_size
+        out += [f"carried state {k} has {a.shape[0] if a.ndim else 0} rows, the batch {rows}"
+                for k, a in _part(arrays, "carried").items() if not a.ndim or a.shape[0] != rows]
     for what, theirs, mine in (("generators", meta["generators"], generators(trainer.model)),
                                ("extensions with state", meta["extensions"], _stateful(trainer))):
         if set(theirs) != set(mine):
@@ -118,16 +140,22 @@ def _snapshot(trainer):
     arrays = {f"model/{k}": as_numpy(v).copy() for k, v in model.state_dict().items()}
     arrays.update({f"optimizer/{k}": v for k, v in trainer.optimizer.state_dict().items()})
     arrays.update({f"carried/{k}": as_numpy(v).copy() for k, v in model.carried_state().items()})
-    meta = {"trainer": _trainer_state(trainer), "history": copy.deepcopy(trainer.history),
+    meta = {"trainer": _trainer_state(trainer, totals=False), "history": copy.deepcopy(trainer.history),
             "generators": {name: g.state_dict() for name, g in generators(model).items()},
             "extensions": {name: e.state_dict() for name, e in _stateful(trainer).items()}}
     return arrays, meta
 
 
-def _apply(trainer, arrays, meta):
+def _apply(trainer, arrays, meta, split=True):
+    """Load a checkpoint (``split``: of the combined batch, which each rank takes its part of) or a snapshot."""
     model = trainer.model
     model.load_state_dict(_part(arrays, "model"))
-    model.load_carried_state(_part(arrays, "carried"))
+    carried = _part(arrays, "carried")
+    split = split and trainer.comm.size > 1
+    if split:
+        start, stop = trainer.batches.rows()
+        carried = {k: a[start:stop] for k, a in carried.items()}
+    model.load_carried_state(carried)
     trainer.optimizer.load_state_dict(_part(arrays, "optimizer"))
     for name, g in generators(model).items():
         g.load_state_dict(meta["generators"][name])
@@ -137,6 +165,8 @@ def _apply(trainer, arrays, meta):
     trainer.epoch, trainer.iteration = state["epoch"], state["iteration"]
     trainer.total_iterations = state["total_iterations"]
     trainer.sums = dict(state["sums"])
+    if split and not trainer.comm.is_root:  # the totals are rank 0's to carry on
+        trainer.sums.update({k: 0 if k == "items" else 0.0 for k in _SUMMED})
     trainer.history = copy.deepcopy(meta["history"])
 
 
@@ -175,7 +205,7 @@ def load(trainer, path):
         ValueError: not a tinygrad_rnn checkpoint (damaged, another format), or it does not
             fit the run: the message names the file and lists every difference.
     """
-    arrays, meta = _read_meta(path)
+    arrays, meta = _read_meta(path) if trainer.comm.size == 1 else _read_on_root(trainer.comm, path)
     differences = _differences(trainer, arrays, meta)
     if differences:
         raise ValueError(f"Trainer.resume: {path} does not fit this run: " + "; ".join(differences))
@@ -183,6 +213,20 @@ def load(trainer, path):
     try:
         _apply(trainer, arrays, meta)
     except BaseException:
-        _apply(trainer, *before)
+        _apply(trainer, *before, split=False)
         raise
+    if trainer._reducer is not None:
+        trainer._reducer.synchronize()
     return meta["run"]
+
+
+def _read_on_root(comm, path):
+    """Rank 0 reads the file and sends its contents, or its error, to every rank (which all raise it)."""
+    try:
+        loaded = _read_meta(path) if comm.is_root else None
+    except (OSError, ValueError) as e:
+        loaded = e
+    loaded = comm.bcast_obj(loaded)
+    if isinstance(loaded, BaseException):
+        raise loaded
+    return loaded

@@ -5,6 +5,10 @@ the trainer stores them in the epoch's record as ``<name>_<key>`` (``valid_perpl
 ``test_exact_match``). ``main`` names the number that logs and plots show. Evaluation runs
 under ``no_grad()`` and ``test_mode()``, from a fresh state; the state the model carried
 before is put back afterwards, so training continues its streams undisturbed.
+
+Given a communicator, each rank scores its part (its rows of the streams, its slice of the
+examples) and the sums (of losses and token counts, of correct answers) are reduced, so every
+rank returns the same numbers, those of the whole set.
 """
 import math
 
@@ -14,6 +18,7 @@ from tinygrad_rnn import backend
 from tinygrad_rnn import functions as F
 from tinygrad_rnn.core import no_grad, test_mode
 from tinygrad_rnn.data.batching import check_ids
+from tinygrad_rnn.distributed import SerialComm, shard_rows
 
 _PAD = -1  # target of the padding after the end of the text: ignored by the loss
 
@@ -31,7 +36,7 @@ def _on_device_of(model, a):
     return backend.as_cupy(a) if p is not None and backend.is_cupy_array(p.data) else backend.as_numpy(a)
 
 
-def perplexity(model, corpus, batch_size=10, time_size=35):
+def perplexity(model, corpus, batch_size=10, time_size=35, comm=None):
     """Perplexity of a language model on every target token of a stream.
 
     The L - 1 targets are cut into N streams of ``ceil((L - 1) / N)`` tokens, read T steps at
@@ -44,6 +49,7 @@ def perplexity(model, corpus, batch_size=10, time_size=35):
         corpus (ndarray): (L,) int ids, L >= 2.
         batch_size (int): N parallel streams.
         time_size (int): T steps per window.
+        comm (optional): a communicator: each rank scores its rows of the N streams.
     Returns:
         dict: ``loss`` (mean cross-entropy, nats), ``tokens`` (L - 1) and ``perplexity``
         (exp of the loss; ``inf`` for a diverged model).
@@ -62,23 +68,25 @@ def perplexity(model, corpus, batch_size=10, time_size=35):
     xs = np.zeros(n * length, dtype=np.int32)  # any valid id: the padding's targets are ignored
     ts = np.full(n * length, _PAD, dtype=np.int32)
     xs[:targets], ts[:targets] = corpus[:-1], corpus[1:]
-    xs, ts = xs.reshape(n, length), ts.reshape(n, length)
+    comm = SerialComm() if comm is None else comm
+    start, stop = shard_rows(n, comm)
+    xs, ts = xs.reshape(n, length)[start:stop], ts.reshape(n, length)[start:stop]
     carried = model.carried_state()
     model.reset_state()
     total = 0.0
     with no_grad(), test_mode():
-        for k in range(0, length, time_size):
+        for k in range(0, length if stop > start else 0, time_size):
             window = slice(k, k + time_size)
             counted = int((ts[:, window] != _PAD).sum())  # known on the host: no device read
             loss = F.softmax_cross_entropy(model(_on_device_of(model, xs[:, window])),
                                            _on_device_of(model, ts[:, window]), ignore_label=_PAD)
             total = total + loss.data * counted
     model.load_carried_state(carried)
-    mean = float(total) / targets
+    mean = comm.allreduce_numbers([total])[0] / targets
     return {"loss": mean, "tokens": targets, "perplexity": exp(mean)}
 
 
-def exact_match(model, xs, ts, batch_size=1000, ignore_id=None, beam_width=1):
+def exact_match(model, xs, ts, batch_size=1000, ignore_id=None, beam_width=1, comm=None):
     """How many examples have their whole decoded answer right.
 
     Each batch is decoded with ``model.generate(xs, start_id, Ta - 1, beam_width=...)`` and
@@ -92,6 +100,7 @@ def exact_match(model, xs, ts, batch_size=1000, ignore_id=None, beam_width=1):
         ignore_id (int, optional): target positions holding it are not compared (padding
             after an end token).
         beam_width (int): 1 for greedy decoding.
+        comm (optional): a communicator: each rank decodes its slice of the examples.
     Returns:
         dict: ``correct``, ``total`` and ``exact_match`` (their ratio, in [0, 1]).
     Raises:
@@ -103,15 +112,18 @@ def exact_match(model, xs, ts, batch_size=1000, ignore_id=None, beam_width=1):
     first = ts[:, 0]
     if (first != first[0]).any():
         raise ValueError(f"exact_match: ts[:, 0] must hold one start token, got {sorted(set(first.tolist()))}")
+    comm = SerialComm() if comm is None else comm
+    start, stop = shard_rows(len(ts), comm)
     hits = 0
-    for i in range(0, len(xs), batch_size):
-        target = ts[i:i + batch_size, 1:]
-        ids = model.generate(_on_device_of(model, xs[i:i + batch_size]), int(first[0]), target.shape[1],
-                             beam_width=beam_width)
+    for i in range(start, stop, batch_size):
+        end = min(i + batch_size, stop)
+        target = ts[i:end, 1:]
+        ids = model.generate(_on_device_of(model, xs[i:end]), int(first[0]), target.shape[1], beam_width=beam_width)
         right = backend.as_numpy(ids) == target
         if ignore_id is not None:
             right |= target == ignore_id
         hits += int(right.all(axis=1).sum())
+    hits = round(comm.allreduce_numbers([hits])[0])
     return {"correct": hits, "total": len(ts), "exact_match": hits / len(ts)}
 
 
@@ -131,10 +143,10 @@ class Perplexity:
     def __init__(self, corpus, batch_size=10, time_size=35, name="valid"):
         self.corpus, self.batch_size, self.time_size, self.name = corpus, batch_size, time_size, name
 
-    def __call__(self, model):
+    def __call__(self, model, comm=None):
         """Returns:
-            dict: see ``perplexity``."""
-        return perplexity(model, self.corpus, self.batch_size, self.time_size)
+            dict: see ``perplexity`` (reduced over the ranks of ``comm``)."""
+        return perplexity(model, self.corpus, self.batch_size, self.time_size, comm)
 
 
 class ExactMatch:
@@ -156,7 +168,7 @@ class ExactMatch:
         self.xs, self.ts, self.name = xs, ts, name
         self.batch_size, self.ignore_id, self.beam_width = batch_size, ignore_id, beam_width
 
-    def __call__(self, model):
+    def __call__(self, model, comm=None):
         """Returns:
-            dict: see ``exact_match``."""
-        return exact_match(model, self.xs, self.ts, self.batch_size, self.ignore_id, self.beam_width)
+            dict: see ``exact_match`` (reduced over the ranks of ``comm``)."""
+        return exact_match(model, self.xs, self.ts, self.batch_size, self.ignore_id, self.beam_width, comm)

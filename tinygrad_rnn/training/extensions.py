@@ -7,6 +7,11 @@ every step, ``on_log(trainer, entry)`` every ``log_every`` steps with the runnin
 it) once the evaluators have run, and ``on_end(trainer)``. Extensions with state (schedules,
 the best value a checkpoint tracks) return it from ``state_dict`` and the trainer's checkpoints
 keep it under the extension's ``name``.
+
+In a data-parallel run every rank calls the extensions but those with ``root_only`` (the
+progress bar, the log lines, the history files), which only rank 0 runs. Schedules and
+``Checkpoint`` run on every rank: a schedule changes every rank's learning rate, and writing a
+checkpoint is collective (rank 0 gathers the carried state, then writes alone).
 """
 import math
 import sys
@@ -18,7 +23,13 @@ from tinygrad_rnn.serialization import atomic_write, write_json
 
 
 class Extension:
-    """Base class; every hook does nothing. ``name`` (default: the class name) keys the state in checkpoints."""
+    """Base class; every hook does nothing. ``name`` (default: the class name) keys the state in checkpoints.
+
+    ``root_only`` (False here) makes a data-parallel run call the extension on rank 0 only: set it
+    for extensions that only write or print, never for ones that change the training.
+    """
+
+    root_only = False
 
     @property
     def name(self):
@@ -55,6 +66,8 @@ class ProgressBar(Extension):
         enabled (bool, optional): None shows it only when stderr is a terminal.
     """
 
+    root_only = True
+
     def __init__(self, enabled=None):
         self.enabled = sys.stderr.isatty() if enabled is None else enabled
         self.bar = None
@@ -90,6 +103,8 @@ class LogReport(Extension):
     Args:
         write (callable): receives each line (default ``print``).
     """
+
+    root_only = True
 
     def __init__(self, write=print):
         self.write = write
@@ -152,6 +167,8 @@ class History(Extension):
         out_dir (str | Path): the folder (created when missing).
     """
 
+    root_only = True
+
     def __init__(self, out_dir):
         self.out_dir = Path(out_dir)
 
@@ -183,7 +200,8 @@ class Checkpoint(Extension):
         self.best = None
 
     def on_start(self, trainer):
-        self.out_dir.mkdir(parents=True, exist_ok=True)
+        if trainer.comm.is_root:
+            self.out_dir.mkdir(parents=True, exist_ok=True)
 
     def on_epoch_end(self, trainer, record):
         if self.monitor is not None and self.monitor in record:

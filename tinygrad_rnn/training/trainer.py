@@ -14,11 +14,19 @@ Usage::
 clipping, update, graph cut): the one function every loop, benchmark and wrapper calls. It
 never reads a device value back to the host; ``fit`` reads the loss only every ``log_every``
 steps and at the end of an epoch.
+
+With ``comm`` (``distributed.init()`` under ``mpirun``) the same trainer runs data parallel:
+each rank takes its rows of every batch, the step averages the gradients over the ranks before
+clipping, the running sums and the evaluators are reduced over the ranks, so that every rank
+records the same numbers and takes the same decisions, and only rank 0 writes (extensions
+with ``root_only``; checkpoints gather the other ranks' carried state first).
 """
 import time
 
 from tinygrad_rnn import backend
 from tinygrad_rnn.checks import integer, number
+from tinygrad_rnn.distributed import DistributedOptimizer, SerialComm, shard
+from tinygrad_rnn.functions import batch_rows
 from tinygrad_rnn.optimizers import clip_grads
 from tinygrad_rnn.training import checkpoint
 from tinygrad_rnn.training.evaluation import exp
@@ -47,26 +55,36 @@ class Trainer:
             ``tinygrad_rnn.data.batching`` for the protocol) on the model's device; None for a
             trainer whose ``step`` is called by hand (``fit`` then refuses to run).
         clip (float, optional): clip the global gradient norm to this (> 0).
-        evaluators (sequence): called as ``evaluator(model)`` after each epoch
+        evaluators (sequence): called as ``evaluator(model, comm)`` after each epoch
             (``evaluation.Perplexity``, ``evaluation.ExactMatch``); each has ``name``, ``main``
-            and ``higher_is_better``.
+            and ``higher_is_better``, and returns numbers reduced over the ranks of ``comm``.
         extensions (sequence of Extension): progress, logs, history, checkpoints, schedules;
             called in this order (schedules before checkpoints, so that a checkpoint holds
-            the next epoch's learning rate).
+            the next epoch's learning rate); those with ``root_only`` run on rank 0 only.
         log_every (int): read and record the running loss every this many steps.
         meta (dict, optional): JSON-ready information kept in checkpoints under ``"run"``
             (the model's spec for ``models.build_model``, the vocabulary, the settings).
+        comm (optional): a communicator (``distributed.init()``); with more than one rank the
+            optimizer is wrapped in a ``distributed.DistributedOptimizer`` (which gives every
+            rank rank 0's parameters and optimizer state now) and ``batches`` in a
+            ``distributed.Shard``. Every rank must build the same trainer.
     Raises:
         ValueError: an optimizer set up for another model, a bad ``clip`` or ``log_every``, two
-            extensions of one name, or a schedule listed after a checkpoint.
+            extensions of one name, a schedule listed after a checkpoint, or (with ``comm``)
+            ranks that hold different models or batches their number does not split.
     """
 
     def __init__(self, model, optimizer, batches, *, clip=None, evaluators=(), extensions=(), log_every=20,
-                 meta=None):
+                 meta=None, comm=None):
         if optimizer.target is not model:
             target = "no model" if optimizer.target is None else f"another {type(optimizer.target).__name__}"
             raise ValueError(f"Trainer: the optimizer is set up for {target}, not this {type(model).__name__}: "
                              "call optimizer.setup(model) first")
+        self.comm = SerialComm() if comm is None else comm
+        distributed = self.comm.size > 1
+        self._reducer = DistributedOptimizer(optimizer, self.comm) if distributed else None
+        if distributed and batches is not None:
+            batches = shard(batches, self.comm)
         self.model, self.optimizer, self.batches = model, optimizer, batches
         self.clip = None if clip is None else number("Trainer", "clip", clip, 0.0, low_open=True)
         self.evaluators, self.extensions = list(evaluators), list(extensions)
@@ -79,6 +97,7 @@ class Trainer:
         if True in kinds and any(isinstance(e, Schedule) for e in self.extensions[kinds.index(True):]):
             raise ValueError("Trainer: list schedules before Checkpoint, so that checkpoints hold the next "
                              "epoch's learning rate")
+        self._here = [e for e in self.extensions if self.comm.is_root or not e.root_only]
         backend.keep_freed_memory()  # each step frees and reallocates its activations
         self.epoch = 0  # epochs completed
         self.iteration = 0  # steps done in the current epoch
@@ -95,19 +114,29 @@ class Trainer:
     def step(self, batch):
         """One training iteration: loss, backward, clipping, update, graph cut.
 
+        Data parallel, the gradients are averaged over the ranks (weighted by ``batches.count``)
+        before clipping, and dropout draws this part's rows of the combined batch's masks
+        (``functions.batch_rows``), so the ranks update exactly as one process would.
+
         Args:
-            batch (tuple): the arrays of ``model.loss(*batch)``, on the model's device.
+            batch (tuple): the arrays of ``model.loss(*batch)``, on the model's device (data
+                parallel: this rank's ``distributed.Part``).
         Returns:
-            ndarray: () the loss, on the model's device (not read back).
+            ndarray: () the loss, on the model's device (not read back); data parallel, this
+            rank's share of the combined batch's loss (their sum over the ranks is that loss).
         """
-        loss = self.model.loss(*batch)
+        with batch_rows(getattr(batch, "rows", None)):
+            loss = self.model.loss(*batch)
         loss.backward()
         loss.unchain_backward()  # a carried state must not lead back into this step's graph
+        share = 1.0
+        if self._reducer is not None:
+            share = self._reducer.reduce_grads(self.batches.count(batch))
         if self.clip is not None:
             clip_grads(self.model.params(), self.clip)
-        self.optimizer.update()
+        (self.optimizer if self._reducer is None else self._reducer).update()
         self.model.cleargrads()
-        return loss.data
+        return loss.data if share == 1.0 else loss.data * loss.data.dtype.type(share)
 
     def fit(self, epochs, max_iters=None):
         """Train until ``epochs`` epochs are complete (counted from the start, resumes included).
@@ -131,12 +160,12 @@ class Trainer:
         device = "gpu" if p is not None and backend.is_cupy_array(p.data) else "cpu"
         if self.batches.device != device:
             raise ValueError(f"Trainer.fit: the batches are on the {self.batches.device}, the model on the {device}")
-        for e in self.extensions:
+        for e in self._here:
             e.on_start(self)
         self.model.cleargrads()
         while self.epoch < epochs and (max_iters is None or self.total_iterations < max_iters):
             self._run_epoch(max_iters)
-        for e in self.extensions:
+        for e in self._here:
             e.on_end(self)
         return self.history
 
@@ -153,7 +182,7 @@ class Trainer:
             sums["items"] += self.batches.count(batch)
             self.iteration += 1
             self.total_iterations += 1
-            for e in self.extensions:
+            for e in self._here:
                 e.on_iteration(self)
             if sums["window"] == self.log_every:
                 self._log()
@@ -167,16 +196,16 @@ class Trainer:
         if complete:
             self.iteration = 0
             self._open_epoch()
-        for e in self.extensions:
+        for e in self._here:
             e.on_epoch_end(self, record)
 
     def _log(self):
         sums = self.sums
-        entry = {"iteration": self.total_iterations, "epoch": self.epoch + 1,
-                 "loss": float(sums["window_loss"]) / sums["window"]}
+        window_loss, = self.comm.allreduce_numbers([sums["window_loss"]])
+        entry = {"iteration": self.total_iterations, "epoch": self.epoch + 1, "loss": window_loss / sums["window"]}
         sums["window_loss"], sums["window"] = 0.0, 0
         self.history["iterations"].append(entry)
-        for e in self.extensions:
+        for e in self._here:
             e.on_log(self, entry)
 
     def _record(self, complete):
@@ -189,14 +218,15 @@ class Trainer:
         ``eval_seconds``, and ``<evaluator name>_<key>`` for every evaluator's numbers.
         """
         sums = self.sums
-        train_loss = float(sums["loss"]) / self.iteration
+        loss, items = self.comm.allreduce_numbers([sums["loss"], sums["items"]])
+        train_loss = loss / self.iteration
         record = {"epoch": self.epoch if complete else self.epoch + 1, "iteration": self.total_iterations,
                   "iterations": self.iteration, "complete": complete, "train_loss": train_loss,
                   "train_perplexity": exp(train_loss), "lr": self.optimizer.lr, "seconds": sums["seconds"],
-                  f"{self.batches.unit}_per_second": sums["items"] / max(sums["seconds"], 1e-12)}
+                  f"{self.batches.unit}_per_second": items / max(sums["seconds"], 1e-12)}
         began = time.perf_counter()
         for evaluator in self.evaluators:
-            record.update({f"{evaluator.name}_{k}": v for k, v in evaluator(self.model).items()})
+            record.update({f"{evaluator.name}_{k}": v for k, v in evaluator(self.model, self.comm).items()})
         record["eval_seconds"] = time.perf_counter() - began
         self.history["epochs"].append(record)
         return record

@@ -1,0 +1,256 @@
+"""Data parallelism: real ``mpirun -n 2`` jobs (tests/mpi_cases.py), and the single-process parts here.
+
+Each job runs in its own process group, killed on a bounded timeout, so no test can hang. Without
+Open MPI or MPICH and mpi4py the MPI tests skip, but not in CI (``CI`` set), where they fail:
+``make test`` installs both.
+"""
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+from conftest import in_ci
+
+from tinygrad_rnn import distributed as dist
+from tinygrad_rnn import functions as F
+from tinygrad_rnn import random as tg_random
+from tinygrad_rnn.data import BPTTBatcher, ShuffledBatcher
+from tinygrad_rnn.models import LSTMLM
+from tinygrad_rnn.optimizers import SGD
+from tinygrad_rnn.serialization import load_npz
+from tinygrad_rnn.training import Trainer
+
+CASES = Path(__file__).with_name("mpi_cases.py")
+ROOT = CASES.parent.parent
+
+
+def _mpi_missing():
+    if shutil.which("mpirun") is None:
+        return "no mpirun (Debian: apt-get install openmpi-bin; make test installs it as root)"
+    try:
+        import mpi4py  # noqa: F401
+    except ImportError:
+        return "no mpi4py (pip install 'tinygrad_rnn[distributed]')"
+    return None
+
+
+MISSING = _mpi_missing()
+
+
+@pytest.fixture
+def mpi():
+    """Skip without MPI, except in CI, where that fails."""
+    if MISSING:
+        if in_ci():
+            pytest.fail(f"CI must run the MPI tests, but {MISSING}")
+        pytest.skip(MISSING)
+
+MPI_ENV = {
+    "OMPI_ALLOW_RUN_AS_ROOT": "1", "OMPI_ALLOW_RUN_AS_ROOT_CONFIRM": "1",  # CI runs as root
+    "OMPI_MCA_rmaps_base_oversubscribe": "1",  # more ranks than cores
+    "OMPI_MCA_hwloc_base_binding_policy": "none",  # two ranks on a shared 2-core machine
+    "OMPI_MCA_btl_vader_single_copy_mechanism": "none",  # containers forbid cross-memory attach
+    "OMP_NUM_THREADS": "1", "OPENBLAS_NUM_THREADS": "1", "MKL_NUM_THREADS": "1",  # one BLAS thread per rank
+}
+
+
+def mpirun(case, out, ranks=2, timeout=120, runner=("-m", "mpi4py")):
+    """Run one case under mpirun in a new process group; kill the whole group on timeout.
+
+    Returns:
+        tuple: (return code, combined output, seconds).
+    """
+    env = {**os.environ, **MPI_ENV, "PYTHONPATH": str(ROOT)}
+    command = ["mpirun", "-n", str(ranks), sys.executable, *runner, str(CASES), case, str(out)]
+    began = time.monotonic()
+    job = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env,
+                           start_new_session=True)
+    try:
+        output, _ = job.communicate(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        os.killpg(job.pid, signal.SIGKILL)
+        output, _ = job.communicate()
+        pytest.fail(f"mpirun {case} did not end within {timeout} s:\n{output}")
+    return job.returncode, output, time.monotonic() - began
+
+
+def run_case(case, tmp_path, ranks=2, name="out.npz"):
+    out = tmp_path / name
+    code, output, _ = mpirun(case, out, ranks)
+    assert code == 0, output
+    return load_npz(out)
+
+
+def assert_ranks_equal_reference(arrays, ranks=2):
+    for r in range(1, ranks):
+        np.testing.assert_array_equal(arrays[f"rank{r}"], arrays["rank0"], err_msg=f"rank {r} differs from rank 0")
+    np.testing.assert_allclose(arrays["rank0"], arrays["reference"], rtol=1e-10, atol=1e-13)
+
+
+def assert_same_records(mine, reference):
+    for a, b in zip(mine["epochs"], reference["epochs"], strict=True):
+        for key in ("epoch", "iteration", "iterations", "complete", "lr"):
+            assert a[key] == b[key], key
+        for key in ("train_loss", "valid_perplexity"):
+            if key in a:
+                assert a[key] == pytest.approx(b[key], rel=1e-10), key
+
+
+@pytest.mark.parametrize("case", ["sgd", "adam", "better"])
+def test_language_model_on_two_ranks_equals_one_process(case, tmp_path, mpi):
+    """LSTMLM with SGD, with Adam and clipping, BetterLSTMLM with exact dropout and a plateau schedule:
+    55 steps over three epochs (carried state, evaluation, an lr drop), in float64."""
+    arrays, meta = run_case(case, tmp_path)
+    assert_ranks_equal_reference(arrays)
+    assert_same_records(meta["history"], meta["reference_history"])
+    if case == "better":
+        assert [r["lr"] for r in meta["history"]["epochs"]] == [0.5, 0.5, 0.125]
+
+
+def test_seq2seq_with_unequal_shards_equals_one_process(tmp_path, mpi):
+    """Batches of 7 split 3 + 4, a last batch of 2: the gradients are weighted by each rank's examples."""
+    arrays, meta = run_case("seq2seq", tmp_path)
+    assert_ranks_equal_reference(arrays)
+    assert_same_records(meta["history"], meta["reference_history"])
+
+
+def test_hand_written_loop_weights_ignored_targets(tmp_path, mpi):
+    """DistributedOptimizer in a loop whose loss ignores padding: weighted by the counted targets."""
+    assert_ranks_equal_reference(run_case("hand_loop", tmp_path)[0])
+
+
+def test_one_rank_is_bit_identical_to_plain_training(tmp_path, mpi):
+    arrays, meta = run_case("sgd", tmp_path, ranks=1)
+    np.testing.assert_array_equal(arrays["rank0"], arrays["reference"])
+    assert meta["history"]["epochs"] == [{**r, **{k: v for k, v in m.items() if "second" in k}} for r, m in
+                                         zip(meta["reference_history"]["epochs"], meta["history"]["epochs"])]
+
+
+@pytest.mark.parametrize("saved, resumed", [(2, 1), (1, 2)])
+def test_checkpoint_resumes_at_another_process_count(saved, resumed, tmp_path, mpi):
+    """3 steps on ``saved`` ranks, a checkpoint, 2 more on ``resumed``: the uninterrupted 5 steps of one process."""
+    out = tmp_path / "out.npz"
+    for case, ranks in (("save", saved), ("resume", resumed)):
+        code, output, _ = mpirun(case, out, ranks)
+        assert code == 0, output
+    arrays, meta = load_npz(out)
+    for r in range(1, resumed):
+        np.testing.assert_array_equal(arrays[f"rank{r}"], arrays["rank0"])
+    np.testing.assert_allclose(arrays["rank0"], arrays["reference"], rtol=1e-10, atol=1e-13)
+    mine, reference = meta["history"]["iterations"], meta["reference_history"]["iterations"]
+    assert [e["iteration"] for e in mine] == [e["iteration"] for e in reference] == [2, 4]
+    # the loss logged at step 4 spans the checkpoint: step 3's part came back from the file
+    assert [e["loss"] for e in mine] == pytest.approx([e["loss"] for e in reference], rel=1e-10)
+
+
+def test_layout_mismatch_raises_on_every_rank(tmp_path, mpi):
+    code, output, seconds = mpirun("layout", tmp_path / "out.npz")
+    assert code == 0, output
+    for r in (0, 1):
+        assert f"rank {r} refused: distributed: the ranks hold different models" in output, output
+    assert "lstm/" in output and "(16, 64) float64 on the cpu on rank 0" in output
+    assert seconds < 10
+
+
+@pytest.mark.parametrize("how, runner", [("raise", ()), ("raise", ("-m", "mpi4py")), ("exit", ("-m", "mpi4py")),
+                                         ("exit", ()), ("kill", ()), ("stall", ())])
+def test_a_failing_rank_ends_the_job_fast(how, runner, tmp_path, mpi):
+    """Rank 1 raises, exits or stalls after step 2 while rank 0 waits in a collective: the job ends within 10 s.
+
+    An exception aborts the job at once (the excepthook of ``init``, or ``python -m mpi4py``), as does
+    ``sys.exit`` under ``-m mpi4py`` or a killed rank; a plain ``sys.exit`` leaves the rank waiting in
+    MPI's finalization and a stall leaves it computing, and the other rank's watchdog (3 s here) ends
+    the job."""
+    code, output, seconds = mpirun(how, tmp_path / "out.npz", timeout=60, runner=runner)
+    assert code != 0, output
+    assert seconds < 10, output
+    assert f"rank 1 fails: {how}" in output
+    assert "finished" not in output
+    if how == "raise":
+        assert "RuntimeError: injected failure on rank 1" in output  # the failing rank's traceback
+    if how == "stall" or (how == "exit" and not runner):
+        assert "Timeout" in output and "in _collective" in output  # the waiting rank's stack, from the watchdog
+
+
+# The single-process parts: these run everywhere.
+
+def test_init_without_a_launcher_is_serial_and_imports_nothing():
+    code = ("import sys; from tinygrad_rnn import distributed as d; c = d.init(); "
+            "print(type(c).__name__, c.rank, c.size, c.is_root, 'mpi4py' in sys.modules)")
+    env = {k: v for k, v in os.environ.items() if k not in ("OMPI_COMM_WORLD_SIZE", "PMI_SIZE", "MPI_LOCALNRANKS",
+                                                             "SLURM_STEP_NUM_TASKS")}
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, check=True)
+    assert done.stdout.split() == ["SerialComm", "0", "1", "True", "False"]
+
+
+def test_launcher_size_from_the_environment(monkeypatch):
+    for name in ("OMPI_COMM_WORLD_SIZE", "PMI_SIZE", "MPI_LOCALNRANKS", "SLURM_STEP_NUM_TASKS"):
+        monkeypatch.delenv(name, raising=False)
+    assert dist.launched_size() == 1
+    monkeypatch.setenv("SLURM_STEP_NUM_TASKS", "4")
+    assert dist.launched_size() == 4
+    with pytest.raises(ValueError, match="device must be 'cpu' or 'gpu'"):
+        dist.init(device="tpu")
+
+
+def test_serial_trainer_with_comm_is_plain_training():
+    def run(comm):
+        model = LSTMLM(20, 5, 5, seed=0, dtype=np.float64)
+        data = np.random.default_rng(0).integers(0, 20, 300)
+        trainer = Trainer(model, SGD(0.5).setup(model), BPTTBatcher(data, 4, 5), clip=0.25, comm=comm)
+        trainer.fit(1, max_iters=6)
+        return np.concatenate([p.data.ravel() for p in model.params()])
+
+    np.testing.assert_array_equal(run(None), run(dist.SerialComm()))
+
+
+class FakeComm(dist.SerialComm):
+    """Rank ``rank`` of ``size`` for the pure functions of sharding (no collective is called)."""
+
+    def __init__(self, rank, size):
+        self.rank, self.size, self.is_root = rank, size, rank == 0
+
+
+def test_shard_rows_cover_the_batch_once():
+    for n, size in ((20, 2), (7, 2), (10, 3), (5, 5)):
+        rows = [dist.shard_rows(n, FakeComm(r, size)) for r in range(size)]
+        assert rows[0][0] == 0 and rows[-1][1] == n
+        assert all(a[1] == b[0] for a, b in zip(rows, rows[1:]))
+        assert max(b - a for a, b in rows) - min(b - a for a, b in rows) <= 1
+
+
+def test_shard_gives_each_rank_its_streams_and_refuses_what_does_not_split():
+    data = np.arange(400) % 30
+    source = BPTTBatcher(data, 4, 5)
+    parts = [list(dist.Shard(source, FakeComm(r, 2)).batches()) for r in range(2)]
+    for whole, first, second in zip(source.batches(), *parts):
+        for a, p, q in zip(whole, first, second):
+            np.testing.assert_array_equal(np.concatenate([p, q]), a)
+        assert first.rows == (0, 2, 4) and second.rows == (2, 4, 4)
+    shard = dist.Shard(source, FakeComm(1, 2))
+    assert len(shard) == len(source) and shard.spec() == source.spec() and shard.rows() == (2, 4)
+    with pytest.raises(ValueError, match="batch of 4 streams does not split over 3 ranks"):
+        dist.Shard(source, FakeComm(0, 3))
+    examples = (np.arange(21).reshape(7, 3) % 5, np.arange(14).reshape(7, 2) % 5)
+    with pytest.raises(ValueError, match="a batch of 1 rows cannot give each of 2 ranks a row"):
+        dist.Shard(ShuffledBatcher(examples, 3, drop_last=False), FakeComm(0, 2))
+    assert dist.shard(source, dist.SerialComm()) is source
+
+
+def test_batch_rows_draw_the_rows_of_the_combined_mask():
+    full, parts = tg_random.Generator(5), [tg_random.Generator(5) for _ in range(2)]
+    like = np.zeros(1, np.float32)
+    whole = F.dropout_mask((6, 1, 4), 0.5, full, like)
+    pieces = []
+    for gen, rows in zip(parts, ((0, 3, 6), (3, 6, 6))):
+        with F.batch_rows(rows):
+            pieces.append(F.dropout_mask((3, 1, 4), 0.5, gen, like))
+    np.testing.assert_array_equal(np.concatenate(pieces), whole)
+    assert parts[0].counter == parts[1].counter == full.counter
+    with F.batch_rows((0, 3, 6)), pytest.raises(ValueError, match=r"first axis must be the 3 rows"):
+        F.dropout_mask((4, 3), 0.5, parts[0], like)
