@@ -10,6 +10,7 @@ import time
 import numpy as np
 
 from tinygrad_rnn import distributed as dist
+from tinygrad_rnn.backend import as_numpy
 from tinygrad_rnn import functions as F
 from tinygrad_rnn.data import BPTTBatcher, ShuffledBatcher, toy_seq
 from tinygrad_rnn.models import LSTMLM, BetterLSTMLM, PeekySeq2seq
@@ -29,11 +30,13 @@ def lm(kind, hidden=16):
     return LSTMLM(V, hidden, hidden, seed=0, dtype=np.float64)
 
 
-def lm_trainer(comm, kind="lstm", optimizer="sgd", hidden=16, extensions=()):
+def lm_trainer(comm, kind="lstm", optimizer="sgd", hidden=16, extensions=(), device="cpu"):
     model = lm(kind, hidden)
+    if device == "gpu":
+        model.to_gpu()
     opt = (SGD(0.5) if optimizer == "sgd" else Adam(1e-2)).setup(model)
     clip = 0.25 if optimizer == "adam" or kind == "better" else None
-    return Trainer(model, opt, BPTTBatcher(CORPUS, N, T, vocab_size=V), clip=clip,
+    return Trainer(model, opt, BPTTBatcher(CORPUS, N, T, vocab_size=V, device=device), clip=clip,
                    evaluators=[Perplexity(VALID, 4, T)], extensions=list(extensions), log_every=2, comm=comm)
 
 
@@ -45,7 +48,7 @@ def seq_trainer(comm):
 
 
 def params(model):
-    return np.concatenate([p.data.ravel() for p in model.params()])
+    return np.concatenate([as_numpy(p.data).ravel() for p in model.params()])
 
 
 def report(comm, out, model, reference=None, history=None, reference_history=None, **extra):
@@ -137,7 +140,7 @@ class Fault(Extension):
 
 def main():
     case, out = sys.argv[1], sys.argv[2]
-    comm = dist.init(timeout=3.0 if case in FAULTS else None)
+    comm = dist.init(device="gpu" if case == "gpu" else "cpu", timeout=3.0 if case in FAULTS else None)
     if case in ("sgd", "adam", "better"):
         kind = "better" if case == "better" else "lstm"
         optimizer = "adam" if case == "adam" else "sgd"
@@ -148,6 +151,8 @@ def main():
             return lm_trainer(c, kind, optimizer, extensions=schedules)
 
         compare(make, comm, out, steps=55, epochs=3)
+    elif case == "gpu":  # one rank per GPU, NCCL between them
+        compare(lambda c: lm_trainer(c, "better", "adam", device="gpu"), comm, out, steps=30, epochs=2)
     elif case == "seq2seq":
         compare(seq_trainer, comm, out, steps=20, epochs=2)
     elif case == "hand_loop":

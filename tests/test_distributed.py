@@ -4,6 +4,7 @@ Each job runs in its own process group, killed on a bounded timeout, so no test 
 Open MPI or MPICH and mpi4py the MPI tests skip, but not in CI (``CI`` set), where they fail:
 ``make test`` installs both.
 """
+import json
 import os
 import shutil
 import signal
@@ -60,13 +61,18 @@ MPI_ENV = {
 
 
 def mpirun(case, out, ranks=2, timeout=120, runner=("-m", "mpi4py")):
-    """Run one case under mpirun in a new process group; kill the whole group on timeout.
+    """Run one case of mpi_cases.py under mpirun (``launch``)."""
+    return launch([*runner, str(CASES), case, str(out)], ranks, timeout)
+
+
+def launch(arguments, ranks=2, timeout=120):
+    """Run ``mpirun -n ranks python *arguments`` in a new process group; kill the whole group on timeout.
 
     Returns:
         tuple: (return code, combined output, seconds).
     """
     env = {**os.environ, **MPI_ENV, "PYTHONPATH": str(ROOT)}
-    command = ["mpirun", "-n", str(ranks), sys.executable, *runner, str(CASES), case, str(out)]
+    command = ["mpirun", "-n", str(ranks), sys.executable, *arguments]
     began = time.monotonic()
     job = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env,
                            start_new_session=True)
@@ -75,7 +81,7 @@ def mpirun(case, out, ranks=2, timeout=120, runner=("-m", "mpi4py")):
     except subprocess.TimeoutExpired:
         os.killpg(job.pid, signal.SIGKILL)
         output, _ = job.communicate()
-        pytest.fail(f"mpirun {case} did not end within {timeout} s:\n{output}")
+        pytest.fail(f"{' '.join(command)} did not end within {timeout} s:\n{output}")
     return job.returncode, output, time.monotonic() - began
 
 
@@ -177,6 +183,28 @@ def test_a_failing_rank_ends_the_job_fast(how, runner, tmp_path, mpi):
         assert "Timeout" in output and "in _collective" in output  # the waiting rank's stack, from the watchdog
 
 
+def test_training_tool_with_distributed_matches_one_process(tmp_path, mpi):
+    """train_seq2seq --distributed on two ranks: one summary, from rank 0, with one process's numbers."""
+    flags = ["--task", "addition", "--model", "peeky", "--count", "700", "--test-size", "100", "--epochs", "2",
+             "--hidden", "16", "--batch-size", "50", "--no-progress", "--examples", "0"]
+    summaries = {}
+    for ranks, extra in ((2, ["--distributed"]), (1, [])):
+        out = tmp_path / f"ranks{ranks}"
+        code, output, _ = launch(["-m", "mpi4py", "-m", "tinygrad_rnn.tools.train_seq2seq", *flags, "--out",
+                                  str(out), *extra], ranks)
+        assert code == 0, output
+        lines = [line for line in output.splitlines() if line.startswith("{")]
+        assert len(lines) == 1, output  # only rank 0 prints the summary
+        summaries[ranks] = json.loads((out / "summary.json").read_text())
+        assert sorted(p.name for p in out.iterdir()) == ["best.npz", "history.json", "history.png", "last.npz",
+                                                          "summary.json"]
+    two, one = summaries[2], summaries[1]
+    assert two["command"].startswith("mpirun -n 2 ") and two["ranks"] == 2
+    # float32: the two differ by the order of additions only
+    assert two["train_loss_per_epoch"] == pytest.approx(one["train_loss_per_epoch"], rel=1e-4)
+    assert two["iterations"] == one["iterations"] and two["samples_per_second"] > 0
+
+
 # The single-process parts: these run everywhere.
 
 def test_init_without_a_launcher_is_serial_and_imports_nothing():
@@ -239,7 +267,8 @@ def test_shard_gives_each_rank_its_streams_and_refuses_what_does_not_split():
     examples = (np.arange(21).reshape(7, 3) % 5, np.arange(14).reshape(7, 2) % 5)
     with pytest.raises(ValueError, match="a batch of 1 rows cannot give each of 2 ranks a row"):
         dist.Shard(ShuffledBatcher(examples, 3, drop_last=False), FakeComm(0, 2))
-    assert dist.shard(source, dist.SerialComm()) is source
+    one = list(dist.Shard(source, dist.SerialComm()).batches())  # one process: the whole batch
+    assert all(p.rows == (0, 4, 4) and np.array_equal(p[0], b[0]) for p, b in zip(one, source.batches()))
 
 
 def test_batch_rows_draw_the_rows_of_the_combined_mask():
@@ -254,3 +283,71 @@ def test_batch_rows_draw_the_rows_of_the_combined_mask():
     assert parts[0].counter == parts[1].counter == full.counter
     with F.batch_rows((0, 3, 6)), pytest.raises(ValueError, match=r"first axis must be the 3 rows"):
         F.dropout_mask((4, 3), 0.5, parts[0], like)
+
+
+class Gathered(FakeComm):
+    """Rank 0 of a job whose other ranks' answers are given: ``layouts`` for allgather, ``sums`` for reductions."""
+
+    def __init__(self, layouts=None, sums=None):
+        super().__init__(0, 2)
+        self.layouts, self.sums = layouts, sums
+
+    def allgather_obj(self, obj):
+        return [obj, *self.layouts]
+
+    def allreduce_numbers(self, values):
+        return self.sums(values)
+
+
+def test_check_layout_names_every_difference():
+    model = LSTMLM(20, 5, 5, seed=0)
+    mine = dist.layout(model)
+    dist.check_layout(model, Gathered([mine]))
+    other = [(name, (shape[0] + 1,) + shape[1:] if name == "fc/W" else shape, dtype, device)
+             for name, shape, dtype, device in mine]
+    other[0] = (other[0][0], other[0][1], "float64", "gpu")
+    with pytest.raises(ValueError, match=r"embed/W is \(20, 5\) float64 on the gpu on rank 1, \(20, 5\) float32 on "
+                                         r"the cpu on rank 0; fc/W is \(6, 20\) float32 on the cpu on rank 1"):
+        dist.check_layout(model, Gathered([other]))
+    with pytest.raises(ValueError, match=r"only on rank 1: \['extra'\]; only on rank 0: \['fc/b'\]"):
+        dist.check_layout(model, Gathered([[*mine[:-1], ("extra", (1,), "float32", "cpu")]]))
+
+
+def test_allreduce_grads_refuses_weights_on_some_ranks_and_casts():
+    model = LSTMLM(20, 5, 5, seed=0)
+    model.loss(np.zeros((2, 3), np.int32), np.ones((2, 3), np.int32)).backward()
+    with pytest.raises(ValueError, match="1 of 2 ranks gave a weight"):
+        dist.allreduce_grads(model, Gathered(sums=lambda v: [v[0], 1.0, *[2 * x for x in v[2:]]]), weight=3)
+    with pytest.raises(ValueError, match="weights of all ranks sum to 0"):
+        dist.allreduce_grads(model, Gathered(sums=lambda v: [0.0, 2.0, *v[2:]]), weight=0)
+    with pytest.raises(ValueError, match="weight must be >= 0"):
+        dist.allreduce_grads(model, Gathered(), weight=-1)
+    p = next(model.params())
+    p.grad.data = p.grad.data.astype(np.float64)
+    with pytest.raises(TypeError, match="gradient of embed/W is float64, the parameter float32"):
+        dist.allreduce_grads(model, Gathered())
+
+
+@pytest.mark.gpu
+def test_nccl_communicator_with_one_rank(cupy):
+    """The NCCL path end to end on one GPU: in-place allreduce and broadcast on the device, in every dtype."""
+    comm = dist.NcclComm(timeout=30)
+    assert (comm.size, comm.rank, comm.local_rank) == (1, 0, 0)
+    for dtype in (cupy.float16, cupy.float32, cupy.float64):
+        a = cupy.arange(5, dtype=dtype)
+        comm.allreduce(a)
+        comm.bcast(a)
+        cupy.testing.assert_array_equal(a, cupy.arange(5, dtype=dtype))
+    host = np.arange(3.0)
+    comm.allreduce(host)  # NumPy arrays go over MPI
+    np.testing.assert_array_equal(host, np.arange(3.0))
+    with pytest.raises(TypeError, match="NCCL does not reduce dtype bool"):
+        comm.allreduce(cupy.zeros(2, dtype=bool))
+
+
+@pytest.mark.gpu
+def test_two_gpus_train_as_one(tmp_path, mpi, cupy):
+    if cupy.cuda.runtime.getDeviceCount() < 2:
+        pytest.skip("needs two GPUs: one rank per GPU")
+    arrays, meta = run_case("gpu", tmp_path)
+    assert_ranks_equal_reference(arrays)

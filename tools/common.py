@@ -21,6 +21,7 @@ from pathlib import Path
 import numpy as np
 
 from tinygrad_rnn import as_cupy
+from tinygrad_rnn import distributed
 from tinygrad_rnn.serialization import json_ready, write_json
 from tinygrad_rnn.training import Checkpoint, Extension, History, LogReport, ProgressBar
 
@@ -55,8 +56,8 @@ def parser(description, epilog):
     """An ArgumentParser with the flags every training tool has.
 
     Flags: ``--epochs``, ``--max-iters``, ``--batch-size``, ``--lr``, ``--clip`` (0: none),
-    ``--device``, ``--seed``, ``--out``, ``--log-every``, ``--no-progress``, ``--resume``. Numeric
-    defaults are None where each tool fills its own.
+    ``--device``, ``--seed``, ``--out``, ``--log-every``, ``--no-progress``, ``--resume``,
+    ``--distributed``. Numeric defaults are None where each tool fills its own.
 
     Args:
         description (str): the tool's one-line description.
@@ -77,7 +78,23 @@ def parser(description, epilog):
     p.add_argument("--log-every", type=positive_int, default=20, help="record the running loss every K iterations")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.add_argument("--resume", help="checkpoint (last.npz) to continue from; give the same settings")
+    p.add_argument("--distributed", action="store_true",
+                   help="data parallel over the processes of an MPI launch: mpirun -n P python -m mpi4py -m "
+                        "tinygrad_rnn.tools.<tool> --distributed ... (--batch-size is the combined batch)")
     return p
+
+
+def communicator(args):
+    """The run's communicator: ``distributed.init(device=...)`` with ``--distributed``, else a serial one.
+
+    With ``--device gpu`` this also makes the rank's GPU current, so build the model after it.
+    """
+    return distributed.init(device=args.device) if args.distributed else distributed.SerialComm()
+
+
+def ranks(comm):
+    """The run header's note of a data-parallel run (empty for one process)."""
+    return f" split over {comm.size} ranks" if comm.size > 1 else ""
 
 
 def fill_defaults(args, defaults):
@@ -143,7 +160,7 @@ class EachEpoch(Extension):
         self.action()
 
 
-def write_summary(out, result):
+def write_summary(out, result, ranks=1):
     """Write the run's summary to ``out/summary.json`` and print it as the last line (valid JSON).
 
     The summary starts with the command that made it (``"command"``), so that a results page
@@ -152,9 +169,13 @@ def write_summary(out, result):
     Args:
         out (Path): the output folder.
         result (dict): the numbers; non-finite ones are written as ``"inf"``/``"nan"``.
+        ranks (int): the processes of a data-parallel run (its command starts with ``mpirun``).
     """
     name = Path(sys.argv[0]).name
-    program = ["python", f"tools/{name}"] if name.endswith(".py") else [name]  # a script, or the installed command
+    script = name.endswith(".py")  # a script, or the installed command
+    program = ["python", f"tools/{name}"] if script else [name]
+    if ranks > 1:
+        program = ["mpirun", "-n", str(ranks), *(["python", "-m", "mpi4py", f"tools/{name}"] if script else [name])]
     result = {"command": shlex.join([*program, *sys.argv[1:]]), **result}
     write_json(Path(out) / "summary.json", result)
     print(json.dumps(json_ready(result), allow_nan=False), flush=True)

@@ -3,7 +3,7 @@
     tinygrad-rnn-train-caption [--epochs E] [--batch-size N] [--train-size S] [--test-size S]
         [--wordvec D] [--hidden H] [--channels C1,C2,...] [--lr LR] [--lr-decay F] [--clip NORM]
         [--examples K] [--beam-width K] [--max-iters K] [--device cpu|gpu] [--seed S] [--out DIR]
-        [--no-progress] [--resume CHECKPOINT]
+        [--no-progress] [--resume CHECKPOINT] [--distributed]
 
 (or ``python tools/train_caption.py ...``). Defaults: 60,000 training and 1,000 held-out
 images, D 16, H 256, conv channels (8, 32, 64), batch 50, Adam lr 0.002 halved after every
@@ -29,8 +29,8 @@ from tinygrad_rnn.data import ShuffledBatcher, captions
 from tinygrad_rnn.models import build_model
 from tinygrad_rnn.optimizers import Adam
 from tinygrad_rnn.serialization import atomic_write
-from tinygrad_rnn.tools.common import (EachEpoch, device_mover, extensions, factor, fill_defaults, marks,
-                                       nonnegative_int, parser, positive_int, resume, write_summary)
+from tinygrad_rnn.tools.common import (EachEpoch, communicator, device_mover, extensions, factor, fill_defaults,
+                                       marks, nonnegative_int, parser, positive_int, ranks, resume, write_summary)
 from tinygrad_rnn.training import ExactMatch, ExponentialDecay, Trainer
 
 
@@ -105,6 +105,7 @@ def main(argv=None):
     data = captions.load_captions(args.train_size, args.test_size, seed=args.seed)
     spec = {"kind": "caption", "vocab_size": len(data.vocab), "wordvec_size": args.wordvec,
             "hidden_size": args.hidden, "image_shape": list(data.x_train.shape[1:]), "channels": list(args.channels)}
+    comm = communicator(args)
     model = build_model(spec, seed=args.seed)
     move = device_mover(args)
     if args.device == "gpu":
@@ -117,30 +118,36 @@ def main(argv=None):
                                             [EachEpoch(lambda: show_examples(model, data, args.examples, move))]),
                       log_every=args.log_every,
                       meta={"model": spec, "vocab": data.vocab.id_to_word,
-                            "args": {**vars(args), "out": str(args.out)}})
+                            "args": {**vars(args), "out": str(args.out)}},
+                      comm=comm)
     if args.resume:
         resume(trainer, args.resume)
-    print(f"CaptionModel: V {len(data.vocab)}, D {args.wordvec}, H {args.hidden}, conv channels {args.channels}; "
-          f"{len(data.x_train):,} training and {len(data.x_test):,} held-out images, batch {args.batch_size}, "
-          f"Adam lr {args.lr:g} (x{args.lr_decay:g} per epoch), clip {args.clip}, device {args.device}")
+    if comm.is_root:
+        print(f"CaptionModel: V {len(data.vocab)}, D {args.wordvec}, H {args.hidden}, conv channels {args.channels}; "
+              f"{len(data.x_train):,} training and {len(data.x_test):,} held-out images, batch {args.batch_size}"
+              f"{ranks(comm)}, Adam lr {args.lr:g} (x{args.lr_decay:g} per epoch), clip {args.clip}, "
+              f"device {args.device}")
     history = trainer.fit(args.epochs, max_iters=args.max_iters)
 
-    shown = slice(0, 12)
-    generated = [data.caption(y) for y in model.generate(move(data.x_test[shown]), data.start_id,
-                                                         data.t_test.shape[1] - 1)]
-    plot_captions(data.x_test[shown], generated, [data.caption(t) for t in data.t_test[shown]],
-                  args.out / "captions.png")
+    if comm.is_root:
+        shown = slice(0, 12)
+        generated = [data.caption(y) for y in model.generate(move(data.x_test[shown]), data.start_id,
+                                                             data.t_test.shape[1] - 1)]
+        plot_captions(data.x_test[shown], generated, [data.caption(t) for t in data.t_test[shown]],
+                      args.out / "captions.png")
     epochs = [r for r in history["epochs"] if r["complete"]]
     result = {**spec, "train_size": len(data.x_train), "test_size": len(data.x_test), "device": args.device,
-              "seed": args.seed, **trainer.summary(), "test_exact_match": history["epochs"][-1]["test_exact_match"],
+              "seed": args.seed, "ranks": comm.size, **trainer.summary(),
+              "test_exact_match": history["epochs"][-1]["test_exact_match"],
               "test_exact_match_per_epoch": [r["test_exact_match"] for r in epochs],
               "train_loss_per_epoch": [r["train_loss"] for r in epochs],
               "history": str(args.out / "history.json"), "plot": str(args.out / "history.png"),
               "grid": str(args.out / "captions.png"), "checkpoint": str(args.out / "last.npz")}
     if args.beam_width > 1:
-        beam = ExactMatch(data.x_test, data.t_test, beam_width=args.beam_width)(model)
+        beam = ExactMatch(data.x_test, data.t_test, beam_width=args.beam_width)(model, comm)
         result.update(test_exact_match_beam=beam["exact_match"], beam_width=args.beam_width)
-    write_summary(args.out, result)
+    if comm.is_root:
+        write_summary(args.out, result, comm.size)
 
 
 if __name__ == "__main__":

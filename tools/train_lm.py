@@ -4,6 +4,7 @@
         [--time-size T] [--lr LR] [--clip NORM] [--epochs E] [--dropout P] [--lr-decay F]
         [--convention {textbook,pytorch}] [--keep-last-window] [--max-iters K] [--corpus-size WORDS]
         [--device cpu|gpu] [--seed S] [--out DIR] [--data-dir DIR] [--no-progress] [--resume CHECKPOINT]
+        [--distributed]
 
 (or ``python tools/train_lm.py ...``). Defaults per model (the classic settings):
 
@@ -19,6 +20,10 @@ shorter window of an epoch. ``--corpus-size W`` trains on the first W words of t
 vocabulary of those words only (as the classic SimpleRNNLM experiment does, 418 words for
 W = 1000); validation and test are then skipped, since they hold words outside that vocabulary.
 
+``--distributed`` under ``mpirun -n P python -m mpi4py -m tinygrad_rnn.tools.train_lm`` trains data
+parallel: each rank takes N / P of the streams (P must divide N), and the run trains as one
+process on the whole batch would; only rank 0 writes.
+
 Writes ``history.json``, ``history.png``, ``last.npz``, ``best.npz`` and ``summary.json`` into
 ``--out`` and prints the summary as its last line, one JSON object: valid_perplexity (best),
 test_perplexity (of the best checkpoint), train_perplexity (last epoch), train_seconds,
@@ -28,10 +33,11 @@ from pathlib import Path
 
 from tinygrad_rnn.data import BPTTBatcher, Vocabulary, ptb
 from tinygrad_rnn.data.batching import CONVENTIONS
+from tinygrad_rnn.distributed import broadcast_parameters
 from tinygrad_rnn.models import build_model
 from tinygrad_rnn.optimizers import SGD
-from tinygrad_rnn.tools.common import (extensions, factor, fill_defaults, parser, positive_int, probability, resume,
-                                       write_summary)
+from tinygrad_rnn.tools.common import (communicator, extensions, factor, fill_defaults, parser, positive_int,
+                                       probability, ranks, resume, write_summary)
 from tinygrad_rnn.training import Perplexity, ReduceOnPlateau, Trainer, checkpoint, perplexity
 
 CLASSIC = {
@@ -79,6 +85,7 @@ def main(argv=None):
     spec = {"kind": args.model, "vocab_size": len(vocab), "wordvec_size": args.wordvec, "hidden_size": args.hidden}
     if args.model == "better":
         spec["dropout"] = args.dropout
+    comm = communicator(args)
     model = build_model(spec, seed=args.seed)
     if args.device == "gpu":
         model.to_gpu()
@@ -92,27 +99,32 @@ def main(argv=None):
                       extensions=extensions(args, args.out, "valid_perplexity" if valid is not None else None,
                                             schedule=schedule),
                       log_every=args.log_every,
-                      meta={"model": spec, "vocab": vocab.id_to_word, "args": {**vars(args), "out": str(args.out)}})
+                      meta={"model": spec, "vocab": vocab.id_to_word, "args": {**vars(args), "out": str(args.out)}},
+                      comm=comm)
     if args.resume:
         resume(trainer, args.resume)
-    print(f"{type(model).__name__}: V {len(vocab)}, D {args.wordvec}, H {args.hidden}; {len(train):,} training "
-          f"words, N {args.batch_size} x T {args.time_size} ({args.convention}), lr {opt.lr:g}, clip {args.clip}, "
-          f"device {args.device}")
+    if comm.is_root:
+        print(f"{type(model).__name__}: V {len(vocab)}, D {args.wordvec}, H {args.hidden}; {len(train):,} training "
+              f"words, N {args.batch_size} x T {args.time_size} ({args.convention}){ranks(comm)}, lr {opt.lr:g}, "
+              f"clip {args.clip}, device {args.device}")
     history = trainer.fit(args.epochs, max_iters=args.max_iters)
 
-    result = {"model": args.model, "device": args.device, "seed": args.seed, **trainer.summary(),
+    result = {"model": args.model, "device": args.device, "seed": args.seed, "ranks": comm.size, **trainer.summary(),
               "train_perplexity": history["epochs"][-1]["train_perplexity"], "valid_perplexity": None,
               "test_perplexity": None}
     if test is not None:
         scored = [r["valid_perplexity"] for r in history["epochs"]]
         result["valid_perplexity"] = min(scored, key=float)
         best = args.out / "best.npz"
-        if best.exists():  # test the parameters that did best on validation, as the classic recipe does
-            model.load_state_dict(checkpoint.read(best)[0])
-        result["test_perplexity"] = perplexity(model, test)["perplexity"]
+        if comm.bcast_obj(best.exists()):  # test the parameters that did best on validation, as the classic recipe does
+            if comm.is_root:  # only rank 0's host need hold the file
+                model.load_state_dict(checkpoint.read(best)[0])
+            broadcast_parameters(model, comm)
+        result["test_perplexity"] = perplexity(model, test, comm=comm)["perplexity"]
     result.update(lr=opt.lr, history=str(args.out / "history.json"), plot=str(args.out / "history.png"),
                   checkpoint=str(args.out / "last.npz"))
-    write_summary(args.out, result)
+    if comm.is_root:
+        write_summary(args.out, result, comm.size)
 
 
 if __name__ == "__main__":

@@ -4,7 +4,7 @@
         [--reverse] [--bidirectional] [--epochs E] [--wordvec D] [--hidden H] [--batch-size N]
         [--lr LR] [--lr-schedule {cosine,constant}] [--eps EPS] [--clip NORM] [--count C] [--test-size S]
         [--data-file PATH] [--examples K] [--beam-width K] [--attention-question TEXT] [--max-iters K]
-        [--device cpu|gpu] [--seed S] [--out DIR] [--no-progress] [--resume CHECKPOINT]
+        [--device cpu|gpu] [--seed S] [--out DIR] [--no-progress] [--resume CHECKPOINT] [--distributed]
 
 (or ``python tools/train_seq2seq.py ...``). Defaults are the classic settings: addition with
 D 16, H 128, 25 epochs; dates with D 16, H 256, 10 epochs; both with batch 128, Adam lr 0.001
@@ -29,8 +29,9 @@ from tinygrad_rnn.data import ShuffledBatcher, toy_seq
 from tinygrad_rnn.models import build_model
 from tinygrad_rnn.optimizers import Adam
 from tinygrad_rnn.serialization import atomic_write
-from tinygrad_rnn.tools.common import (EachEpoch, device_mover, extensions, fill_defaults, marks, nonnegative_int,
-                                       parser, positive_float, positive_int, resume, write_summary)
+from tinygrad_rnn.tools.common import (EachEpoch, communicator, device_mover, extensions, fill_defaults, marks,
+                                       nonnegative_int, parser, positive_float, positive_int, ranks, resume,
+                                       write_summary)
 from tinygrad_rnn.training import Constant, Cosine, ExactMatch, Trainer
 
 CLASSIC = {
@@ -144,6 +145,7 @@ def main(argv=None):
             "hidden_size": args.hidden}
     if args.model == "attention":
         spec["bidirectional"] = args.bidirectional
+    comm = communicator(args)
     model = build_model(spec, seed=args.seed)
     move = device_mover(args)
     if args.device == "gpu":
@@ -157,29 +159,32 @@ def main(argv=None):
                                             [EachEpoch(lambda: show_examples(model, data, args.examples, move))]),
                       log_every=args.log_every,
                       meta={"model": spec, "task": args.task, "reverse": args.reverse, "vocab": data.vocab.id_to_char,
-                            "args": {**vars(args), "out": str(args.out)}})
+                            "args": {**vars(args), "out": str(args.out)}},
+                      comm=comm)
     if args.resume:
         resume(trainer, args.resume)
-    print(f"{type(model).__name__} on {args.task}{' (reversed questions)' if args.reverse else ''}: "
-          f"V {len(data.vocab)}, D {args.wordvec}, H {args.hidden}; {len(data.x_train):,} training and "
-          f"{len(data.x_test):,} held-out examples, batch {args.batch_size}, Adam lr {args.lr:g} eps {args.eps:g} "
-          f"({args.lr_schedule}), clip {args.clip}, device {args.device}")
+    if comm.is_root:
+        print(f"{type(model).__name__} on {args.task}{' (reversed questions)' if args.reverse else ''}: "
+              f"V {len(data.vocab)}, D {args.wordvec}, H {args.hidden}; {len(data.x_train):,} training and "
+              f"{len(data.x_test):,} held-out examples, batch {args.batch_size}{ranks(comm)}, Adam lr {args.lr:g} "
+              f"eps {args.eps:g} ({args.lr_schedule}), clip {args.clip}, device {args.device}")
     history = trainer.fit(args.epochs, max_iters=args.max_iters)
 
     epochs = [r for r in history["epochs"] if r["complete"]]
     result = {**spec, "task": args.task, "reverse": args.reverse, "device": args.device, "seed": args.seed,
-              **trainer.summary(), "test_exact_match": history["epochs"][-1]["test_exact_match"],
+              "ranks": comm.size, **trainer.summary(), "test_exact_match": history["epochs"][-1]["test_exact_match"],
               "test_exact_match_per_epoch": [r["test_exact_match"] for r in epochs],
               "train_loss_per_epoch": [r["train_loss"] for r in epochs],
               "history": str(args.out / "history.json"), "plot": str(args.out / "history.png"),
               "checkpoint": str(args.out / "last.npz")}
     if args.beam_width > 1:
-        beam = ExactMatch(data.x_test, data.t_test, beam_width=args.beam_width)(model)
+        beam = ExactMatch(data.x_test, data.t_test, beam_width=args.beam_width)(model, comm)
         result.update(test_exact_match_beam=beam["exact_match"], beam_width=args.beam_width)
-    if args.model == "attention":
+    if args.model == "attention" and comm.is_root:
         answer = draw_attention(model, data, args.attention_question, move, args.out / "attention.png")
         result.update(attention_plot=str(args.out / "attention.png"), attention_answer=answer)
-    write_summary(args.out, result)
+    if comm.is_root:
+        write_summary(args.out, result, comm.size)
 
 
 if __name__ == "__main__":

@@ -43,8 +43,7 @@ class Shard:
     fits a run at any process count. ``count`` is this rank's count.
 
     Args:
-        source (BPTTBatcher | ShuffledBatcher): a batch source with ``batch_size`` and ``carries_state`` (``BPTTBatcher``,
-            ``ShuffledBatcher``).
+        source (BPTTBatcher | ShuffledBatcher): a batch source with ``batch_size`` and ``carries_state``.
         comm (SerialComm | MpiComm | NcclComm): the communicator.
     Raises:
         ValueError: a source whose rows carry state (``BPTTBatcher``'s streams) with a batch
@@ -99,10 +98,3 @@ class Shard:
 
     def __iter__(self):
         return self.batches()
-
-
-def shard(source, comm):
-    """``Shard(source, comm)``, or ``source`` itself for a single process or an already sharded source."""
-    if comm.size == 1 or isinstance(source, Shard):
-        return source
-    return Shard(source, comm)

@@ -1,13 +1,14 @@
 """``DistributedOptimizer``: an optimizer whose update first averages the gradients over the ranks.
 
-A hand-written loop changes in one line::
+A hand-written loop takes three changes: the optimizer, the batches and the reduction before clipping::
 
     comm = distributed.init()
     opt = distributed.DistributedOptimizer(SGD(lr=20.0), comm).setup(model)  # was: SGD(lr=20.0).setup(model)
-    for xs, ts in distributed.shard(batches, comm):
-        loss = model.loss(xs, ts)
+    for batch in distributed.Shard(batches, comm):
+        with functions.batch_rows(batch.rows):   # dropout: this part's rows of the full-batch masks
+            loss = model.loss(*batch)
         loss.backward()
-        opt.reduce_grads()                  # before clipping: clip the global gradient, the same on every rank
+        opt.reduce_grads(batch[1].size)     # before clipping: clip the global gradient, the same on every rank
         clip_grads(model.params(), 0.25)
         opt.update()                        # reduces first if reduce_grads was not called
         model.cleargrads()

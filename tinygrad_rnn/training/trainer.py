@@ -25,7 +25,7 @@ import time
 
 from tinygrad_rnn import backend
 from tinygrad_rnn.checks import integer, number
-from tinygrad_rnn.distributed import DistributedOptimizer, SerialComm, shard
+from tinygrad_rnn.distributed import DistributedOptimizer, SerialComm, Shard
 from tinygrad_rnn.functions import batch_rows
 from tinygrad_rnn.optimizers import clip_grads
 from tinygrad_rnn.training import checkpoint
@@ -83,8 +83,8 @@ class Trainer:
         self.comm = SerialComm() if comm is None else comm
         distributed = self.comm.size > 1
         self._reducer = DistributedOptimizer(optimizer, self.comm) if distributed else None
-        if distributed and batches is not None:
-            batches = shard(batches, self.comm)
+        if distributed and batches is not None and not isinstance(batches, Shard):
+            batches = Shard(batches, self.comm)
         self.model, self.optimizer, self.batches = model, optimizer, batches
         self.clip = None if clip is None else number("Trainer", "clip", clip, 0.0, low_open=True)
         self.evaluators, self.extensions = list(evaluators), list(extensions)
