@@ -1,5 +1,7 @@
-"""Shared test setup: a deterministic hypothesis profile and the backend fixture."""
+"""Shared test setup: a deterministic hypothesis profile, the backend fixture, and what CI must not skip."""
+import importlib.util
 import os
+import shutil
 
 import numpy as np
 import pytest
@@ -41,3 +43,21 @@ def cupy():
 def in_ci():
     """Whether the suite runs in CI (``CI`` set), where a missing tool fails its tests instead of skipping them."""
     return os.environ.get("CI", "").lower() not in ("", "0", "false")
+
+
+def _mpi_missing():
+    if shutil.which("mpirun") is None:
+        return "no mpirun (Debian: apt-get install openmpi-bin; make test installs it as root)"
+    if importlib.util.find_spec("mpi4py") is None:
+        return "no mpi4py (pip install 'tinygrad_rnn[distributed]')"
+    return None
+
+
+@pytest.fixture(scope="session")
+def mpi():
+    """For the tests that launch mpirun: skips without MPI and mpi4py, except in CI, where that fails."""
+    missing = _mpi_missing()
+    if missing:
+        if in_ci():
+            pytest.fail(f"CI must run the MPI tests, but {missing}")
+        pytest.skip(missing)

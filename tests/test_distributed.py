@@ -6,8 +6,6 @@ Open MPI or MPICH and mpi4py the MPI tests skip, but not in CI (``CI`` set), whe
 """
 import json
 import os
-import shutil
-import signal
 import subprocess
 import sys
 import time
@@ -15,7 +13,6 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import in_ci
 
 from tinygrad_rnn import distributed as dist
 from tinygrad_rnn import functions as F
@@ -24,40 +21,11 @@ from tinygrad_rnn.data import BPTTBatcher, ShuffledBatcher
 from tinygrad_rnn.models import LSTMLM
 from tinygrad_rnn.optimizers import SGD
 from tinygrad_rnn.serialization import load_npz
+from tinygrad_rnn.tools.common import run_mpi
 from tinygrad_rnn.training import Trainer
 
 CASES = Path(__file__).with_name("mpi_cases.py")
 ROOT = CASES.parent.parent
-
-
-def _mpi_missing():
-    if shutil.which("mpirun") is None:
-        return "no mpirun (Debian: apt-get install openmpi-bin; make test installs it as root)"
-    try:
-        import mpi4py  # noqa: F401
-    except ImportError:
-        return "no mpi4py (pip install 'tinygrad_rnn[distributed]')"
-    return None
-
-
-MISSING = _mpi_missing()
-
-
-@pytest.fixture
-def mpi():
-    """Skip without MPI, except in CI, where that fails."""
-    if MISSING:
-        if in_ci():
-            pytest.fail(f"CI must run the MPI tests, but {MISSING}")
-        pytest.skip(MISSING)
-
-MPI_ENV = {
-    "OMPI_ALLOW_RUN_AS_ROOT": "1", "OMPI_ALLOW_RUN_AS_ROOT_CONFIRM": "1",  # CI runs as root
-    "OMPI_MCA_rmaps_base_oversubscribe": "1",  # more ranks than cores
-    "OMPI_MCA_hwloc_base_binding_policy": "none",  # two ranks on a shared 2-core machine
-    "OMPI_MCA_btl_vader_single_copy_mechanism": "none",  # containers forbid cross-memory attach
-    "OMP_NUM_THREADS": "1", "OPENBLAS_NUM_THREADS": "1", "MKL_NUM_THREADS": "1",  # one BLAS thread per rank
-}
 
 
 def mpirun(case, out, ranks=2, timeout=120, runner=("-m", "mpi4py")):
@@ -66,23 +34,17 @@ def mpirun(case, out, ranks=2, timeout=120, runner=("-m", "mpi4py")):
 
 
 def launch(arguments, ranks=2, timeout=120):
-    """Run ``mpirun -n ranks python *arguments`` in a new process group; kill the whole group on timeout.
+    """``mpirun -n ranks python *arguments`` (``tools.common.run_mpi``); a test failure on timeout.
 
     Returns:
-        tuple: (return code, combined output, seconds).
+        tuple: (return code, output: stdout then stderr, seconds).
     """
-    env = {**os.environ, **MPI_ENV, "PYTHONPATH": str(ROOT)}
-    command = ["mpirun", "-n", str(ranks), sys.executable, *arguments]
     began = time.monotonic()
-    job = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env,
-                           start_new_session=True)
     try:
-        output, _ = job.communicate(timeout=timeout)
-    except subprocess.TimeoutExpired:
-        os.killpg(job.pid, signal.SIGKILL)
-        output, _ = job.communicate()
-        pytest.fail(f"{' '.join(command)} did not end within {timeout} s:\n{output}")
-    return job.returncode, output, time.monotonic() - began
+        done = run_mpi(ranks, arguments, timeout, env={"PYTHONPATH": str(ROOT)})
+    except TimeoutError as e:
+        pytest.fail(str(e))
+    return done.returncode, done.stdout + done.stderr, time.monotonic() - began
 
 
 def run_case(case, tmp_path, ranks=2, name="out.npz"):
@@ -116,6 +78,13 @@ def test_language_model_on_two_ranks_equals_one_process(case, tmp_path, mpi):
     assert_same_records(meta["history"], meta["reference_history"])
     if case == "better":
         assert [r["lr"] for r in meta["history"]["epochs"]] == [0.5, 0.5, 0.125]
+
+
+def test_four_ranks_on_two_cores_equal_one_process(tmp_path, mpi):
+    """Oversubscribed: one stream a rank, Adam and clipping; the ranks still agree bit for bit."""
+    arrays, meta = run_case("adam", tmp_path, ranks=4)
+    assert_ranks_equal_reference(arrays, ranks=4)
+    assert_same_records(meta["history"], meta["reference_history"])
 
 
 def test_seq2seq_with_unequal_shards_equals_one_process(tmp_path, mpi):

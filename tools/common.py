@@ -13,6 +13,7 @@ import json
 import math
 import os
 import shlex
+import signal
 import subprocess
 import sys
 import time
@@ -185,6 +186,44 @@ def marks():
     """The (right, wrong) marks printed next to decoded examples, in what the terminal can print."""
     encoding = (sys.stdout.encoding or "").lower().replace("-", "")
     return ("☑", "☒") if encoding.startswith("utf") else ("OK", "X ")
+
+
+# Open MPI in a container as root, more ranks than cores, one BLAS thread a rank (MPICH ignores these)
+MPI_ENV = {
+    "OMPI_ALLOW_RUN_AS_ROOT": "1", "OMPI_ALLOW_RUN_AS_ROOT_CONFIRM": "1",  # containers and CI run as root
+    "OMPI_MCA_rmaps_base_oversubscribe": "1",  # more ranks than cores
+    "OMPI_MCA_hwloc_base_binding_policy": "none",  # a shared machine: pinned ranks would fight other work
+    "OMPI_MCA_btl_vader_single_copy_mechanism": "none",  # containers forbid cross-memory attach
+    "OMP_NUM_THREADS": "1", "OPENBLAS_NUM_THREADS": "1", "MKL_NUM_THREADS": "1",  # one core a rank
+}
+
+
+def run_mpi(ranks, arguments, timeout, env=None):
+    """Run ``mpirun -n ranks python *arguments`` (with ``MPI_ENV``) in a new session, killed whole on timeout.
+
+    A new session puts mpirun and its ranks in one process group, so that a timeout ends all of
+    them and no rank outlives the call.
+
+    Args:
+        ranks (int): P.
+        arguments (list of str): the arguments of ``python`` (e.g. ``["-m", "mpi4py", "script.py"]``).
+        timeout (float): seconds before the job is killed.
+        env (dict, optional): more environment variables.
+    Returns:
+        subprocess.CompletedProcess: ``returncode``, ``stdout`` and ``stderr`` (text).
+    Raises:
+        TimeoutError: the job did not end in time; the message holds the command and its output.
+    """
+    command = ["mpirun", "-n", str(ranks), sys.executable, *arguments]
+    job = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                           env={**os.environ, **MPI_ENV, **(env or {})}, start_new_session=True)
+    try:
+        out, err = job.communicate(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        os.killpg(job.pid, signal.SIGKILL)
+        out, err = job.communicate()
+        raise TimeoutError(f"{shlex.join(command)} did not end within {timeout} s:\n{out}{err}") from None
+    return subprocess.CompletedProcess(command, job.returncode, out, err)
 
 
 def alternating(rounds):

@@ -3,9 +3,9 @@
     python tools/results.py [--results docs/results] [--out docs/results.md]
 
 Each run's folder under ``--results`` holds the ``summary.json`` and ``history.json`` its tool
-wrote (copied from the run's ``--out``); ``bench_lm.jsonl`` and ``bench_seq2seq.jsonl`` hold the
-lines the benchmarks printed. Reproduce a figure with the command its table shows; copy the new
-files over the old ones and run this script again.
+wrote (copied from the run's ``--out``); ``bench_*.jsonl`` hold the lines the benchmarks printed.
+Reproduce a figure with the command its table shows; copy the new files over the old ones and
+run this script again.
 """
 import argparse
 import json
@@ -162,6 +162,75 @@ def throughput(folder):
     return out
 
 
+def data_parallel(runs):
+    """The LSTMLM recipe on two MPI ranks beside the same recipe in one process."""
+    if "lm-lstm-2ranks" not in runs or "lm-lstm" not in runs:
+        return []
+    (two, h2), (one, h1) = runs["lm-lstm-2ranks"], runs["lm-lstm"]
+    out = ["## Data parallel: LSTMLM on two processes", "", f"`{two['command']}` beside `{one['command']}` "
+           "(one process, the same combined batch of 20 streams): the two train alike, but float32 rounds the "
+           "sums of the two in another order, and the classic recipe's large learning rate lets those "
+           "differences grow, as a change of seed would (in float64 the test suite finds the two equal to "
+           "1e-10).", ""]
+    out += _table(["epoch", "train ppl, 2 ranks", "train ppl, 1 process", "valid ppl, 2 ranks",
+                   "valid ppl, 1 process"],
+                  [[a["epoch"], _num(a["train_perplexity"], 2), _num(b["train_perplexity"], 2),
+                    _num(a["valid_perplexity"], 2), _num(b["valid_perplexity"], 2)]
+                   for a, b in zip(_epochs(h2), _epochs(h1))])
+    out += ["", f"Test perplexity of the best epoch: {_num(two['test_perplexity'])} on 2 ranks, "
+            f"{_num(one['test_perplexity'])} in one process.", ""]
+    return out
+
+
+def scaling(folder):
+    """bench_dist.jsonl: allreduce bandwidth, the LSTMLM step by phase, scaling, and the cost model's table."""
+    path = folder / "bench_dist.jsonl"
+    if not path.exists():
+        return []
+    from tinygrad_rnn.tools.bench_dist import markdown  # the one rendering of the prediction table
+
+    lines = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+    kinds = {}
+    for line in lines:
+        kinds.setdefault(line.get("kind"), []).append(line)
+    command = lines[0]["command"]
+    out = ["## Data parallel: allreduce, the step by phase, and the cost model", "",
+           f"`{command}`: two MPI ranks (Open MPI, shared memory) on this 2-core machine, one BLAS thread a "
+           "rank; the median of the slower rank. Allreduce of float32 buffers, in milliseconds and bus "
+           "bandwidth (GB/s), each side twice, alternating (PyTorch's gloo, where installed):", ""]
+    rows = {}
+    for r in kinds.get("allreduce", []):
+        rows.setdefault(r["size_bytes"], {}).setdefault(r["impl"], []).append(r)
+    impls = list(dict.fromkeys(r["impl"] for r in kinds.get("allreduce", [])))
+    out += _table(["size"] + [f"{impl} {what}" for impl in impls for what in ("ms", "GB/s")],
+                  [[f"{size / 2**10:,.0f} KiB" if size < 2**20 else f"{size / 2**20:,.0f} MiB"]
+                   + [" / ".join(_num(1e3 * r[key] if key == "seconds" else r[key], 3 if key == "seconds" else 2)
+                                 for r in by[impl]) for impl in impls for key in ("seconds", "busbw_gbps")]
+                   for size, by in rows.items()]) + [""]
+    out += ["The LSTMLM step (V 10,000, D = H 100, T 35, SGD, clip 0.25) by phase, in ms: `wait` is a barrier "
+            "before the reduction (the faster rank waiting for the slower), `reduce` packs, reduces and "
+            "unpacks the gradients, of which `allreduce` is the bare reduction of a buffer of their size; "
+            "`step` is `Trainer.step` itself, timed on the steps in between:", ""]
+    out += _table(["ranks", "streams a rank", "forward", "backward", "wait", "reduce", "allreduce", "clip + update",
+                   "step", "words/s"],
+                  [[r["ranks"], r["batch_per_rank"], _num(r["forward_ms"], 2), _num(r["backward_ms"], 2),
+                    _num(r["wait_ms"], 2), _num(r["reduce_ms"], 2), _num(r["allreduce_ms"], 2),
+                    _num(r["update_ms"], 2), _num(r["step_ms"], 2), _num(r["words_per_second"], 0)]
+                   for r in kinds.get("step", []) if r["model"] == "LSTMLM"]) + [""]
+    for r in kinds.get("scaling", []):
+        out += [f"Strong scaling (20 streams split): speedup {r['strong_speedup']:.2f}, efficiency "
+                f"{_pct(r['strong_efficiency'])}; weak scaling (20 streams a rank): efficiency "
+                f"{_pct(r['weak_efficiency'])}.", ""]
+    for r in kinds.get("cost_model", []):
+        out += [f"Ring model fitted to {r['impl']}'s allreduce times: α = {r['alpha_us']:.1f} µs, "
+                f"B = {r['bandwidth_gbps']:.2f} GB/s (rms relative error {r['rms_relative_error']:.2f}).", ""]
+    predictions = kinds.get("prediction", [])
+    if predictions:
+        out += ["Predicted weak-scaling efficiency of the classic models (`python tools/bench_dist.py --from "
+                "docs/results/bench_dist.jsonl --markdown`):", "", markdown(predictions), ""]
+    return out
+
+
 def engine(folder):
     path = folder / "bench_engine.jsonl"
     if not path.exists():
@@ -191,7 +260,8 @@ def main(argv=None):
              "commands below wrote (`summary.json`, `history.json`) or printed (the benchmarks). Measured on a",
              "2-core CPU machine in float32; such a machine has slow phases, so throughput compares only",
              "within one benchmark run, where the sides alternate.", ""]
-    lines += language_models(runs) + seq2seq(runs) + captioning(runs) + throughput(folder) + engine(folder)
+    lines += (language_models(runs) + data_parallel(runs) + seq2seq(runs) + captioning(runs) + throughput(folder)
+              + scaling(folder) + engine(folder))
     with atomic_write(args.out, "w") as f:
         f.write("\n".join(lines).rstrip() + "\n")
     print(f"wrote {args.out} from {len(runs)} runs")
