@@ -130,8 +130,8 @@ class Trainer:
         loss.backward()
         loss.unchain_backward()  # a carried state must not lead back into this step's graph
         share = 1.0
-        if self._reducer is not None:
-            share = self._reducer.reduce_grads(self.batches.count(batch))
+        if self._reducer is not None:  # weighted by the items of this rank's part (equal without a source)
+            share = self._reducer.reduce_grads(None if self.batches is None else self.batches.count(batch))
         if self.clip is not None:
             clip_grads(self.model.params(), self.clip)
         (self.optimizer if self._reducer is None else self._reducer).update()
