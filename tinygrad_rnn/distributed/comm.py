@@ -127,7 +127,11 @@ class MpiComm(SerialComm):
         self.local_rank = self._comm.Split_type(MPI.COMM_TYPE_SHARED).Get_rank()
         self.is_root = self.rank == 0
         if timeout is None:
-            timeout = float(os.environ.get("TINYGRAD_RNN_DIST_TIMEOUT", DEFAULT_TIMEOUT))
+            text = os.environ.get("TINYGRAD_RNN_DIST_TIMEOUT", str(DEFAULT_TIMEOUT))
+            try:
+                timeout = float(text)
+            except ValueError:
+                raise ValueError(f"distributed.init: TINYGRAD_RNN_DIST_TIMEOUT must be seconds, got {text!r}") from None
         self.timeout = number("distributed.init", "timeout", timeout, 0.0)
         _abort_on_exception(self._comm)
 
