@@ -67,3 +67,15 @@ def test_bench_dist_prints_allreduce_step_phases_scaling_and_predictions(tmp_pat
     assert again.returncode == 0, again.stderr
     table = [line for line in again.stdout.splitlines() if line.startswith("|")]
     assert table[0].startswith("| model") and len(table) == 2 + len(rows)
+
+
+def test_bench_phases_prints_every_phase_of_the_step_and_the_launch_costs():
+    header, phases, *launches = _lines("bench_phases.py", "--models", "lstm", "--iters", "2", "--warmup", "1",
+                                       "--calls", "5")
+    assert header["command"].startswith("python tools/bench_phases.py --models lstm")
+    stages = ("embed", "lstm", "projection", "loss")
+    wanted = {f"{s}_{way}_ms" for s in stages for way in ("forward", "backward")} | {"clip_ms", "update_ms"}
+    assert phases["kind"] == "phases" and phases["model"] == "LSTMLM" and wanted <= phases.keys()
+    assert phases["phases_ms"] == pytest.approx(sum(phases[k] for k in wanted)) and phases["step_ms"] > 0
+    assert [(r["kind"], r["call"]) for r in launches] == [("launch", "matmul"), ("launch", "lstm_cell")]
+    assert all(r["host_us"] > 0 and r["shape"] == [20, 100, 400] for r in launches)

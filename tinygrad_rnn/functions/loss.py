@@ -34,11 +34,11 @@ class SoftmaxCrossEntropy(Function):
         rows = xp.arange(t1.size)
         z = x2 - x2.max(axis=1, keepdims=True)
         z_target = z[rows, t1]
-        y = xp.exp(z, out=z)  # in place: the (N, C) scores are the largest arrays of a language model
-        s = y.sum(axis=1)
-        y /= s[:, None]
-        self.y = y  # the softmax, kept for backward
-        logp = z_target - xp.log(s)
+        # in place: the (N, C) scores are the largest arrays of a language model. Backward
+        # normalizes as it scales, so the softmax itself is never written: one pass less.
+        self.e = xp.exp(z, out=z)
+        self.s = self.e.sum(axis=1)
+        logp = z_target - xp.log(self.s)
         if self.mask is not None:
             logp = logp * self.mask
         return xp.asanyarray(-logp.sum() / self.count, dtype=x.dtype)
@@ -46,7 +46,7 @@ class SoftmaxCrossEntropy(Function):
     def backward(self, gy):
         xp = get_array_module(gy)
         scale = gy / self.count
-        gx = self.y * scale  # a new array: self.y stays intact for a second backward
+        gx = self.e * (scale / self.s)[:, None]  # softmax * scale; a new array: e stays for a second backward
         gx[xp.arange(self.t.size), self.t] -= scale
         if self.mask is not None:
             gx *= self.mask[:, None]
