@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
-# The checks that need an NVIDIA GPU and CuPy, in one run: the GPU test cases, short GPU
-# training runs of the seq2seq and captioning tools, and the language-model benchmark on the
-# GPU (with PyTorch's CUDA figure where torch sees the GPU). Run from the repository root:
+# The checks that need an NVIDIA GPU and CuPy, in one run: the GPU test cases (NCCL's among
+# them), short GPU training runs of the seq2seq and captioning tools, the phases of one eager
+# step and the cost of a launch, and the language-model benchmark on the GPU (with PyTorch's
+# CUDA figure where torch sees the GPU). Run from the repository root:
 #
 #   bash tools/gpu_check.sh [LOG_DIR]     # logs go to LOG_DIR (default runs/gpu_check)
 #
@@ -34,6 +35,7 @@ step seq2seq 120 python3 tools/train_seq2seq.py --task addition --model peeky --
     --test-size 1000 --examples 2 --device gpu --no-progress --out "$scratch/seq2seq"
 step caption 120 python3 tools/train_caption.py --epochs 1 --train-size 5000 --test-size 200 --examples 2 \
     --device gpu --no-progress --out "$scratch/caption"
+step bench_phases 180 python3 tools/bench_phases.py --device gpu --iters 10
 step bench_lm 180 python3 tools/bench_lm.py --device gpu --rounds 1 --iters 20 --memory-iters 0
 rm -rf "$scratch"
 exit $failed

@@ -21,6 +21,7 @@ TEXTBOOK = {
     "lm-rnn": "train perplexity 417 (epoch 1), 189 (10), 92 (50), 6.8 (100)",
     "addition": {"seq2seq": 10.0, "seq2seq-reverse": 54.1, "peeky-reverse": 98.1},
 }
+BATCH_LM, TIME_LM = 20, 35  # the classic language-model batch of the benchmarks
 LM_RUNS = [("lm-rnn", "SimpleRNNLM, first 1,000 words"), ("lm-lstm", "LSTMLM, the classic recipe"),
            ("lm-better-200", "BetterLSTMLM, the first 200 iterations")]
 ADDITION_RUNS = [("addition-seq2seq", "plain"), ("addition-seq2seq-reverse", "reversed questions"),
@@ -231,6 +232,31 @@ def scaling(folder):
     return out
 
 
+def phases(folder):
+    """bench_phases.jsonl: one eager step of each language model, phase by phase, and the cost of a launch."""
+    path = folder / "bench_phases.jsonl"
+    if not path.exists():
+        return []
+    lines = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+    steps = [line for line in lines if line.get("kind") == "phases"]
+    out = ["## One training step, phase by phase", "",
+           f"`{lines[0]['command']}` (device {steps[0]['device'] if steps else '—'}, N {BATCH_LM} x T {TIME_LM}, "
+           "float32): the median milliseconds of each phase of a step run stage by stage, and of `Trainer.step` "
+           "itself on the steps in between:", ""]
+    for step in steps:
+        names = [k[:-3] for k in step if k.endswith("_ms") and k not in ("phases_ms", "step_ms")]
+        out += [f"{step['model']}: " + ", ".join(f"{name.replace('_', ' ')} {_num(step[name + '_ms'], 2)}"
+                                                 for name in names)
+                + f"; all phases {_num(step['phases_ms'], 1)}, `Trainer.step` {_num(step['step_ms'], 1)}.", ""]
+    calls = [line for line in lines if line.get("kind") == "launch"]
+    if calls:
+        out += ["Microseconds per call at the recurrent shape (N, H, 4H):", ""]
+        out += _table(["call", "shape", "host µs", "device µs"],
+                      [[c["call"], " x ".join(map(str, c["shape"])), _num(c["host_us"], 1), _num(c["device_us"], 1)]
+                       for c in calls]) + [""]
+    return out
+
+
 def engine(folder):
     path = folder / "bench_engine.jsonl"
     if not path.exists():
@@ -261,7 +287,7 @@ def main(argv=None):
              "2-core CPU machine in float32; such a machine has slow phases, so throughput compares only",
              "within one benchmark run, where the sides alternate.", ""]
     lines += (language_models(runs) + data_parallel(runs) + seq2seq(runs) + captioning(runs) + throughput(folder)
-              + scaling(folder) + engine(folder))
+              + phases(folder) + scaling(folder) + engine(folder))
     with atomic_write(args.out, "w") as f:
         f.write("\n".join(lines).rstrip() + "\n")
     print(f"wrote {args.out} from {len(runs)} runs")
