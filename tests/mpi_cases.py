@@ -16,7 +16,7 @@ from tinygrad_rnn.data import BPTTBatcher, ShuffledBatcher, toy_seq
 from tinygrad_rnn.models import LSTMLM, BetterLSTMLM, PeekySeq2seq
 from tinygrad_rnn.optimizers import SGD, Adam, clip_grads
 from tinygrad_rnn.serialization import save_npz
-from tinygrad_rnn.training import Extension, Perplexity, ReduceOnPlateau, Trainer
+from tinygrad_rnn.training import Checkpoint, Extension, Perplexity, ReduceOnPlateau, Trainer
 
 V, N, T, STEPS = 50, 4, 10, 5
 CORPUS = np.random.default_rng(0).integers(0, V, 1000).astype(np.int32)
@@ -119,13 +119,13 @@ FAULTS = ("raise", "exit", "kill", "stall")
 
 
 class Fault(Extension):
-    """Rank 1 misbehaves after its second step."""
+    """Rank 1 misbehaves after step ``at``."""
 
-    def __init__(self, comm, how):
-        self.comm, self.how = comm, how
+    def __init__(self, comm, how, at=2):
+        self.comm, self.how, self.at = comm, how, at
 
     def on_iteration(self, trainer):
-        if self.comm.rank != 1 or trainer.total_iterations != 2:
+        if self.comm.rank != 1 or trainer.total_iterations != self.at:
             return
         print(f"rank 1 fails: {self.how}", flush=True)
         if self.how == "raise":
@@ -136,6 +136,25 @@ class Fault(Extension):
             import os
             os._exit(3)
         time.sleep(120)  # stall: rank 0 waits in the next collective until its watchdog fires
+
+
+def recovery(comm, out, stage):
+    """"crash": checkpoints after every epoch, and rank 1 raises in the second epoch; "restart": resume
+    the last checkpoint and finish both epochs, beside an uninterrupted one-process run."""
+    def make(c, extensions=()):
+        return lm_trainer(c, "better", "adam", extensions=[Checkpoint(out + ".runs"), *extensions])
+
+    if stage == "crash":
+        make(comm, [Fault(comm, "raise", at=len(BPTTBatcher(CORPUS, N, T)) + 6)]).fit(2)
+        return
+    trainer = make(comm)
+    trainer.resume(out + ".runs/last.npz")
+    trainer.fit(2)
+    reference = make(dist.SerialComm()) if comm.is_root else None
+    if reference is not None:
+        reference.fit(2)
+    report(comm, out, trainer.model, reference and reference.model, trainer.history,
+           reference and reference.history)
 
 
 def main():
@@ -159,6 +178,8 @@ def main():
         hand_loop(comm, out)
     elif case in ("save", "resume"):
         checkpoint_resume(comm, out, case)
+    elif case in ("crash", "restart"):
+        recovery(comm, out, case)
     elif case == "layout":
         try:
             lm_trainer(comm, hidden=16 + comm.rank)

@@ -123,6 +123,22 @@ def test_checkpoint_resumes_at_another_process_count(saved, resumed, tmp_path, m
     assert [e["loss"] for e in mine] == pytest.approx([e["loss"] for e in reference], rel=1e-10)
 
 
+@pytest.mark.parametrize("restart_ranks", [2, 1])
+def test_a_crashed_job_restarts_from_its_last_checkpoint(restart_ranks, tmp_path, mpi):
+    """Rank 1 raises in epoch 2 after the epoch-1 checkpoint; the restart finishes as if nothing happened."""
+    out = tmp_path / "out.npz"
+    code, output, seconds = mpirun("crash", out)
+    assert code != 0 and seconds < 10 and "injected failure on rank 1" in output, output
+    assert (tmp_path / "out.npz.runs" / "last.npz").exists() and not out.exists()
+    code, output, _ = mpirun("restart", out, restart_ranks)
+    assert code == 0, output
+    arrays, meta = load_npz(out)
+    for r in range(1, restart_ranks):
+        np.testing.assert_array_equal(arrays[f"rank{r}"], arrays["rank0"])
+    np.testing.assert_allclose(arrays["rank0"], arrays["reference"], rtol=1e-10, atol=1e-13)
+    assert_same_records(meta["history"], meta["reference_history"])
+
+
 def test_layout_mismatch_raises_on_every_rank(tmp_path, mpi):
     code, output, seconds = mpirun("layout", tmp_path / "out.npz")
     assert code == 0, output
