@@ -55,7 +55,7 @@ class Shard:
         n, size = source.batch_size, comm.size
         if source.carries_state and n % size:
             raise ValueError(f"distributed.Shard: the batch of {n} streams does not split over {size} ranks "
-                                 "(each rank carries its streams' state): choose a batch size divisible by it")
+                             "(each rank carries its streams' state): choose a batch size divisible by it")
         smallest = n
         examples = getattr(source, "examples", None)
         if examples is not None and not source.drop_last and examples % n:
