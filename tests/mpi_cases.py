@@ -47,6 +47,26 @@ def seq_trainer(comm):
     return Trainer(model, Adam(1e-2).setup(model), batches, clip=1.0, log_every=3, comm=comm)
 
 
+class PaddedSeq2seq(PeekySeq2seq):
+    """A seq2seq model whose loss leaves padded targets (-1) out, and counts the targets it keeps."""
+
+    def loss(self, xs, ts):
+        inputs = ts[:, :-1] * (ts[:, :-1] >= 0)  # padding read as token 0; its targets do not count
+        return F.softmax_cross_entropy(self(xs, inputs), ts[:, 1:], ignore_label=-1)
+
+    def loss_terms(self, xs, ts):
+        return int((ts[:, 1:] >= 0).sum())
+
+
+def padded_trainer(comm):
+    """The same answers with random padding: every rank's part holds another number of targets."""
+    ts = ADDITION.t_train.copy()
+    ts[:, 3:][np.random.default_rng(4).random(ts[:, 3:].shape) < 0.4] = -1
+    model = PaddedSeq2seq(13, 8, 16, seed=0, dtype=np.float64)
+    batches = ShuffledBatcher((ADDITION.x_train, ts), 8, seed=0, vocab_size=13, ignore_label=-1)
+    return Trainer(model, Adam(1e-2).setup(model), batches, clip=1.0, log_every=3, comm=comm)
+
+
 def params(model):
     return np.concatenate([as_numpy(p.data).ravel() for p in model.params()])
 
@@ -174,6 +194,8 @@ def main():
         compare(lambda c: lm_trainer(c, "better", "adam", device="gpu"), comm, out, steps=30, epochs=2)
     elif case == "seq2seq":
         compare(seq_trainer, comm, out, steps=20, epochs=2)
+    elif case == "padded":
+        compare(padded_trainer, comm, out, steps=20, epochs=2)
     elif case == "hand_loop":
         hand_loop(comm, out)
     elif case in ("save", "resume"):

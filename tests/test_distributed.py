@@ -94,6 +94,13 @@ def test_seq2seq_with_unequal_shards_equals_one_process(tmp_path, mpi):
     assert_same_records(meta["history"], meta["reference_history"])
 
 
+def test_trainer_weights_ignored_targets_by_the_models_count(tmp_path, mpi):
+    """A loss with ignore_label through the Trainer: each rank weighted by model.loss_terms."""
+    arrays, meta = run_case("padded", tmp_path)
+    assert_ranks_equal_reference(arrays)
+    assert_same_records(meta["history"], meta["reference_history"])
+
+
 def test_hand_written_loop_weights_ignored_targets(tmp_path, mpi):
     """DistributedOptimizer in a loop whose loss ignores padding: weighted by the counted targets."""
     assert_ranks_equal_reference(run_case("hand_loop", tmp_path)[0])

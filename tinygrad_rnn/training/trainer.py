@@ -49,7 +49,9 @@ class Trainer:
     the same parameters and numbers as an uninterrupted one.
 
     Args:
-        model (Layer): has ``loss(*batch)`` returning a () Variable.
+        model (Layer): has ``loss(*batch)`` returning a () Variable; data parallel, a model whose
+            mean loss leaves some targets out also has ``loss_terms(*batch)``, the number of
+            terms it covers (a host number).
         optimizer (Optimizer): already ``setup(model)``.
         batches (iterable | None): a batch source (``data.BPTTBatcher``, ``data.ShuffledBatcher``; see
             ``tinygrad_rnn.data.batching`` for the protocol) on the model's device; None for a
@@ -114,8 +116,9 @@ class Trainer:
     def step(self, batch):
         """One training iteration: loss, backward, clipping, update, graph cut.
 
-        Data parallel, the gradients are averaged over the ranks (weighted by ``batches.count``)
-        before clipping, and dropout draws this part's rows of the combined batch's masks
+        Data parallel, the gradients are averaged over the ranks, each weighted by the terms its
+        loss covers (``model.loss_terms(*batch)`` where the model defines it, else
+        ``batches.count``), before clipping, and dropout draws this part's rows of the combined batch's masks
         (``functions.batch_rows``), so the ranks update exactly as one process would.
 
         Args:
@@ -130,13 +133,26 @@ class Trainer:
         loss.backward()
         loss.unchain_backward()  # a carried state must not lead back into this step's graph
         share = 1.0
-        if self._reducer is not None:  # weighted by the items of this rank's part (equal without a source)
-            share = self._reducer.reduce_grads(None if self.batches is None else self.batches.count(batch))
+        if self._reducer is not None:
+            share = self._reducer.reduce_grads(self._loss_terms(batch))
         if self.clip is not None:
             clip_grads(self.model.params(), self.clip)
         (self.optimizer if self._reducer is None else self._reducer).update()
         self.model.cleargrads()
         return loss.data if share == 1.0 else loss.data * loss.data.dtype.type(share)
+
+    def _loss_terms(self, batch):
+        """This rank's weight in the combined loss: the terms its mean covers.
+
+        A model whose loss leaves targets out (``ignore_label``) counts its terms itself with
+        ``loss_terms(*batch)``; otherwise the batch source's ``count`` is proportional to them
+        (the tokens of a BPTT window, the examples of fixed-length answers). Without a source
+        every rank counts the same.
+        """
+        count = getattr(self.model, "loss_terms", None)
+        if count is not None:
+            return count(*batch)
+        return None if self.batches is None else self.batches.count(batch)
 
     def fit(self, epochs, max_iters=None):
         """Train until ``epochs`` epochs are complete (counted from the start, resumes included).
