@@ -61,3 +61,8 @@ def mpi():
         if in_ci():
             pytest.fail(f"CI must run the MPI tests, but {missing}")
         pytest.skip(missing)
+
+
+def untimed(records):
+    """The complete epoch records without their timings (which differ from run to run)."""
+    return [{k: v for k, v in r.items() if "second" not in k} for r in records if r["complete"]]

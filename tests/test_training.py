@@ -7,6 +7,7 @@ import sys
 
 import numpy as np
 import pytest
+from conftest import untimed
 
 from tinygrad_rnn import layers as L
 from tinygrad_rnn.data import BPTTBatcher, ShuffledBatcher, toy_seq
@@ -49,10 +50,6 @@ CONFIGURATIONS = {
     "PeekySeq2seq, shuffled minibatches, cosine": lambda out, seed=0: seq_trainer(out, seed),
     "PeekySeq2seq, shuffled with the last batch": lambda out, seed=0: seq_trainer(out, seed, drop_last=False),
 }
-
-
-def untimed(records):
-    return [{k: v for k, v in r.items() if "second" not in k} for r in records if r["complete"]]
 
 
 def assert_same_training(a, b):

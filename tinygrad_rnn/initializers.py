@@ -114,6 +114,11 @@ class Normal(Initializer):
         return rng.standard_normal(shape) * self.std + self.mean
 
 
+def _xavier_std(where, gain, fan_in, fan_out):
+    """Glorot's ``gain * sqrt(2 / (fan_in + fan_out))``."""
+    return gain * math.sqrt(2.0 / (integer(where, "fan_in", fan_in) + integer(where, "fan_out", fan_out)))
+
+
 class XavierUniform(Initializer):
     """Glorot: U(-a, a) with ``a = gain * sqrt(6 / (fan_in + fan_out))``.
 
@@ -127,8 +132,7 @@ class XavierUniform(Initializer):
         self.gain = number("XavierUniform", "gain", gain, 0.0)
 
     def _sample(self, shape, fan_in, fan_out, rng):
-        fans = integer("XavierUniform", "fan_in", fan_in) + integer("XavierUniform", "fan_out", fan_out)
-        bound = math.sqrt(3.0) * (self.gain * math.sqrt(2.0 / fans))  # from the std, as PyTorch rounds it
+        bound = math.sqrt(3.0) * _xavier_std("XavierUniform", self.gain, fan_in, fan_out)  # as PyTorch rounds it
         return rng.uniform(-bound, bound, shape)
 
 
@@ -145,8 +149,7 @@ class XavierNormal(Initializer):
         self.gain = number("XavierNormal", "gain", gain, 0.0)
 
     def _sample(self, shape, fan_in, fan_out, rng):
-        fans = integer("XavierNormal", "fan_in", fan_in) + integer("XavierNormal", "fan_out", fan_out)
-        return rng.standard_normal(shape) * (self.gain * math.sqrt(2.0 / fans))
+        return rng.standard_normal(shape) * _xavier_std("XavierNormal", self.gain, fan_in, fan_out)
 
 
 class _Kaiming(Initializer):

@@ -135,18 +135,28 @@ def extensions(args, out, monitor=None, mode="min", schedule=None, extra=()):
             Checkpoint(out, monitor, mode), History(out), LogReport(), *extra]
 
 
-def resume(trainer, path):
-    """``trainer.resume(path)``, with a refused checkpoint reported as a usage error (exit code 2).
+def run_training(trainer, args, header):
+    """Resume from ``--resume``, print the run's header on rank 0, and fit: the end of every tool's setup.
+
+    A refused checkpoint is a usage error (exit code 2).
 
     Args:
         trainer (Trainer): the run.
-        path (str): the checkpoint.
+        args (argparse.Namespace): the flags (``resume``, ``epochs``, ``max_iters``).
+        header (callable): returns the line that describes the run, read after the resume (which
+            may have changed the learning rate).
+    Returns:
+        dict: the trainer's history.
     """
-    try:
-        trainer.resume(path)
-    except (ValueError, FileNotFoundError) as e:
-        print(f"{Path(sys.argv[0]).name}: error: --resume: {e}", file=sys.stderr)
-        raise SystemExit(2) from None
+    if args.resume:
+        try:
+            trainer.resume(args.resume)
+        except (ValueError, FileNotFoundError) as e:
+            print(f"{Path(sys.argv[0]).name}: error: --resume: {e}", file=sys.stderr)
+            raise SystemExit(2) from None
+    if trainer.comm.is_root:
+        print(header())
+    return trainer.fit(args.epochs, max_iters=args.max_iters)
 
 
 class EachEpoch(Extension):

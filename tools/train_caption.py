@@ -30,7 +30,7 @@ from tinygrad_rnn.models import build_model
 from tinygrad_rnn.optimizers import Adam
 from tinygrad_rnn.serialization import atomic_write
 from tinygrad_rnn.tools.common import (EachEpoch, communicator, device_mover, extensions, factor, fill_defaults,
-                                       marks, nonnegative_int, parser, positive_int, ranks, resume, write_summary)
+                                       marks, nonnegative_int, parser, positive_int, ranks, run_training, write_summary)
 from tinygrad_rnn.training import ExactMatch, ExponentialDecay, Trainer
 
 
@@ -120,14 +120,10 @@ def main(argv=None):
                       meta={"model": spec, "vocab": data.vocab.id_to_word,
                             "args": {**vars(args), "out": str(args.out)}},
                       comm=comm)
-    if args.resume:
-        resume(trainer, args.resume)
-    if comm.is_root:
-        print(f"CaptionModel: V {len(data.vocab)}, D {args.wordvec}, H {args.hidden}, conv channels {args.channels}; "
-              f"{len(data.x_train):,} training and {len(data.x_test):,} held-out images, batch {args.batch_size}"
-              f"{ranks(comm)}, Adam lr {args.lr:g} (x{args.lr_decay:g} per epoch), clip {args.clip}, "
-              f"device {args.device}")
-    history = trainer.fit(args.epochs, max_iters=args.max_iters)
+    history = run_training(trainer, args, lambda: (
+        f"CaptionModel: V {len(data.vocab)}, D {args.wordvec}, H {args.hidden}, conv channels {args.channels}; "
+        f"{len(data.x_train):,} training and {len(data.x_test):,} held-out images, batch {args.batch_size}"
+        f"{ranks(comm)}, Adam lr {args.lr:g} (x{args.lr_decay:g} per epoch), clip {args.clip}, device {args.device}"))
 
     if comm.is_root:
         shown = slice(0, 12)

@@ -37,7 +37,7 @@ from tinygrad_rnn.distributed import broadcast_parameters
 from tinygrad_rnn.models import build_model
 from tinygrad_rnn.optimizers import SGD
 from tinygrad_rnn.tools.common import (communicator, extensions, factor, fill_defaults, parser, positive_int,
-                                       probability, ranks, resume, write_summary)
+                                       probability, ranks, run_training, write_summary)
 from tinygrad_rnn.training import Perplexity, ReduceOnPlateau, Trainer, checkpoint, perplexity
 
 CLASSIC = {
@@ -101,13 +101,10 @@ def main(argv=None):
                       log_every=args.log_every,
                       meta={"model": spec, "vocab": vocab.id_to_word, "args": {**vars(args), "out": str(args.out)}},
                       comm=comm)
-    if args.resume:
-        resume(trainer, args.resume)
-    if comm.is_root:
-        print(f"{type(model).__name__}: V {len(vocab)}, D {args.wordvec}, H {args.hidden}; {len(train):,} training "
-              f"words, N {args.batch_size} x T {args.time_size} ({args.convention}){ranks(comm)}, lr {opt.lr:g}, "
-              f"clip {args.clip}, device {args.device}")
-    history = trainer.fit(args.epochs, max_iters=args.max_iters)
+    history = run_training(trainer, args, lambda: (
+        f"{type(model).__name__}: V {len(vocab)}, D {args.wordvec}, H {args.hidden}; {len(train):,} training words, "
+        f"N {args.batch_size} x T {args.time_size} ({args.convention}){ranks(comm)}, lr {opt.lr:g}, clip {args.clip}, "
+        f"device {args.device}"))
 
     result = {"model": args.model, "device": args.device, "seed": args.seed, "ranks": comm.size, **trainer.summary(),
               "train_perplexity": history["epochs"][-1]["train_perplexity"], "valid_perplexity": None,

@@ -30,7 +30,7 @@ from tinygrad_rnn.models import build_model
 from tinygrad_rnn.optimizers import Adam
 from tinygrad_rnn.serialization import atomic_write
 from tinygrad_rnn.tools.common import (EachEpoch, communicator, device_mover, extensions, fill_defaults, marks,
-                                       nonnegative_int, parser, positive_float, positive_int, ranks, resume,
+                                       nonnegative_int, parser, positive_float, positive_int, ranks, run_training,
                                        write_summary)
 from tinygrad_rnn.training import Constant, Cosine, ExactMatch, Trainer
 
@@ -161,14 +161,11 @@ def main(argv=None):
                       meta={"model": spec, "task": args.task, "reverse": args.reverse, "vocab": data.vocab.id_to_char,
                             "args": {**vars(args), "out": str(args.out)}},
                       comm=comm)
-    if args.resume:
-        resume(trainer, args.resume)
-    if comm.is_root:
-        print(f"{type(model).__name__} on {args.task}{' (reversed questions)' if args.reverse else ''}: "
-              f"V {len(data.vocab)}, D {args.wordvec}, H {args.hidden}; {len(data.x_train):,} training and "
-              f"{len(data.x_test):,} held-out examples, batch {args.batch_size}{ranks(comm)}, Adam lr {args.lr:g} "
-              f"eps {args.eps:g} ({args.lr_schedule}), clip {args.clip}, device {args.device}")
-    history = trainer.fit(args.epochs, max_iters=args.max_iters)
+    history = run_training(trainer, args, lambda: (
+        f"{type(model).__name__} on {args.task}{' (reversed questions)' if args.reverse else ''}: "
+        f"V {len(data.vocab)}, D {args.wordvec}, H {args.hidden}; {len(data.x_train):,} training and "
+        f"{len(data.x_test):,} held-out examples, batch {args.batch_size}{ranks(comm)}, Adam lr {args.lr:g} "
+        f"eps {args.eps:g} ({args.lr_schedule}), clip {args.clip}, device {args.device}"))
 
     epochs = [r for r in history["epochs"] if r["complete"]]
     result = {**spec, "task": args.task, "reverse": args.reverse, "device": args.device, "seed": args.seed,

@@ -215,8 +215,6 @@ def load(trainer, path):
     except BaseException:
         _apply(trainer, *before, split=False)
         raise
-    if trainer._reducer is not None:
-        trainer._reducer.synchronize()
     return meta["run"]
 
 

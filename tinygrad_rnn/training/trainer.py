@@ -286,4 +286,7 @@ class Trainer:
                 parameters, generators or extensions); one message lists every difference and
                 nothing is changed.
         """
-        return checkpoint.load(self, path)
+        run = checkpoint.load(self, path)
+        if self._reducer is not None:  # every rank read rank 0's file; make sure they agree
+            self._reducer.synchronize()
+        return run
