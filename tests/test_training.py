@@ -16,7 +16,7 @@ from tinygrad_rnn.optimizers import SGD, Adam
 from tinygrad_rnn.serialization import load_npz
 from tinygrad_rnn.training import (Checkpoint, Constant, Cosine, ExactMatch, ExponentialDecay, History,
                                    LogReport, Perplexity, ReduceOnPlateau, StepDecay, Trainer, checkpoint, exact_match,
-                                   generators, perplexity)
+                                   perplexity)
 
 V = 11
 TRAIN = np.random.default_rng(0).integers(0, V, 420).astype(np.int32)
@@ -59,8 +59,8 @@ def assert_same_training(a, b):
     assert sa.keys() == sb.keys()
     for k in sa:
         np.testing.assert_array_equal(sa[k], sb[k], err_msg=k)
-    assert {k: g.state_dict() for k, g in generators(a.model).items()} == \
-           {k: g.state_dict() for k, g in generators(b.model).items()}
+    assert {k: g.state_dict() for k, g in a.model.generators().items()} == \
+           {k: g.state_dict() for k, g in b.model.generators().items()}
     assert untimed(a.history["epochs"]) == untimed(b.history["epochs"])
     assert a.history["iterations"] == b.history["iterations"]
 

@@ -3,6 +3,7 @@ import numpy as np
 
 from tinygrad_rnn import backend, serialization
 from tinygrad_rnn.core import Parameter, name_scope
+from tinygrad_rnn.random import Generator
 
 
 def _float_dtype(owner, dtype):
@@ -116,8 +117,10 @@ class Layer:
         raise NotImplementedError
 
     def _walk(self, prefix, seen):
+        """The one walker: ``(path, value)`` for every Parameter, Layer and Generator reachable
+        through attributes, each once (by identity), depth first in assignment order."""
         for name, value in list(self.__dict__.items()):
-            if id(value) in seen or not isinstance(value, (Parameter, Layer)):
+            if id(value) in seen or not isinstance(value, (Parameter, Layer, Generator)):
                 continue
             seen.add(id(value))
             path = _join(prefix, name)
@@ -143,6 +146,14 @@ class Layer:
         """
         for _, p in self.namedparams():
             yield p
+
+    def generators(self):
+        """Every random generator of this layer and its sub-layers (dropout masks), each once.
+
+        Returns:
+            dict[str, tinygrad_rnn.random.Generator]: by attribute path, e.g. ``drop0/generator``.
+        """
+        return {path: g for path, g in self._walk("", {id(self)}) if isinstance(g, Generator)}
 
     def layers(self):
         """Yield this layer and every sub-layer, each once.

@@ -14,38 +14,11 @@ totals). Rank 0 reads the file and sends it to the others, so only rank 0 needs 
 """
 import copy
 
-from tinygrad_rnn import random as tg_random
 from tinygrad_rnn.backend import as_numpy
 from tinygrad_rnn.distributed import gather_rows
-from tinygrad_rnn.layers import Layer
 from tinygrad_rnn.serialization import load_npz, save_npz
 
 FORMAT = "tinygrad_rnn.checkpoint/2"
-
-
-def generators(model):
-    """Every random generator held by the model's layers (dropout masks), by attribute path.
-
-    Args:
-        model (Layer): the model.
-    Returns:
-        dict[str, tinygrad_rnn.random.Generator]: e.g. ``{"drop0/generator": ...}``, each once.
-    """
-    found, seen = {}, {id(model)}
-
-    def walk(layer, prefix):
-        for name, value in vars(layer).items():
-            if id(value) in seen:
-                continue
-            if isinstance(value, tg_random.Generator):
-                seen.add(id(value))
-                found[prefix + name] = value
-            elif isinstance(value, Layer):
-                seen.add(id(value))
-                walk(value, f"{prefix}{name}/")
-
-    walk(model, "")
-    return found
 
 
 def _part(arrays, part):
@@ -93,7 +66,7 @@ def save(trainer, path):
         "optimizer": {"class": type(optimizer).__name__, "hyperparameters": optimizer.hyperparameters()},
         "batches": None if trainer.batches is None else trainer.batches.spec(),
         "clip": trainer.clip,
-        "generators": {name: g.state_dict() for name, g in generators(model).items()},
+        "generators": {name: g.state_dict() for name, g in model.generators().items()},
         "extensions": {name: e.state_dict() for name, e in _stateful(trainer).items()},
         "run": trainer.meta,
     }
@@ -127,7 +100,7 @@ def _differences(trainer, arrays, meta):
         rows = trainer.batches.batch_size
         out += [f"carried state {k} has {a.shape[0] if a.ndim else 0} rows, the batch {rows}"
                 for k, a in _part(arrays, "carried").items() if not a.ndim or a.shape[0] != rows]
-    for what, theirs, mine in (("generators", meta["generators"], generators(trainer.model)),
+    for what, theirs, mine in (("generators", meta["generators"], trainer.model.generators()),
                                ("extensions with state", meta["extensions"], _stateful(trainer))):
         if set(theirs) != set(mine):
             out.append(f"{what} {sorted(theirs)} in the checkpoint, {sorted(mine)} in this run")
@@ -141,7 +114,7 @@ def _snapshot(trainer):
     arrays.update({f"optimizer/{k}": v for k, v in trainer.optimizer.state_dict().items()})
     arrays.update({f"carried/{k}": as_numpy(v).copy() for k, v in model.carried_state().items()})
     meta = {"trainer": _trainer_state(trainer, totals=False), "history": copy.deepcopy(trainer.history),
-            "generators": {name: g.state_dict() for name, g in generators(model).items()},
+            "generators": {name: g.state_dict() for name, g in model.generators().items()},
             "extensions": {name: e.state_dict() for name, e in _stateful(trainer).items()}}
     return arrays, meta
 
@@ -157,7 +130,7 @@ def _apply(trainer, arrays, meta, split=True):
         carried = {k: a[start:stop] for k, a in carried.items()}
     model.load_carried_state(carried)
     trainer.optimizer.load_state_dict(_part(arrays, "optimizer"))
-    for name, g in generators(model).items():
+    for name, g in model.generators().items():
         g.load_state_dict(meta["generators"][name])
     for name, e in _stateful(trainer).items():
         e.load_state_dict(meta["extensions"][name])
