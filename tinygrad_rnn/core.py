@@ -127,20 +127,19 @@ def name_scope(name):
 def _to_array(data, where="Variable"):
     """Validate ``data`` and return it as an array; Python numbers and lists become float32.
 
-    An ndarray subclass becomes a plain view of its data, so that its overrides play no part in
-    the ops (an op of two ``np.memmap`` is the op of two arrays). ``np.matrix``, whose ``*`` is a
-    matrix product, and masked arrays, whose mask would be dropped, are refused instead.
+    NumPy's own subclasses whose operators mean something else are refused: ``np.matrix``, whose
+    ``*`` is a matrix product, and masked arrays, whose mask the ops would drop. Any other
+    subclass (``np.memmap``, the tests' read guards) is kept as it is: its operators must keep
+    NumPy's elementwise meaning.
     """
-    if type(data) is np.ndarray or backend.is_cupy_array(data):
-        array = data
-    elif isinstance(data, np.matrix):
+    if isinstance(data, np.matrix):
         raise TypeError(f"{where}: np.matrix {data.shape} is not accepted (its * is a matrix product); "
                         "pass np.asarray(m), whose ops are elementwise, and F.matmul for the product")
     elif isinstance(data, np.ma.MaskedArray):
         raise TypeError(f"{where}: a masked array {data.shape} is not accepted (the mask would be dropped); "
                         "pass m.filled(value) or the unmasked entries")
-    elif isinstance(data, np.ndarray):
-        array = data.view(np.ndarray)
+    elif isinstance(data, np.ndarray) or backend.is_cupy_array(data):
+        array = data
     elif isinstance(data, np.generic):
         array = np.asarray(data)
     elif isinstance(data, (bool, int, float, list, tuple)):
@@ -162,7 +161,7 @@ class Variable:
 
     Args:
         data (ndarray | number | list): NumPy or CuPy array of any shape; Python numbers and
-            lists become float32 arrays, an ndarray subclass a plain ndarray view of its data.
+            lists become float32 arrays.
         name (str, optional): shown by ``repr`` and in graphs.
     Raises:
         TypeError: ``data`` is not numeric (strings, objects, ragged lists), or is an ``np.matrix``
@@ -362,9 +361,9 @@ def as_variable(x):
     """Return ``x`` if it is a Variable, else wrap it.
 
     Args:
-        x (Variable | ndarray | number | list): an ndarray subclass is taken as a plain ndarray
-            view of its data; ``np.matrix`` (whose ``*`` is a matrix product) and masked arrays
-            (whose mask would be dropped) are refused.
+        x (Variable | ndarray | number | list): ``np.matrix`` (whose ``*`` is a matrix product)
+            and masked arrays (whose mask the ops would drop) are refused; any other ndarray
+            subclass is kept as it is, so its operators must keep NumPy's elementwise meaning.
     Returns:
         Variable: ``x`` itself, or a new leaf holding its data.
     Raises:
