@@ -1,5 +1,5 @@
 # Two commands do all set-up on a fresh machine with Python 3.11 and pip:
-#   make demo   creates .venv, installs the package, runs the end-to-end training demo
+#   make demo   creates .venv, installs the package and its extras graph, plot, progress, runs the training demo
 #   make test   creates .venv, installs the dev extra, runs the whole test suite
 PYTHON ?= $(shell command -v python3.11 || command -v python3)
 VENV := .venv
@@ -12,10 +12,11 @@ endif
 
 .PHONY: demo test test-slow lint graphs bench dot mpi docs
 
+# with the optional extras: the demo and the tools draw graphs, plot curves and show progress
 $(BIN)/.installed: setup.cfg pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install -q --upgrade pip
-	$(BIN)/python -m pip install -q -e .
+	$(BIN)/python -m pip install -q -e '.[graph,plot,progress]'
 	touch $@
 
 $(BIN)/.installed-dev: $(BIN)/.installed

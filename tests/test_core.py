@@ -5,6 +5,7 @@ import gc
 import subprocess
 import sys
 import threading
+import types
 import weakref
 
 import numpy as np
@@ -13,6 +14,7 @@ import pytest
 import tinygrad_rnn as tg
 from tinygrad_rnn import functions as F
 from tinygrad_rnn import layers as L
+from tinygrad_rnn.functions.loss import SigmoidCrossEntropy
 
 
 def test_variable_exposes_array_attributes_and_a_readable_repr():
@@ -41,6 +43,49 @@ def test_scalars_do_not_promote_float32():
 def test_non_numeric_data_raises_type_error(bad):
     with pytest.raises(TypeError, match="Variable"):
         tg.Variable(bad)
+
+
+@pytest.mark.filterwarnings("ignore:the matrix subclass:PendingDeprecationWarning")
+def test_matrix_and_masked_arrays_are_refused_naming_the_op():
+    m = np.matrix([[1.0, 2.0], [3.0, 4.0]])
+    with pytest.raises(TypeError, match=r"mul: np.matrix \(2, 2\) is not accepted \(its \* is a matrix product\)"):
+        F.mul(m, m)
+    with pytest.raises(TypeError, match=r"Variable: np.matrix \(2, 2\)"):
+        tg.Variable(m)
+    with pytest.raises(TypeError, match=r"backward: np.matrix \(1, 1\)"):
+        tg.Variable(np.ones((1, 1))).backward(grad=np.matrix([[1.0]]))
+    with pytest.raises(TypeError, match=r"add: a masked array \(2,\) is not accepted \(the mask would be dropped\)"):
+        F.add(np.ma.array([1.0, 2.0], mask=[False, True]), np.ones(2))
+
+
+def test_other_ndarray_subclasses_are_kept_and_compute_elementwise(tmp_path):
+    # kept as they are: tests/test_host_reads.py follows its guarded arrays through every op
+    mm = np.memmap(tmp_path / "x.bin", dtype=np.float32, mode="w+", shape=(2, 2))
+    mm[:] = [[1.0, 2.0], [3.0, 4.0]]
+    assert tg.Variable(mm).data is mm
+    np.testing.assert_array_equal(F.mul(mm, mm).data, [[1.0, 4.0], [9.0, 16.0]])
+
+
+def test_cupy_arrays_are_taken_as_they_are_without_importing_cupy(monkeypatch):
+    class FakeCupyArray:
+        dtype, shape, ndim = np.dtype(np.float32), (2,), 1
+
+    fake = types.ModuleType("cupy")
+    fake.ndarray = FakeCupyArray
+    monkeypatch.setitem(sys.modules, "cupy", fake)
+    data = FakeCupyArray()
+    assert tg.Variable(data).data is data
+
+
+def test_a_zero_d_variable_has_no_length_and_no_iteration_like_numpy():
+    v = tg.Variable(np.float32(3.0))
+    with pytest.raises(TypeError, match="iteration over a 0-d Variable"):
+        list(v)
+    with pytest.raises(TypeError, match=r"len\(\) of a 0-d Variable"):
+        len(v)
+    first, second = tg.Variable(np.array([1.0, 2.0]))
+    assert (float(first.data), float(second.data)) == (1.0, 2.0)
+    assert [r.shape for r in tg.Variable(np.zeros((3, 2)))] == [(2,)] * 3
 
 
 def test_float_ops_reject_integer_arrays_naming_the_op():
@@ -357,10 +402,15 @@ def test_softmax_cross_entropy_over_no_rows_is_zero():
     assert float(all_ignored.data) == 0.0
 
 
-def test_sigmoid_cross_entropy_turns_a_bad_label_into_nan_without_a_read_and_debug_mode_raises():
-    assert np.isnan(float(F.sigmoid_cross_entropy(np.zeros(3), np.array([0, 1, 2])).data))
-    with tg.debug_mode(), pytest.raises(ValueError, match="labels must be 0, 1 or -1"):
-        F.sigmoid_cross_entropy(np.zeros(3), np.array([0, 1, 2]))
+def test_sigmoid_cross_entropy_refuses_a_bad_label_and_the_op_without_a_read_makes_loss_and_gradient_nan():
+    for debug in (False, True):  # NumPy labels cost no device read: checked with or without debug_mode
+        with tg.using_config("debug", debug), pytest.raises(ValueError, match=r"labels must be 0, 1 or -1 .*\[2\]"):
+            F.sigmoid_cross_entropy(np.zeros(3), np.array([0, 1, 2]))
+    # what CuPy labels meet outside debug_mode: the op itself, which flags the label on the device
+    x = tg.Variable(np.zeros(3))
+    loss = SigmoidCrossEntropy(-1)(x, np.array([0, 1, 2]))
+    loss.backward()
+    assert np.isnan(float(loss.data)) and np.isnan(x.grad.data).all()  # no step toward the bad label
 
 
 def test_scalar_operands_stay_scalars_of_the_array_dtype():

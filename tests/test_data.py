@@ -185,6 +185,20 @@ def test_batcher_rejects_a_corpus_too_short_for_one_batch():
         BPTTBatcher(np.arange(20), batch_size=4, time_size=5)
 
 
+@pytest.mark.parametrize("convention", ["textbook", "pytorch"])
+@pytest.mark.parametrize("corpus", [np.array([], dtype=np.int32), []], ids=["int32", "list"])
+def test_batcher_rejects_an_empty_corpus_naming_it(corpus, convention):
+    with pytest.raises(ValueError, match=r"BPTTBatcher: corpus is empty \(0 tokens"):
+        BPTTBatcher(corpus, batch_size=2, time_size=3, convention=convention)
+
+
+@pytest.mark.parametrize("convention, need", [("textbook", 16), ("pytorch", 20)])
+def test_batcher_rejects_a_corpus_shorter_than_its_streams(convention, need):
+    # 3 tokens for 5 streams: a stream gets no token at all (the count of windows would be negative)
+    with pytest.raises(ValueError, match=f"3 tokens is too short for one batch of 5 x 3 \\(needs at least {need}\\)"):
+        BPTTBatcher(np.arange(3), batch_size=5, time_size=3, convention=convention)
+
+
 @pytest.mark.gpu
 def test_batcher_yields_gpu_arrays(cupy):
     from tinygrad_rnn.backend import as_numpy, get_array_module

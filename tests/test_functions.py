@@ -5,6 +5,7 @@ keyword arguments, with inputs kept where the check is meaningful); the parametr
 below run every entry on every backend.
 """
 import dataclasses
+import re
 
 import numpy as np
 import pytest
@@ -602,3 +603,85 @@ def test_numpy_errors_inside_an_op_come_with_the_op_name_and_the_shapes():
         F.stack([])
     with pytest.raises(ValueError, match=r"div: operands could not be broadcast"):
         F.div(x, np.ones(5))
+
+
+def _wide_loss_case(name, rng):
+    """A float16 loss whose float16 sum overflows (or whose float16 count does), its inputs and labels."""
+    if name == "softmax_cross_entropy":  # 20,000 rows of about log(100) each: a sum of about 92,000
+        return F.softmax_cross_entropy, rng.standard_normal((20000, 100)), rng.integers(0, 100, 20000), {}
+    if name == "softmax_cross_entropy_ignore":
+        return (F.softmax_cross_entropy, rng.standard_normal((20000, 100)), rng.integers(-1, 100, 20000),
+                {"ignore_label": -1})
+    if name == "sigmoid_cross_entropy":  # 100,000 counted entries: more than float16 holds (65,504)
+        return F.sigmoid_cross_entropy, rng.standard_normal(100000), rng.integers(0, 2, 100000), {}
+    return F.mean_squared_error, rng.standard_normal(30000) * 50, np.zeros(30000), {}  # squares above 65,504
+
+
+@pytest.mark.parametrize("name", ["softmax_cross_entropy", "softmax_cross_entropy_ignore", "sigmoid_cross_entropy",
+                                  "mean_squared_error"])
+def test_float16_losses_accumulate_in_float32_and_keep_float16_values_and_gradients(name, xp):
+    loss_fn, x, t, kw = _wide_loss_case(name, np.random.default_rng(0))
+    x16 = x.astype(np.float16)
+    t = t.astype(np.float16) if t.dtype.kind == "f" else t
+    v16, v64 = tg.Variable(xp.asarray(x16)), tg.Variable(xp.asarray(x16.astype(np.float64)))
+    with np.errstate(over="raise"):
+        loss16 = loss_fn(v16, xp.asarray(t), **kw)
+    loss64 = loss_fn(v64, xp.asarray(t.astype(np.float64) if t.dtype.kind == "f" else t), **kw)
+    loss16.backward()
+    loss64.backward()
+    assert loss16.dtype == np.float16 and v16.grad.dtype == np.float16
+    np.testing.assert_allclose(float(loss16.data), float(loss64.data), rtol=2e-3)
+    g16, g64 = tg.as_numpy(v16.grad.data).astype(np.float64), tg.as_numpy(v64.grad.data)
+    # float16 holds gradients this small (1 / rows) as subnormals, spaced 2**-24 apart
+    np.testing.assert_allclose(g16, g64, rtol=2e-2, atol=2e-3 * np.abs(g64).max() + 2.0 ** -24)
+
+
+def test_float16_sums_and_means_accumulate_in_float32(xp):
+    # summing 4,096 ones down axis 0 in float16 stalls at 2,048 (2,048 + 1 rounds back to 2,048)
+    x = xp.ones((4096, 2), dtype=np.float16)
+    for y, want in ((F.sum(x, axis=0), 4096.0), (F.mean(x, axis=0), 1.0), (F.sum_to(x, (1, 2)), 4096.0)):
+        assert y.dtype == np.float16
+        np.testing.assert_array_equal(tg.as_numpy(y.data), want)
+
+
+def test_float64_losses_stay_exact_in_float64():
+    rng = np.random.default_rng(1)
+    x, t = rng.standard_normal((6, 5)), rng.integers(0, 5, 6)
+    v = tg.Variable(x)
+    loss = F.softmax_cross_entropy(v, t)
+    loss.backward()
+    logp = x - x.max(1, keepdims=True) - np.log(np.exp(x - x.max(1, keepdims=True)).sum(1, keepdims=True))
+    assert loss.dtype == np.float64 and v.grad.dtype == np.float64
+    np.testing.assert_allclose(loss.data, -logp[np.arange(6), t].mean(), rtol=1e-15)
+    onehot = np.eye(5)[t]
+    np.testing.assert_allclose(v.grad.data, (np.exp(logp) - onehot) / 6, rtol=1e-14, atol=1e-16)
+
+
+def test_sigmoid_cross_entropy_keeps_the_scores_dtype_in_its_gradient():
+    x = tg.Variable(np.array([0.5, -1.0, 2.0], dtype=np.float32))
+    F.sigmoid_cross_entropy(x, np.array([1, 0, -1])).backward()
+    assert x.grad.dtype == np.float32  # integer labels must not promote it to float64
+
+
+@pytest.mark.parametrize("loss_fn", [F.softmax_cross_entropy, F.accuracy])
+@pytest.mark.parametrize("shape", [(3, 0), (0, 0), ()])
+def test_scores_without_classes_are_refused_naming_the_op_and_shape(loss_fn, shape):
+    name = loss_fn.__name__
+    with pytest.raises(ValueError, match=rf"{name}: scores of shape {re.escape(str(shape))} have no classes"):
+        loss_fn(np.ones(shape), np.zeros(shape[:-1], dtype=np.int32))
+
+
+def test_sigmoid_cross_entropy_names_the_bad_labels_with_any_ignore_label():
+    with pytest.raises(ValueError, match=r"labels must be 0, 1 or 7 \(ignore_label\), got 2 other\(s\), "
+                                         r"among them \[-1, 2\]"):
+        F.sigmoid_cross_entropy(np.zeros(5), np.array([0, 2, 7, -1, 1]), ignore_label=7)
+    loss = F.sigmoid_cross_entropy(np.zeros(3), np.array([0, 7, 1]), ignore_label=7)
+    np.testing.assert_allclose(loss.data, np.log(2), rtol=1e-15)
+
+
+def test_sum_to_names_itself_once_with_both_shapes():
+    with pytest.raises(ValueError) as info:
+        F.sum_to(np.ones((2, 3)), (4,))
+    assert str(info.value) == "sum_to: shape (2, 3) cannot be summed to (4,) ((4,) does not broadcast to it)"
+    with pytest.raises(ValueError, match=r"^sum_to: shape \(3,\) cannot be summed to \(2, 3\)"):
+        F.sum_to(np.ones(3), (2, 3))

@@ -252,11 +252,13 @@ def test_render_explains_how_to_install_when_dot_cannot_be_run(tmp_path, monkeyp
         render(_rnn(steps=1), path=tmp_path / "g.svg")
 
 
-def test_render_without_graphviz_package_says_to_pip_install_it(tmp_path, monkeypatch):
+def test_render_without_graphviz_package_says_to_pip_install_its_extra(tmp_path, monkeypatch):
     monkeypatch.setattr(graph.shutil, "which", lambda name: "/usr/bin/dot")
     monkeypatch.setitem(sys.modules, "graphviz", None)  # makes `import graphviz` fail
-    with pytest.raises(RuntimeError, match="pip install graphviz"):
+    with pytest.raises(ImportError, match=r"^render: needs the optional package graphviz, .*"
+                                          r"pip install 'tinygrad_rnn\[graph\]'$"):
         render(_rnn(steps=1), path=tmp_path / "g.svg")
+    assert not (tmp_path / "g.svg").exists()
 
 
 @needs_dot

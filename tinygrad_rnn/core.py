@@ -125,8 +125,20 @@ def name_scope(name):
 
 
 def _to_array(data, where="Variable"):
-    """Validate ``data`` and return it as an array; Python numbers and lists become float32."""
-    if isinstance(data, np.ndarray) or backend.is_cupy_array(data):
+    """Validate ``data`` and return it as an array; Python numbers and lists become float32.
+
+    NumPy's own subclasses whose operators mean something else are refused: ``np.matrix``, whose
+    ``*`` is a matrix product, and masked arrays, whose mask the ops would drop. Any other
+    subclass (``np.memmap``, the tests' read guards) is kept as it is: its operators must keep
+    NumPy's elementwise meaning.
+    """
+    if isinstance(data, np.matrix):
+        raise TypeError(f"{where}: np.matrix {data.shape} is not accepted (its * is a matrix product); "
+                        "pass np.asarray(m), whose ops are elementwise, and F.matmul for the product")
+    elif isinstance(data, np.ma.MaskedArray):
+        raise TypeError(f"{where}: a masked array {data.shape} is not accepted (the mask would be dropped); "
+                        "pass m.filled(value) or the unmasked entries")
+    elif isinstance(data, np.ndarray) or backend.is_cupy_array(data):
         array = data
     elif isinstance(data, np.generic):
         array = np.asarray(data)
@@ -148,11 +160,12 @@ class Variable:
     """A node of the graph: an array, its gradient and the Function that created it.
 
     Args:
-        data (ndarray | number | list): NumPy or CuPy array; Python numbers and lists become
-            float32 arrays.
+        data (ndarray | number | list): NumPy or CuPy array of any shape; Python numbers and
+            lists become float32 arrays.
         name (str, optional): shown by ``repr`` and in graphs.
     Raises:
-        TypeError: ``data`` is not numeric (strings, objects, ragged lists).
+        TypeError: ``data`` is not numeric (strings, objects, ragged lists), or is an ``np.matrix``
+            or a masked array (see ``as_variable``).
     """
 
     __slots__ = ("data", "name", "grad", "creator", "generation", "__weakref__")
@@ -173,7 +186,16 @@ class Variable:
     dtype = property(lambda self: self.data.dtype, doc="Array dtype.")
 
     def __len__(self):
+        if self.data.ndim == 0:
+            raise TypeError("len() of a 0-d Variable")
         return len(self.data)
+
+    def __iter__(self):
+        # without it, iteration falls back to indexing 0, 1, ... until an IndexError, and
+        # list() of a 0-d Variable would be [] where NumPy refuses to iterate a 0-d array
+        if self.data.ndim == 0:
+            raise TypeError("iteration over a 0-d Variable")
+        return (self[i] for i in range(len(self.data)))
 
     def __repr__(self):
         head = type(self).__name__.lower()
@@ -336,7 +358,17 @@ class Parameter(Variable):
 
 
 def as_variable(x):
-    """Return ``x`` if it is a Variable, else wrap it (arrays, numbers)."""
+    """Return ``x`` if it is a Variable, else wrap it.
+
+    Args:
+        x (Variable | ndarray | number | list): ``np.matrix`` (whose ``*`` is a matrix product)
+            and masked arrays (whose mask the ops would drop) are refused; any other ndarray
+            subclass is kept as it is, so its operators must keep NumPy's elementwise meaning.
+    Returns:
+        Variable: ``x`` itself, or a new leaf holding its data.
+    Raises:
+        TypeError: ``x`` is not numeric, or is an ``np.matrix`` or a masked array.
+    """
     return x if isinstance(x, Variable) else Variable(x)
 
 
@@ -376,7 +408,7 @@ class Function:
             raise RuntimeError(f"{self.op}: this {type(self).__name__} instance was already called; create a new "
                                "instance for every call (an op keeps what its backward needs on itself)")
         self._called = True
-        inputs = [x if isinstance(x, Variable) else Variable(x) for x in inputs]
+        inputs = [x if isinstance(x, Variable) else Variable(_to_array(x, self.op)) for x in inputs]
         xs = [x.data for x in inputs]
         on_cpu = isinstance(xs[0], np.ndarray)
         for i, x in enumerate(xs):

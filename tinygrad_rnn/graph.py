@@ -13,6 +13,7 @@ import re
 import shutil
 
 from tinygrad_rnn.core import Parameter, Variable
+from tinygrad_rnn.optional import require
 from tinygrad_rnn.serialization import atomic_write
 
 _FORMATS = ("svg", "png", "pdf")
@@ -92,7 +93,8 @@ def render(*outputs, path, format="svg", **to_dot_kwargs):
         Rendered: holds ``path`` and the DOT ``source``; has ``_repr_svg_`` for notebooks.
     Raises:
         ValueError: an unsupported ``format``.
-        RuntimeError: Graphviz (the ``dot`` program or the ``graphviz`` Python package) is missing.
+        RuntimeError: Graphviz's ``dot`` program is missing (the message says how to install it).
+        ImportError: the ``graphviz`` Python package is missing (``pip install 'tinygrad_rnn[graph]'``).
     """
     if format not in _FORMATS:
         raise ValueError(f"render: format must be one of {', '.join(_FORMATS)}, got {format!r}")
@@ -108,10 +110,7 @@ def _pipe(source, format):
     """Run ``dot -T<format>`` on ``source`` and return the bytes it prints."""
     if shutil.which("dot") is None:
         raise RuntimeError(_INSTALL_HINT)
-    try:
-        import graphviz  # imported here: to_dot and the rest of the package work without it
-    except ImportError:
-        raise RuntimeError("render: needs the graphviz Python package: `pip install graphviz`") from None
+    graphviz = require("graphviz", "render")  # imported here: to_dot and the rest of the package work without it
     try:
         return graphviz.Source(source).pipe(format=format)
     except graphviz.ExecutableNotFound:

@@ -28,6 +28,7 @@ import numpy as np
 from tinygrad_rnn.data import ShuffledBatcher, captions
 from tinygrad_rnn.models import build_model
 from tinygrad_rnn.optimizers import Adam
+from tinygrad_rnn.optional import require
 from tinygrad_rnn.serialization import atomic_write
 from tinygrad_rnn.tools.common import (EachEpoch, communicator, device_mover, extensions, factor, fill_defaults,
                                        marks, nonnegative_int, parser, positive_int, ranks, run_training, write_summary)
@@ -84,7 +85,7 @@ def plot_captions(images, generated, wanted, path, columns=3):
         path (str | Path): the PNG file (written atomically).
         columns (int): images per row.
     """
-    from matplotlib.figure import Figure  # the object API: no pyplot, no global backend switch
+    Figure = require("matplotlib.figure", "plot_captions").Figure  # the object API: no pyplot, no backend switch
 
     rows = -(-len(images) // columns)
     fig = Figure(figsize=(2.4 * columns, 1.2 * rows), dpi=72)

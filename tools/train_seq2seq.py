@@ -28,6 +28,7 @@ import numpy as np
 from tinygrad_rnn.data import ShuffledBatcher, toy_seq
 from tinygrad_rnn.models import build_model
 from tinygrad_rnn.optimizers import Adam
+from tinygrad_rnn.optional import require
 from tinygrad_rnn.serialization import atomic_write
 from tinygrad_rnn.tools.common import (EachEpoch, communicator, device_mover, extensions, fill_defaults, marks,
                                        nonnegative_int, parser, positive_float, positive_int, ranks, run_training,
@@ -95,7 +96,7 @@ def plot_attention(weights, question, answer, path):
         answer (str): the output characters.
         path (str | Path): the PNG file (written atomically).
     """
-    from matplotlib.figure import Figure  # the object API: no pyplot, no global backend switch
+    Figure = require("matplotlib.figure", "plot_attention").Figure  # the object API: no pyplot, no backend switch
 
     fig = Figure(figsize=(max(4.0, 0.32 * len(question) + 1.5), max(2.5, 0.4 * len(answer) + 1.2)), dpi=100)
     ax = fig.add_subplot()

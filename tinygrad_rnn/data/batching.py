@@ -117,6 +117,8 @@ class BPTTBatcher:
         corpus = as_numpy(corpus)
         if corpus.ndim != 1:
             raise ValueError(f"{name}: corpus must be a 1-D array of ids, got shape {corpus.shape}")
+        if not corpus.size:
+            raise ValueError(f"{name}: corpus is empty (0 tokens, dtype {corpus.dtype})")
         check_ids(name, "corpus", corpus, vocab_size)
         self.corpus = corpus.astype(np.int32)
         n, steps = self.batch_size, self.time_size
@@ -127,7 +129,7 @@ class BPTTBatcher:
         per_epoch = self.stream_tokens // steps * steps if self.drop_last else self.stream_tokens
         self.iterations = math.ceil(per_epoch / steps)
         self.epoch_tokens = per_epoch  # E
-        if self.iterations == 0:
+        if self.iterations <= 0:  # negative when a stream gets no token at all
             need = n * steps + 1 if convention == "textbook" else n * (steps + 1)
             raise ValueError(f"{name}: a corpus of {len(corpus)} tokens is too short for one batch of {n} x "
                              f"{steps} (needs at least {need})")
@@ -235,7 +237,7 @@ class ShuffledBatcher:
         self.examples = lengths.pop()
         rounded = math.floor if self.drop_last else math.ceil
         self.iterations = rounded(self.examples / self.batch_size)
-        if self.iterations == 0:
+        if self.iterations <= 0:  # negative when a stream gets no token at all
             raise ValueError(f"{name}: {self.examples} examples are fewer than one batch of {self.batch_size}")
         move = as_cupy if device == "gpu" else np.asarray
         self.arrays = [move(a) for a in arrays]

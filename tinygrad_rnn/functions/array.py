@@ -7,16 +7,26 @@ from tinygrad_rnn.backend import get_array_module
 from tinygrad_rnn.core import Config, Function, Variable, as_variable, dual
 
 
+def accumulation_dtype(dtype):
+    """The dtype a sum or mean over ``dtype`` runs in: float32 at least, so that a float16 mean
+    over many elements neither overflows nor stalls (each result is cast back to ``dtype``).
+
+    Args:
+        dtype (dtype): the inputs' float dtype.
+    Returns:
+        numpy.dtype: float32 for float16 and float32, float64 for float64.
+    """
+    return np.promote_types(dtype, np.float32)
+
+
 def _sum_to_array(x, shape):
-    """Sum ``x`` over the axes that broadcasting added or stretched, so it takes ``shape``."""
-    shape = tuple(shape)
+    """Sum ``x`` over the axes that broadcasting added or stretched, so that it takes ``shape`` (a tuple)."""
     if x.shape == shape:
         return x
     lead = x.ndim - len(shape)
-    if lead < 0 or any(s != 1 and s != d for s, d in zip(shape, x.shape[lead:])):
-        raise ValueError(f"sum_to: shape {x.shape} cannot be summed to {shape}")
     axes = tuple(range(lead)) + tuple(lead + i for i, s in enumerate(shape) if s == 1 and x.shape[lead + i] != 1)
-    return x.sum(axis=axes, keepdims=True).reshape(shape)
+    acc = accumulation_dtype(x.dtype)
+    return x.sum(axis=axes, keepdims=True, dtype=acc).astype(x.dtype, copy=False).reshape(shape)
 
 
 def unbroadcast(g, shape):
@@ -349,7 +359,7 @@ def broadcast_to(x, shape):
 
 class SumTo(Function):
     def __init__(self, shape):
-        self.shape = shape
+        self.shape = tuple(shape)
 
     def forward(self, x):
         self.in_shape = x.shape
@@ -370,4 +380,8 @@ def sum_to(x, shape):
     Raises:
         ValueError: ``shape`` does not broadcast to ``x.shape``.
     """
-    return SumTo(tuple(shape))(x)
+    x, shape = as_variable(x), tuple(shape)
+    lead = x.ndim - len(shape)
+    if lead < 0 or any(s != 1 and s != d for s, d in zip(shape, x.shape[lead:])):
+        raise ValueError(f"sum_to: shape {x.shape} cannot be summed to {shape} ({shape} does not broadcast to it)")
+    return SumTo(shape)(x)

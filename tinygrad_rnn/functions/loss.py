@@ -1,14 +1,27 @@
-"""Losses and metrics: softmax_cross_entropy, sigmoid_cross_entropy, mean_squared_error, accuracy."""
+"""Losses and metrics: softmax_cross_entropy, sigmoid_cross_entropy, mean_squared_error, accuracy.
+
+Each loss sums and averages in ``accumulation_dtype`` (float32 at least) and returns the mean in
+the scores' dtype: a float16 loss over many rows neither overflows nor stalls. Gradients keep
+the scores' dtype.
+"""
+import numpy as np
+
 from tinygrad_rnn.backend import get_array_module
-from tinygrad_rnn.core import Config, Function, Variable, as_variable
-from tinygrad_rnn.functions.array import _bounded, check_index_range, index_range_error
+from tinygrad_rnn.core import Config, Function, Variable, _to_array, as_variable
+from tinygrad_rnn.functions.array import _bounded, accumulation_dtype, check_index_range, index_range_error
 
 
 def _labels(t, op):
     t = t.data if isinstance(t, Variable) else t
     if not hasattr(t, "dtype") or t.dtype.kind not in "iu":
         raise TypeError(f"{op}: labels must be an integer array, got {getattr(t, 'dtype', type(t).__name__)}")
-    return t
+    return _to_array(t, op)
+
+
+def _classes(op, x):
+    """Refuse scores without a class axis or with an empty one, naming ``op`` and the shape."""
+    if x.ndim < 1 or x.shape[-1] == 0:
+        raise ValueError(f"{op}: scores of shape {x.shape} have no classes (need (..., C) with C >= 1)")
 
 
 class SoftmaxCrossEntropy(Function):
@@ -20,6 +33,7 @@ class SoftmaxCrossEntropy(Function):
 
     def forward(self, x, t):
         xp = get_array_module(x)
+        acc = accumulation_dtype(x.dtype)
         self.x_shape = x.shape
         x2 = x.reshape(-1, x.shape[-1])
         t1 = _bounded(t.ravel(), x.shape[-1])
@@ -29,7 +43,7 @@ class SoftmaxCrossEntropy(Function):
         else:
             t1 = xp.where(self.mask, t1, 0)
             # on the device: no host read in a training step
-            self.count = xp.maximum(self.mask.sum(), 1).astype(x.dtype)
+            self.count = xp.maximum(self.mask.sum(), 1).astype(acc)
         self.t = t1
         rows = xp.arange(t1.size)
         z = x2 - x2.max(axis=1, keepdims=True)
@@ -37,7 +51,7 @@ class SoftmaxCrossEntropy(Function):
         # in place: the (N, C) scores are the largest arrays of a language model. Backward
         # normalizes as it scales, so the softmax itself is never written: one pass less.
         self.e = xp.exp(z, out=z)
-        self.s = self.e.sum(axis=1)
+        self.s = self.e.sum(axis=1, dtype=acc)
         logp = z_target - xp.log(self.s)
         if self.mask is not None:
             logp = logp * self.mask
@@ -45,12 +59,12 @@ class SoftmaxCrossEntropy(Function):
 
     def backward(self, gy):
         xp = get_array_module(gy)
-        scale = gy / self.count
+        scale = gy.astype(self.s.dtype, copy=False) / self.count
         gx = self.e * (scale / self.s)[:, None]  # softmax * scale; a new array: e stays for a second backward
         gx[xp.arange(self.t.size), self.t] -= scale
         if self.mask is not None:
             gx *= self.mask[:, None]
-        return gx.reshape(self.x_shape), None
+        return gx.astype(self.e.dtype, copy=False).reshape(self.x_shape), None
 
 
 def softmax_cross_entropy(x, t, ignore_label=None):
@@ -69,12 +83,13 @@ def softmax_cross_entropy(x, t, ignore_label=None):
         Variable: () the mean over the counted entries (0 when none counts, also for 0 rows).
     Raises:
         TypeError: ``t`` is not an integer array.
-        ValueError: ``t.shape != x.shape[:-1]``.
+        ValueError: ``t.shape != x.shape[:-1]``, or ``x`` has no classes (``C == 0``).
         IndexError: a label outside [0, C) that is not ``ignore_label`` (see above).
     """
     x = as_variable(x)
     t = _labels(t, "softmax_cross_entropy")
-    if x.ndim < 1 or t.shape != x.shape[:-1]:
+    _classes("softmax_cross_entropy", x)
+    if t.shape != x.shape[:-1]:
         raise ValueError(f"softmax_cross_entropy: labels of shape {t.shape} do not match scores "
                          f"of shape {x.shape} (need t.shape == x.shape[:-1])")
     if Config.debug:
@@ -98,21 +113,24 @@ class SigmoidCrossEntropy(Function):
 
     def forward(self, x, t):
         xp = get_array_module(x)
+        acc = accumulation_dtype(x.dtype)
         self.mask = (t != self.ignore_label).astype(x.dtype)
-        self.count = xp.maximum(self.mask.sum(), 1)  # on the device: no host read
-        self.t = t
+        self.count = xp.maximum(self.mask.sum(dtype=acc), 1)  # on the device: no host read
+        self.t = (t == 1).astype(x.dtype)  # in the scores' dtype: integer labels would promote to float64
         # max(x, 0) - x t + log(1 + e^-|x|): the softplus form that never overflows
-        loss = xp.maximum(x, 0) - x * t + xp.log1p(xp.exp(-xp.abs(x)))
-        mean = (loss * self.mask).sum() / self.count
-        # a label outside {0, 1, ignore_label} makes the loss NaN, checked on the device (no host read)
-        invalid = ((t != 0) & (t != 1) & (t != self.ignore_label)).any()
-        return xp.asanyarray(xp.where(invalid, xp.nan, mean), dtype=x.dtype)
+        loss = xp.maximum(x, 0) - x * self.t + xp.log1p(xp.exp(-xp.abs(x)))
+        mean = (loss * self.mask).sum(dtype=acc) / self.count
+        # a label outside {0, 1, ignore_label} (only the GPU gets here with one: see the wrapper) makes
+        # the loss and the gradient NaN, found on the device without a host read
+        self.invalid = ((t != 0) & (t != 1) & (t != self.ignore_label)).any()
+        return xp.asanyarray(xp.where(self.invalid, xp.nan, mean), dtype=x.dtype)
 
     def backward(self, gy):
         x = self.inputs[0].data
         xp = get_array_module(x)
         p = xp.tanh(x * 0.5) * 0.5 + 0.5
-        return (p - self.t) * self.mask * (gy / self.count), None
+        scale = xp.where(self.invalid, xp.nan, gy.astype(self.count.dtype, copy=False) / self.count)
+        return ((p - self.t) * self.mask * scale).astype(x.dtype, copy=False), None
 
 
 def sigmoid_cross_entropy(x, t, ignore_label=-1):
@@ -123,26 +141,31 @@ def sigmoid_cross_entropy(x, t, ignore_label=-1):
         t (ndarray): S integer labels in {0, 1}, or ``ignore_label``.
         ignore_label (int): entries not counted.
     Returns:
-        Variable: () the mean over the counted entries (0 when none counts); NaN when a label
-        lies outside {0, 1, ignore_label}, found on the device without a host read.
+        Variable: () the mean over the counted entries (0 when none counts).
     Raises:
         TypeError: ``t`` is not an integer array.
-        ValueError: ``t.shape != x.shape``, or, under ``debug_mode()`` (which reads the labels
-            back), a label outside {0, 1, ignore_label}.
+        ValueError: ``t.shape != x.shape``, or a label outside {0, 1, ignore_label}. NumPy labels
+            are always checked; CuPy labels only under ``debug_mode()`` (checking reads them back
+            to the host), and otherwise such a label makes the loss and its gradient NaN.
     """
     x = as_variable(x)
     t = _labels(t, "sigmoid_cross_entropy")
     if t.shape != x.shape:
         raise ValueError(f"sigmoid_cross_entropy: labels of shape {t.shape} do not match scores of shape {x.shape}")
-    if Config.debug and bool(((t != 0) & (t != 1) & (t != ignore_label)).any()):
-        raise ValueError(f"sigmoid_cross_entropy: labels must be 0, 1 or {ignore_label}")
+    if Config.debug or isinstance(t, np.ndarray):
+        bad = t[(t != 0) & (t != 1) & (t != ignore_label)]
+        if bad.size:
+            raise ValueError(f"sigmoid_cross_entropy: labels must be 0, 1 or {ignore_label} (ignore_label), "
+                             f"got {int(bad.size)} other(s), among them {sorted({int(v) for v in bad[:5]})}")
     return SigmoidCrossEntropy(ignore_label)(x, t)
 
 
 class MeanSquaredError(Function):
     def forward(self, x0, x1):
+        xp = get_array_module(x0)
         diff = x0 - x1
-        return (diff * diff).sum() / diff.size
+        wide = diff.astype(accumulation_dtype(diff.dtype), copy=False)  # float16 squares overflow above 256
+        return xp.asarray((wide * wide).sum() / diff.size, dtype=diff.dtype)
 
     def backward(self, gy):
         x0, x1 = self.arg(0), self.arg(1)
@@ -177,10 +200,11 @@ def accuracy(y, t, ignore_label=None):
     Returns:
         Variable: () float32, a leaf (no creator).
     Raises:
-        ValueError: ``t.shape != y.shape[:-1]``.
+        ValueError: ``t.shape != y.shape[:-1]``, or ``y`` has no classes (``C == 0``).
     """
-    y = y.data if isinstance(y, Variable) else y
+    y = as_variable(y).data
     t = _labels(t, "accuracy")
+    _classes("accuracy", y)
     if t.shape != y.shape[:-1]:
         raise ValueError(f"accuracy: labels of shape {t.shape} do not match scores of shape {y.shape}")
     xp = get_array_module(y)

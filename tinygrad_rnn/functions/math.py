@@ -5,7 +5,7 @@ import numpy as np
 
 from tinygrad_rnn.backend import get_array_module
 from tinygrad_rnn.core import Function, Variable, dual
-from tinygrad_rnn.functions.array import BroadcastTo, unbroadcast
+from tinygrad_rnn.functions.array import BroadcastTo, accumulation_dtype, unbroadcast
 
 
 def _constant(v, other):
@@ -253,7 +253,8 @@ class Sum(Function):
     def forward(self, x):
         self.in_shape = x.shape
         self.keep_shape = _keep_shape(x.shape, self.axis)
-        return x.sum(axis=self.axis, keepdims=self.keepdims)
+        acc = accumulation_dtype(x.dtype)
+        return x.sum(axis=self.axis, keepdims=self.keepdims, dtype=acc).astype(x.dtype, copy=False)
 
     def backward(self, gy):
         return dual(BroadcastTo(self.in_shape), gy.reshape(self.keep_shape))
@@ -285,7 +286,8 @@ class Mean(Function):
         self.in_shape = x.shape
         self.keep_shape = _keep_shape(x.shape, self.axis)
         self.scale = float(np.prod(self.keep_shape) / builtins.max(x.size, 1))  # 1 / (elements averaged)
-        return x.mean(axis=self.axis, keepdims=self.keepdims)
+        acc = accumulation_dtype(x.dtype)
+        return x.mean(axis=self.axis, keepdims=self.keepdims, dtype=acc).astype(x.dtype, copy=False)
 
     def backward(self, gy):
         return dual(BroadcastTo(self.in_shape), gy.reshape(self.keep_shape) * self.scale)

@@ -17,8 +17,7 @@ import math
 import sys
 from pathlib import Path
 
-from tqdm import tqdm
-
+from tinygrad_rnn.optional import require
 from tinygrad_rnn.serialization import atomic_write, write_json
 
 
@@ -64,19 +63,23 @@ class ProgressBar(Extension):
 
     Args:
         enabled (bool, optional): None shows it only when stderr is a terminal.
+    Raises:
+        ImportError: enabled, and tqdm is not installed (``pip install 'tinygrad_rnn[progress]'``).
     """
 
     root_only = True
 
     def __init__(self, enabled=None):
         self.enabled = sys.stderr.isatty() if enabled is None else enabled
+        # imported here, not with the package: a run without a bar needs no tqdm, one with it learns at once
+        self.tqdm = require("tqdm", "ProgressBar").tqdm if self.enabled else None
         self.bar = None
 
     def on_iteration(self, trainer):
         if not self.enabled:
             return
         if self.bar is None:
-            self.bar = tqdm(total=len(trainer.batches), initial=trainer.iteration - 1, leave=False,
+            self.bar = self.tqdm(total=len(trainer.batches), initial=trainer.iteration - 1, leave=False,
                             desc=f"epoch {trainer.epoch + 1}/{trainer.epochs}", dynamic_ncols=True)
         self.bar.update()
 
@@ -126,8 +129,10 @@ def plot_history(history, path, evaluators=()):
         history (dict): ``Trainer.history``.
         path (str | Path): the PNG file (written atomically).
         evaluators (sequence): the trainer's evaluators (name and main number of each).
+    Raises:
+        ImportError: matplotlib is not installed (``pip install 'tinygrad_rnn[plot]'``).
     """
-    from matplotlib.figure import Figure  # the object API: no pyplot, no global backend switch
+    Figure = require("matplotlib.figure", "plot_history").Figure  # the object API: no pyplot, no backend switch
 
     panels = 1 + len(evaluators)
     fig = Figure(figsize=(4.5 * panels, 4), dpi=100)
@@ -165,11 +170,15 @@ class History(Extension):
 
     Args:
         out_dir (str | Path): the folder (created when missing).
+    Raises:
+        ImportError: matplotlib, which draws ``history.png``, is not installed
+            (``pip install 'tinygrad_rnn[plot]'``).
     """
 
     root_only = True
 
     def __init__(self, out_dir):
+        require("matplotlib.figure", "History")  # now, not after the first epoch of training
         self.out_dir = Path(out_dir)
 
     def on_start(self, trainer):
