@@ -77,10 +77,10 @@ def test_better_lstmlm_dropout_is_active_in_training_only():
         model.reset_state()
         outputs.append(model(xs).data)
     assert not np.allclose(outputs[0], outputs[1])
-    model.eval()
-    for _ in range(2):
-        model.reset_state()
-        outputs.append(model(xs).data)
+    with tg.test_mode():
+        for _ in range(2):
+            model.reset_state()
+            outputs.append(model(xs).data)
     np.testing.assert_array_equal(outputs[2], outputs[3])
 
 
