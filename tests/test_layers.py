@@ -379,7 +379,7 @@ def test_cells_reject_inputs_and_states_of_the_wrong_shape():
         cell.step(np.ones((4, 3), np.float32), (np.ones((4, 3), np.float32), None))
     with pytest.raises(ValueError, match=r"LSTMCell.step: a state of 1 arrays does not fit \(h, c\)"):
         cell.step(np.ones((4, 3), np.float32), (np.ones((4, 2), np.float32),))
-    with pytest.raises(TypeError, match=r"LSTMCell.step: a state must be a tuple of \(N, H\) arrays \(h, c\), got ndarray"):
+    with pytest.raises(TypeError, match=r"LSTMCell.step: a state must be a tuple of \(N, H\) arrays \(h, c\), got nd"):
         cell.step(np.ones((4, 3), np.float32), np.ones((4, 2), np.float32))
     with pytest.raises(ValueError, match=r"LSTMCell.sequence: input of shape \(4, 3\) does not fit \(N, T, D\)"):
         cell.sequence(np.ones((4, 3), np.float32))

@@ -1,9 +1,10 @@
 """NumPy/CuPy backend: the only module that imports CuPy.
 
 Arrays decide the device: an op asks ``get_array_module`` for the module of its inputs,
-so the same code runs on both backends. CuPy is imported only when it is asked for (by
-``cuda.available``, ``as_cupy`` or ``to_gpu``), never when ``tinygrad_rnn`` is imported, and
-importing changes nothing in the process (``keep_freed_memory`` is an explicit call).
+so the same code runs on both backends. Other modules reach CuPy through ``cupy()``. CuPy is
+imported only when it is asked for (by ``cupy()``, ``cuda.available``, ``as_cupy`` or
+``to_gpu``), never when ``tinygrad_rnn`` is imported, and importing changes nothing in the
+process (``keep_freed_memory`` is an explicit call).
 """
 import ctypes
 import importlib.util

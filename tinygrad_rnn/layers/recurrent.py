@@ -48,7 +48,7 @@ def _state_variable(s, like):
     return Variable(get_array_module(s).asarray(s, dtype=like.dtype))
 
 
-def _checked_state(owner, state, names, n, hidden_size, like):
+def _checked_cell_state(owner, state, names, n, hidden_size, like):
     """A state as a tuple of (N, H) Variables, one per name in ``names``.
 
     None, or a None part, becomes zeros of ``like``'s dtype on its device; see ``_state_variable``
@@ -125,7 +125,7 @@ class _Cell(Layer):
         """
         owner = f"{type(self).__name__}.step"
         x = _checked_input(owner, x, 2, self.input_size)
-        state = _checked_state(owner, state, self.state_names, x.shape[0], self.hidden_size, self.Wx)
+        state = _checked_cell_state(owner, state, self.state_names, x.shape[0], self.hidden_size, self.Wx)
         b, bn = self._biases()
         return self._gates(F.linear(x, self.Wx, b), state, bn)
 
@@ -146,7 +146,7 @@ class _Cell(Layer):
         owner = f"{type(self).__name__}.sequence"
         xs = _checked_input(owner, xs, 3, self.input_size)
         n, steps = xs.shape[:2]
-        state = _checked_state(owner, state, self.state_names, n, self.hidden_size, self.Wx)
+        state = _checked_cell_state(owner, state, self.state_names, n, self.hidden_size, self.Wx)
         b, bn = self._biases()
         if self.fused:
             # time-major for the fused op: transposing the (N, T, D) input costs less than transposing xw
@@ -408,7 +408,8 @@ class _Recurrent(Layer):
                              f"times ({', '.join(names)})")
         checked = ()
         for k, cell in enumerate(self.cells):
-            part = _checked_state(owner, state[k * per_cell:(k + 1) * per_cell], names, n, self.hidden_size, cell.Wx)
+            cell_state = state[k * per_cell:(k + 1) * per_cell]
+            part = _checked_cell_state(owner, cell_state, names, n, self.hidden_size, cell.Wx)
             n = part[0].shape[0]
             checked += part
         return checked
