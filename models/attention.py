@@ -88,8 +88,7 @@ class AttentionDecoder(Decoder):
         Returns:
             tuple of Variable: scores (N, Td, V) and weights (N, Td, Tq).
         """
-        self.lstm.set_state(h)
-        out = self.lstm(self.embed(ts))
+        out, _ = self.lstm.sequence(self.embed(ts), self.lstm.initial_state(h=h))
         context, weights = attend(out, hs_enc)
         return self.fc(F.concat([context, out], axis=2)), weights
 

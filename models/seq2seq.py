@@ -81,8 +81,8 @@ class Decoder(L.Layer):
         Returns:
             Variable: (N, T, V) scores of the next tokens.
         """
-        self.lstm.set_state(h)
-        return self.fc(self.lstm(self.embed(ts)))
+        out, _ = self.lstm.sequence(self.embed(ts), self.lstm.initial_state(h=h))
+        return self.fc(out)
 
     def init_state(self, h):
         """The decoding state before the first step: ``(lstm state,)``, from the code (c zero, as in ``forward``)."""
@@ -116,8 +116,7 @@ class PeekyDecoder(Decoder):
         """Teacher-forced scores (see ``Decoder.forward``)."""
         n, steps = ts.shape
         hs = F.broadcast_to(F.reshape(h, (n, 1, h.shape[1])), (n, steps, h.shape[1]))
-        self.lstm.set_state(h)
-        out = self.lstm(F.concat([self.embed(ts), hs], axis=2))
+        out, _ = self.lstm.sequence(F.concat([self.embed(ts), hs], axis=2), self.lstm.initial_state(h=h))
         return self.fc(F.concat([out, hs], axis=2))
 
     def init_state(self, h):
