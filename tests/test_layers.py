@@ -800,3 +800,28 @@ def test_unchain_backward_frees_the_graph_of_the_previous_window():
     loss = F.sum(lstm(xs) * gy)  # the next window starts from the carried, detached state
     loss.backward()
     assert lstm.cells[0].Wh.grad is not None
+
+
+def test_carried_state_round_trips_by_layer_path_and_moves_to_the_model_device(xp):
+    rng = np.random.default_rng(0)
+    xs = rng.standard_normal((2, 6, 3)).astype(np.float32)
+
+    def build():
+        model = L.Layer()
+        model.lstm = L.LSTM(3, 4, num_layers=2, stateful=True, seed=0)
+        model.gru = L.GRU(4, 2, stateful=True, seed=1)
+        return model if xp is np else model.to_gpu()
+
+    def run(model, part):
+        return model.gru(model.lstm(xp.asarray(part))).data
+
+    a, b = build(), build()
+    run(a, xs[:, :3])
+    carried = a.carried_state()
+    assert list(carried) == ["lstm/0", "lstm/1", "lstm/2", "lstm/3", "gru/0"]  # (h, c) of each layer, bottom first
+    assert all(carried[f"lstm/{k}"] is v.data for k, v in enumerate(a.lstm.state))
+    b.load_carried_state({k: tg.as_numpy(v) for k, v in carried.items()})  # as a checkpoint holds them
+    assert all(tg.get_array_module(v) is xp for v in b.lstm.state + b.gru.state)
+    np.testing.assert_array_equal(tg.as_numpy(run(b, xs[:, 3:])), tg.as_numpy(run(a, xs[:, 3:])))
+    b.reset_state()
+    assert b.lstm.state is None and b.gru.state is None and b.carried_state() == {}
