@@ -41,14 +41,16 @@ class AttentionEncoder(Encoder):
         bidirectional (bool): add a backward LSTM.
         seed (int | numpy.random.Generator | None): randomness of the weights.
         dtype (numpy.dtype): float dtype of the parameters.
+        fused (bool): the LSTMs run the fused ops (True) or record every gate (see ``layers.LSTM``).
     """
 
-    def __init__(self, vocab_size, wordvec_size, hidden_size, bidirectional=False, seed=None, dtype=np.float32):
+    def __init__(self, vocab_size, wordvec_size, hidden_size, bidirectional=False, seed=None, dtype=np.float32,
+                 fused=True):
         rng = np.random.default_rng(seed)
-        super().__init__(vocab_size, wordvec_size, hidden_size, seed=rng, dtype=dtype)
+        super().__init__(vocab_size, wordvec_size, hidden_size, seed=rng, dtype=dtype, fused=fused)
         self.bidirectional = bidirectional
         if bidirectional:
-            self.lstm_backward = L.LSTM(wordvec_size, hidden_size, seed=rng, dtype=dtype)
+            self.lstm_backward = L.LSTM(wordvec_size, hidden_size, seed=rng, dtype=dtype, fused=fused)
 
     def forward(self, xs):
         """Encode a batch of questions.
@@ -59,12 +61,12 @@ class AttentionEncoder(Encoder):
             tuple of Variable: hidden states (N, T, H) and the decoder's initial state (N, H).
         """
         es = self.embed(xs)
-        hs = self.lstm(es)
+        hs, (h, _) = self.lstm.sequence(es)
         if not self.bidirectional:
-            return hs, self.lstm.h
-        backward = self.lstm_backward(es[:, ::-1])
+            return hs, h
+        backward, (h_backward, _) = self.lstm_backward.sequence(es[:, ::-1])
         # back in reading order: position t then holds what the backward LSTM read of x[t:]
-        return hs + backward[:, ::-1], self.lstm.h + self.lstm_backward.h
+        return hs + backward[:, ::-1], h + h_backward
 
 
 class AttentionDecoder(Decoder):
@@ -86,8 +88,7 @@ class AttentionDecoder(Decoder):
         Returns:
             tuple of Variable: scores (N, Td, V) and weights (N, Td, Tq).
         """
-        self.lstm.set_state(h)
-        out = self.lstm(self.embed(ts))
+        out, _ = self.lstm.sequence(self.embed(ts), self.lstm.initial_state(h=h))
         context, weights = attend(out, hs_enc)
         return self.fc(F.concat([context, out], axis=2)), weights
 
@@ -114,13 +115,16 @@ class AttentionSeq2seq(DecodingMixin, L.Layer):
         bidirectional (bool): the encoder also reads the question backwards.
         seed (int | numpy.random.Generator | None): randomness of the weights.
         dtype (numpy.dtype): float dtype of the parameters.
+        fused (bool): the LSTMs run the fused ops (True) or record every gate (see ``layers.LSTM``).
     """
 
-    def __init__(self, vocab_size, wordvec_size, hidden_size, bidirectional=False, seed=None, dtype=np.float32):
+    def __init__(self, vocab_size, wordvec_size, hidden_size, bidirectional=False, seed=None, dtype=np.float32,
+                 fused=True):
         super().__init__()
         rng = np.random.default_rng(seed)
-        self.encoder = AttentionEncoder(vocab_size, wordvec_size, hidden_size, bidirectional, seed=rng, dtype=dtype)
-        self.decoder = AttentionDecoder(vocab_size, wordvec_size, hidden_size, seed=rng, dtype=dtype)
+        self.encoder = AttentionEncoder(vocab_size, wordvec_size, hidden_size, bidirectional, seed=rng, dtype=dtype,
+                                        fused=fused)
+        self.decoder = AttentionDecoder(vocab_size, wordvec_size, hidden_size, seed=rng, dtype=dtype, fused=fused)
 
     def forward(self, xs, inputs):
         """Teacher-forced scores (N, T, V), as ``Seq2seq.forward``: questions (N, Tq), decoder inputs (N, T)."""

@@ -72,14 +72,15 @@ class CaptionModel(DecodingMixin, L.Layer):
         channels (sequence of int): output channels of the encoder's convolution blocks.
         seed (int | numpy.random.Generator | None): randomness of the weights.
         dtype (numpy.dtype): float dtype of the parameters.
+        fused (bool): the decoder's LSTM runs the fused ops (True) or records every gate (see ``layers.LSTM``).
     """
 
     def __init__(self, vocab_size, wordvec_size, hidden_size, image_shape=(1, 32, 96), channels=(8, 32, 64),
-                 seed=None, dtype=np.float32):
+                 seed=None, dtype=np.float32, fused=True):
         super().__init__()
         rng = np.random.default_rng(seed)
         self.encoder = CNNEncoder(hidden_size, image_shape, channels, seed=rng, dtype=dtype)
-        self.decoder = PeekyDecoder(vocab_size, wordvec_size, hidden_size, seed=rng, dtype=dtype)
+        self.decoder = PeekyDecoder(vocab_size, wordvec_size, hidden_size, seed=rng, dtype=dtype, fused=fused)
 
     def forward(self, xs, inputs):
         """Teacher-forced scores.

@@ -62,13 +62,14 @@ class LSTMLM(_LanguageModel):
         hidden_size (int): H.
         seed (int | numpy.random.Generator | None): randomness of the weights.
         dtype (numpy.dtype): float dtype of the parameters.
+        fused (bool): the LSTMs run the fused ops (True) or record every gate (see ``layers.LSTM``).
     """
 
-    def __init__(self, vocab_size, wordvec_size, hidden_size, seed=None, dtype=np.float32):
+    def __init__(self, vocab_size, wordvec_size, hidden_size, seed=None, dtype=np.float32, fused=True):
         super().__init__()
         rng = np.random.default_rng(seed)
         self.embed = L.Embedding(vocab_size, wordvec_size, seed=rng, dtype=dtype)
-        self.lstm = L.LSTM(wordvec_size, hidden_size, stateful=True, seed=rng, dtype=dtype)
+        self.lstm = L.LSTM(wordvec_size, hidden_size, stateful=True, seed=rng, dtype=dtype, fused=fused)
         self.fc = L.Linear(hidden_size, vocab_size, seed=rng, dtype=dtype)
 
     def forward(self, xs):
@@ -92,11 +93,12 @@ class BetterLSTMLM(_LanguageModel):
         dropout (float): drop probability of the three dropout layers.
         seed (int | numpy.random.Generator | None): randomness of the weights and masks.
         dtype (numpy.dtype): float dtype of the parameters.
+        fused (bool): the LSTMs run the fused ops (True) or record every gate (see ``layers.LSTM``).
     Raises:
         ValueError: ``wordvec_size != hidden_size``.
     """
 
-    def __init__(self, vocab_size, wordvec_size, hidden_size, dropout=0.5, seed=None, dtype=np.float32):
+    def __init__(self, vocab_size, wordvec_size, hidden_size, dropout=0.5, seed=None, dtype=np.float32, fused=True):
         super().__init__()
         if wordvec_size != hidden_size:
             raise ValueError(f"BetterLSTMLM: weight tying needs wordvec_size == hidden_size, "
@@ -104,9 +106,9 @@ class BetterLSTMLM(_LanguageModel):
         rng = np.random.default_rng(seed)
         self.embed = L.Embedding(vocab_size, wordvec_size, seed=rng, dtype=dtype)
         self.drop0 = L.Dropout(dropout, seed=rng)
-        self.lstm1 = L.LSTM(wordvec_size, hidden_size, stateful=True, seed=rng, dtype=dtype)
+        self.lstm1 = L.LSTM(wordvec_size, hidden_size, stateful=True, seed=rng, dtype=dtype, fused=fused)
         self.drop1 = L.Dropout(dropout, seed=rng)
-        self.lstm2 = L.LSTM(hidden_size, hidden_size, stateful=True, seed=rng, dtype=dtype)
+        self.lstm2 = L.LSTM(hidden_size, hidden_size, stateful=True, seed=rng, dtype=dtype, fused=fused)
         self.drop2 = L.Dropout(dropout, seed=rng)
         self.fc = L.TiedLinear(self.embed)
 

@@ -27,13 +27,14 @@ class Encoder(L.Layer):
         hidden_size (int): H.
         seed (int | numpy.random.Generator | None): randomness of the weights.
         dtype (numpy.dtype): float dtype of the parameters.
+        fused (bool): the LSTMs run the fused ops (True) or record every gate (see ``layers.LSTM``).
     """
 
-    def __init__(self, vocab_size, wordvec_size, hidden_size, seed=None, dtype=np.float32):
+    def __init__(self, vocab_size, wordvec_size, hidden_size, seed=None, dtype=np.float32, fused=True):
         super().__init__()
         rng = np.random.default_rng(seed)
         self.embed = L.Embedding(vocab_size, wordvec_size, seed=rng, dtype=dtype)
-        self.lstm = L.LSTM(wordvec_size, hidden_size, seed=rng, dtype=dtype)
+        self.lstm = L.LSTM(wordvec_size, hidden_size, seed=rng, dtype=dtype, fused=fused)
 
     def forward(self, xs):
         """Encode a batch of questions.
@@ -43,8 +44,8 @@ class Encoder(L.Layer):
         Returns:
             tuple of Variable: all hidden states (N, T, H) and the last one (N, H).
         """
-        hs = self.lstm(self.embed(xs))
-        return hs, self.lstm.h
+        hs, (h, _) = self.lstm.sequence(self.embed(xs))
+        return hs, h
 
 
 class Decoder(L.Layer):
@@ -56,14 +57,15 @@ class Decoder(L.Layer):
         hidden_size (int): H.
         seed (int | numpy.random.Generator | None): randomness of the weights.
         dtype (numpy.dtype): float dtype of the parameters.
+        fused (bool): the LSTMs run the fused ops (True) or record every gate (see ``layers.LSTM``).
     """
 
-    def __init__(self, vocab_size, wordvec_size, hidden_size, seed=None, dtype=np.float32):
+    def __init__(self, vocab_size, wordvec_size, hidden_size, seed=None, dtype=np.float32, fused=True):
         super().__init__()
         rng = np.random.default_rng(seed)
         lstm_in, fc_in = self._input_sizes(wordvec_size, hidden_size)
         self.embed = L.Embedding(vocab_size, wordvec_size, seed=rng, dtype=dtype)
-        self.lstm = L.LSTM(lstm_in, hidden_size, seed=rng, dtype=dtype)
+        self.lstm = L.LSTM(lstm_in, hidden_size, seed=rng, dtype=dtype, fused=fused)
         self.fc = L.Linear(fc_in, vocab_size, seed=rng, dtype=dtype)
 
     def _input_sizes(self, wordvec_size, hidden_size):
@@ -79,8 +81,8 @@ class Decoder(L.Layer):
         Returns:
             Variable: (N, T, V) scores of the next tokens.
         """
-        self.lstm.set_state(h)
-        return self.fc(self.lstm(self.embed(ts)))
+        out, _ = self.lstm.sequence(self.embed(ts), self.lstm.initial_state(h=h))
+        return self.fc(out)
 
     def init_state(self, h):
         """The decoding state before the first step: ``(lstm state,)``, from the code (c zero, as in ``forward``)."""
@@ -114,8 +116,7 @@ class PeekyDecoder(Decoder):
         """Teacher-forced scores (see ``Decoder.forward``)."""
         n, steps = ts.shape
         hs = F.broadcast_to(F.reshape(h, (n, 1, h.shape[1])), (n, steps, h.shape[1]))
-        self.lstm.set_state(h)
-        out = self.lstm(F.concat([self.embed(ts), hs], axis=2))
+        out, _ = self.lstm.sequence(F.concat([self.embed(ts), hs], axis=2), self.lstm.initial_state(h=h))
         return self.fc(F.concat([out, hs], axis=2))
 
     def init_state(self, h):
@@ -138,15 +139,17 @@ class Seq2seq(DecodingMixin, L.Layer):
         hidden_size (int): H.
         seed (int | numpy.random.Generator | None): randomness of the weights.
         dtype (numpy.dtype): float dtype of the parameters.
+        fused (bool): the LSTMs run the fused ops (True) or record every gate (see ``layers.LSTM``).
     """
 
     decoder_class = Decoder
 
-    def __init__(self, vocab_size, wordvec_size, hidden_size, seed=None, dtype=np.float32):
+    def __init__(self, vocab_size, wordvec_size, hidden_size, seed=None, dtype=np.float32, fused=True):
         super().__init__()
         rng = np.random.default_rng(seed)
-        self.encoder = Encoder(vocab_size, wordvec_size, hidden_size, seed=rng, dtype=dtype)
-        self.decoder = self.decoder_class(vocab_size, wordvec_size, hidden_size, seed=rng, dtype=dtype)
+        self.encoder = Encoder(vocab_size, wordvec_size, hidden_size, seed=rng, dtype=dtype, fused=fused)
+        self.decoder = self.decoder_class(vocab_size, wordvec_size, hidden_size, seed=rng, dtype=dtype,
+                                          fused=fused)
 
     def forward(self, xs, inputs):
         """Teacher-forced scores.

@@ -1,10 +1,12 @@
-"""Language models: shapes, state, tying, end-to-end gradients at toy size, a short training run."""
+"""Language models: shapes, state, tying, end-to-end gradients at toy size, a short training run; fused or
+composed LSTMs in every model."""
 import numpy as np
 import pytest
 from test_layers import check_layer_grads
 
 import tinygrad_rnn as tg
-from tinygrad_rnn.models import LSTMLM, BetterLSTMLM, SimpleRNNLM
+from tinygrad_rnn import layers as L
+from tinygrad_rnn.models import LSTMLM, AttentionSeq2seq, BetterLSTMLM, PeekySeq2seq, Seq2seq, SimpleRNNLM, build_model
 
 V, D, H, T, N = 7, 3, 4, 3, 2
 MODELS = {
@@ -77,10 +79,10 @@ def test_better_lstmlm_dropout_is_active_in_training_only():
         model.reset_state()
         outputs.append(model(xs).data)
     assert not np.allclose(outputs[0], outputs[1])
-    model.eval()
-    for _ in range(2):
-        model.reset_state()
-        outputs.append(model(xs).data)
+    with tg.test_mode():
+        for _ in range(2):
+            model.reset_state()
+            outputs.append(model(xs).data)
     np.testing.assert_array_equal(outputs[2], outputs[3])
 
 
@@ -106,3 +108,43 @@ def test_short_training_run_on_a_repeated_sequence_lowers_the_loss(name):
             p.data -= rate * p.grad.data
         losses.append(float(loss.data))
     assert np.mean(losses[-10:]) < 0.6 * np.mean(losses[:10])
+
+
+def _fused_ops(ys):
+    """Class names of the fused recurrent ops in the graph behind ``ys``."""
+    names, stack, seen = set(), [ys.creator], set()
+    while stack:
+        f = stack.pop()
+        if f is None or id(f) in seen:
+            continue
+        seen.add(id(f))
+        names.add(type(f).__name__)
+        stack.extend(x.creator for x in f.inputs)
+    return names & {"LSTMSequence", "GRUSequence", "LSTM", "GRU"}
+
+
+@pytest.mark.parametrize("make", [
+    lambda **kw: LSTMLM(V, D, H, **kw),
+    lambda **kw: BetterLSTMLM(V, H, H, **kw),
+    lambda **kw: Seq2seq(V, D, H, **kw),
+    lambda **kw: PeekySeq2seq(V, D, H, **kw),
+    lambda **kw: AttentionSeq2seq(V, D, H, bidirectional=True, **kw),
+])
+def test_models_pass_fused_to_their_lstms_and_both_compute_the_same(make):
+    xs, inputs = _batch()
+    outputs = []
+    for fused in (True, False):  # two models of the same seed
+        model = make(seed=0, dtype=np.float64, fused=fused)
+        assert all(layer.cells[0].fused is fused for layer in model.layers() if isinstance(layer, L.LSTM))
+        with tg.test_mode():
+            ys = model(xs) if isinstance(model, (LSTMLM, BetterLSTMLM)) else model(xs, inputs)
+        assert bool(_fused_ops(ys)) is fused
+        outputs.append(ys.data)
+    np.testing.assert_allclose(outputs[0], outputs[1], rtol=1e-9, atol=1e-12)
+
+
+def test_specs_without_fused_still_build_fused_models():
+    model = build_model({"kind": "lstm", "vocab_size": V, "wordvec_size": D, "hidden_size": H})
+    assert model.lstm.cells[0].fused
+    assert not build_model({"kind": "peeky", "vocab_size": V, "wordvec_size": D, "hidden_size": H,
+                            "fused": False}).decoder.lstm.cells[0].fused

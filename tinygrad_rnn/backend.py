@@ -1,9 +1,10 @@
 """NumPy/CuPy backend: the only module that imports CuPy.
 
 Arrays decide the device: an op asks ``get_array_module`` for the module of its inputs,
-so the same code runs on both backends. CuPy is imported only when it is asked for (by
-``cuda.available``, ``as_cupy`` or ``to_gpu``), never when ``tinygrad_rnn`` is imported, and
-importing changes nothing in the process (``keep_freed_memory`` is an explicit call).
+so the same code runs on both backends. Other modules reach CuPy through ``cupy()``. CuPy is
+imported only when it is asked for (by ``cupy()``, ``cuda.available``, ``as_cupy`` or
+``to_gpu``), never when ``tinygrad_rnn`` is imported, and importing changes nothing in the
+process (``keep_freed_memory`` is an explicit call).
 """
 import ctypes
 import importlib.util
@@ -15,16 +16,20 @@ import numpy as np
 _cupy_state = {}
 
 
-def _cupy():
-    """Return the cupy module, or None where CuPy or a GPU is absent (the answer is cached)."""
+def cupy():
+    """The cupy module, or None where CuPy or a GPU is absent; the one way other modules reach CuPy.
+
+    Returns:
+        module | None: ``cupy`` when it imports and sees at least one GPU (the answer is cached).
+    """
     if "module" not in _cupy_state:
         module = None
         if importlib.util.find_spec("cupy") is not None:
             try:
-                import cupy
+                import cupy as imported
 
-                if cupy.cuda.runtime.getDeviceCount() > 0:
-                    module = cupy
+                if imported.cuda.runtime.getDeviceCount() > 0:
+                    module = imported
             except Exception:  # CuPy installed without a driver or a device: treat as absent
                 module = None
         _cupy_state["module"] = module
@@ -33,13 +38,13 @@ def _cupy():
 
 def gpu_available():
     """True when CuPy imports and sees at least one GPU."""
-    return _cupy() is not None
+    return cupy() is not None
 
 
 def is_cupy_array(x):
     """True for a ``cupy.ndarray``; never imports CuPy."""
-    cupy = sys.modules.get("cupy")
-    return cupy is not None and isinstance(x, cupy.ndarray)
+    module = sys.modules.get("cupy")
+    return module is not None and isinstance(x, module.ndarray)
 
 
 def _unwrap(x):
@@ -91,13 +96,13 @@ def as_cupy(x):
     Raises:
         RuntimeError: where CuPy or a GPU is absent.
     """
-    cupy = _cupy()
-    if cupy is None:
+    module = cupy()
+    if module is None:
         raise RuntimeError(
             "as_cupy: no GPU available (install CuPy with `pip install tinygrad_rnn[cuda12]` "
             "or `[cuda13]` on a machine with an NVIDIA GPU)"
         )
-    return cupy.asarray(_unwrap(x))
+    return module.asarray(_unwrap(x))
 
 
 _kernels = {}
@@ -117,7 +122,7 @@ def elementwise_kernel(name, in_params, out_params, body, preamble=""):
         cupy.ElementwiseKernel: call it with CuPy arrays (views with any strides are fine).
     """
     if name not in _kernels:
-        _kernels[name] = _cupy().ElementwiseKernel(in_params, out_params, body, name, preamble=preamble)
+        _kernels[name] = cupy().ElementwiseKernel(in_params, out_params, body, name, preamble=preamble)
     return _kernels[name]
 
 

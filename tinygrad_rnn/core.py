@@ -30,7 +30,6 @@ class _Settings(typing.NamedTuple):
     anomaly: bool = False
     debug: bool = False
     scope: tuple = ()
-    fused_cells: bool = True
 
 
 # One value per thread and per asyncio task (contextvars), as in Chainer and PyTorch: a thread
@@ -74,8 +73,8 @@ def using_config(name, value):
     """Context manager: one setting for the current thread or context inside the block.
 
     Args:
-        name (str): one of ``enable_backprop``, ``train``, ``anomaly``, ``debug``, ``scope``,
-            ``fused_cells`` (False: LSTM cells record every gate instead of one fused op).
+        name (str): one of ``enable_backprop``, ``train`` (False: dropout is the identity, as
+            under ``test_mode()``), ``anomaly``, ``debug``, ``scope``.
         value (object): the value inside the block.
     Raises:
         AttributeError: an unknown setting.
@@ -96,7 +95,11 @@ def no_grad():
 
 
 def test_mode():
-    """Context manager: layers behave as at test time (dropout is the identity)."""
+    """Context manager: layers and functions behave as at test time (dropout is the identity).
+
+    The one train/test switch (``Config.train``), per thread and context: layers have no mode
+    of their own.
+    """
     return _setting("train", False)
 
 

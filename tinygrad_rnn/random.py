@@ -250,7 +250,7 @@ class Generator:
         dtype = np.dtype(dtype)
         if dtype not in _LAYOUTS:
             raise TypeError(f"{where}: dtype must be float32 or float64, got {dtype}")
-        if xp is not np and xp is not backend._cupy():
+        if xp is not np and xp is not backend.cupy():
             raise ValueError(f"{where}: xp must be numpy, or cupy where a GPU is present; got {xp!r}")
         size = math.prod(shape)
         start, stop, out_shape = 0, size, shape

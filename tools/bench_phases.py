@@ -110,7 +110,7 @@ def phases(kind, device, iters, warmup):
 
     size = SIZES[kind]
     model = LSTMLM(VOCAB, size, size, seed=0) if kind == "lstm" else BetterLSTMLM(VOCAB, size, size, seed=0)
-    cupy = backend._cupy() if device == "gpu" else None
+    cupy = backend.cupy() if device == "gpu" else None
     if device == "gpu":
         model.to_gpu()
     optimizer = SGD(LR).setup(model)
@@ -166,7 +166,7 @@ def launches(kind, device, count):
     from tinygrad_rnn.functions.rnn import _cell_forward
 
     size = SIZES[kind]
-    cupy = backend._cupy() if device == "gpu" else None
+    cupy = backend.cupy() if device == "gpu" else None
     xp = np if cupy is None else cupy
     h = xp.ones((BATCH, size), dtype=np.float32)
     wh = xp.ones((size, 4 * size), dtype=np.float32)

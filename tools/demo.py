@@ -14,7 +14,6 @@ from pathlib import Path
 
 import numpy as np
 
-from tinygrad_rnn import using_config
 from tinygrad_rnn.data import BPTTBatcher, ptb
 from tinygrad_rnn.graph import render
 from tinygrad_rnn.models import LSTMLM, generate
@@ -99,14 +98,13 @@ def main(argv=None):
         ids = generate(model, [vocab.word_to_id[start]], 25, skip_ids=skip, seed=args.seed + k)
         print("sample:", vocab.decode(ids).replace(" <eos>", "."))
 
-    # the graph of one short window (3 steps) of the trained model, every gate of every step
-    # (training ran the fused LSTM op), one cluster per step
-    model.reset_state()
-    with using_config("fused_cells", False):
-        loss = model.loss(valid[None, :3], valid[None, 1:4])
+    # the graph of one short window (3 steps) of the trained weights, every gate of every step
+    # (training ran the fused LSTM op): a composed copy of the model, one cluster per step
+    composed = LSTMLM(len(vocab), 100, 100, fused=False)
+    composed.load_state_dict(model.state_dict())
+    loss = composed.loss(valid[None, :3], valid[None, 1:4])
     graph = out / "lstm_lm_graph.svg"
     render(loss, path=str(graph))
-    model.reset_state()
     print(f"computation graph of a 3-step window: {graph}")
     final = trainer.history["epochs"][-1]
     write_summary(out, {"data": source, "train_perplexity": final["train_perplexity"],

@@ -200,7 +200,7 @@ class NcclComm(MpiComm):
 
     def __init__(self, timeout=None):
         super().__init__(timeout)
-        cupy = backend._cupy()
+        cupy = backend.cupy()
         if cupy is None:
             raise RuntimeError("distributed.init(device='gpu'): CuPy with a GPU is needed for NCCL")
         from cupy.cuda import nccl
@@ -279,8 +279,8 @@ def init(device="cpu", timeout=None):
     if device not in ("cpu", "gpu"):
         raise ValueError(f"distributed.init: device must be 'cpu' or 'gpu', got {device!r}")
     if launched_size() == 1:
-        if device == "gpu" and backend._cupy() is not None:
-            backend._cupy().cuda.Device(0).use()
+        if device == "gpu" and backend.cupy() is not None:
+            backend.cupy().cuda.Device(0).use()
         return SerialComm()
     try:
         return NcclComm(timeout) if device == "gpu" else MpiComm(timeout)

@@ -6,9 +6,9 @@ lessons their Python overhead costs more than the arithmetic. ``lstm`` and ``gru
 same values and gradients in one forward and one backward; ``lstm_sequence`` and
 ``gru_sequence`` run all T steps of a layer as one op (the textbook's TimeLSTM, PyTorch's
 ``nn.LSTM``; time-major, as cuDNN), and take the gradient of ``Wh`` as one product over all
-steps. The cells and sequence layers use them unless the graph is recorded under
-``using_config("fused_cells", False)``, which shows every gate of every step. None of them is
-twice differentiable: record the composed graph for higher derivatives.
+steps. LSTM and GRU cells and sequence layers use them unless they are built with
+``fused=False``, which records every gate of every step. None of them is twice
+differentiable: record the composed graph for higher derivatives.
 
 Gate blocks are ordered i, f, g, o for the LSTM and r, z, n for the GRU, as everywhere in tinygrad_rnn.
 """

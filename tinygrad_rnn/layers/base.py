@@ -62,9 +62,9 @@ class Layer:
     model is clustered by layer. Subclasses call ``super().__init__()`` first and implement
     ``forward``.
 
-    Attributes:
-        training (bool): dropout is active only while this is True (see ``train``/``eval``)
-            and ``Config.train`` is True (outside ``test_mode()``).
+    A layer that carries state from one call into the next (the sequence layers) exposes it
+    as ``state``, a tuple of (N, H) arrays or None; ``carried_state``, ``load_carried_state``
+    and ``reset_state`` reach it in every sub-layer. Dropout is active outside ``test_mode()``.
     """
 
     # Scope of a layer that is called on its own (not as an attribute of a parent); sequence
@@ -75,7 +75,6 @@ class Layer:
         object.__setattr__(self, "_name", None)
         object.__setattr__(self, "_path", "")
         object.__setattr__(self, "_owned", set())
-        self.training = True
 
     def __setattr__(self, name, value):
         owned = self.__dict__.get("_owned")
@@ -171,36 +170,16 @@ class Layer:
         for p in self.params():
             p.cleargrad()
 
-    def train(self, mode=True):
-        """Set the ``training`` flag of this layer and all sub-layers.
+    @property
+    def state(self):
+        """tuple | None: the state this layer carries into its next call; None here (sequence
+        layers override it). Assigning None is allowed and does nothing."""
+        return None
 
-        Args:
-            mode (bool): True for training (dropout active), False for evaluation.
-        Returns:
-            Layer: self.
-        """
-        for layer in self.layers():
-            layer.training = mode
-        return self
-
-    def eval(self):
-        """Same as ``train(False)``.
-
-        Returns:
-            Layer: self.
-        """
-        return self.train(False)
-
-    def _state_variables(self):
-        """Variables a stateful layer carries between calls (none here)."""
-        return []
-
-    def _clear_state(self):
-        """Forget carried state (nothing here)."""
-
-    def _load_state(self, arrays):
-        """Carry ``arrays`` (as ``_state_variables`` lists them) into the next call."""
-        raise NotImplementedError(f"{type(self).__name__} carries no state")
+    @state.setter
+    def state(self, state):
+        if state is not None:
+            raise TypeError(f"{type(self).__name__} carries no state")
 
     def _named_layers(self):
         yield ".", self
@@ -215,37 +194,34 @@ class Layer:
         or sets it aside while the model evaluates other text.
 
         Returns:
-            dict: ``"<layer path>/<k>"`` -> array (on the model's device), e.g. ``lstm/0``
-            (h) and ``lstm/1`` (c); empty when no state is carried.
+            dict: ``"<layer path>/<k>"`` -> the k-th array of that layer's ``state`` (on the
+            model's device, the batch on axis 0), e.g. ``lstm/0`` (h) and ``lstm/1`` (c);
+            empty when no state is carried.
         """
         return {f"{path}/{k}": v.data for path, layer in self._named_layers()
-                for k, v in enumerate(layer._state_variables())}
+                for k, v in enumerate(layer.state or ())}
 
     def load_carried_state(self, arrays):
         """Carry the arrays of ``carried_state`` into the next call (after a reset otherwise).
 
         Args:
             arrays (dict): as returned by ``carried_state``; arrays move to the parameters' device.
+        Raises:
+            ValueError: an array does not fit its layer's state.
+            TypeError: arrays for a layer that carries no state.
         """
         self.reset_state()
         for path, layer in self._named_layers():
             parts = [arrays[f"{path}/{k}"] for k in range(len(arrays)) if f"{path}/{k}" in arrays]
             if parts:
-                layer._load_state(parts)
+                param = next(layer.params(), None)
+                move = backend.as_cupy if param is not None and backend.is_cupy_array(param.data) else backend.as_numpy
+                layer.state = tuple(move(a) for a in parts)
 
     def reset_state(self):
         """Forget the state carried between calls by this layer and its sub-layers."""
         for layer in self.layers():
-            layer._clear_state()
-
-    def unchain(self):
-        """Make the carried state Variables leaves, cutting them from the graph of past calls.
-
-        ``loss.unchain_backward()`` already does this for state that the loss depends on.
-        """
-        for layer in self.layers():
-            for v in layer._state_variables():
-                v.unchain()
+            layer.state = None
 
     def to_gpu(self):
         """Move parameters, their gradients and carried state to the GPU, in place.
@@ -258,7 +234,7 @@ class Layer:
         for p in self.params():
             p.to_gpu()
         for layer in self.layers():
-            for v in layer._state_variables():
+            for v in layer.state or ():
                 v.to_gpu()
         return self
 
@@ -271,7 +247,7 @@ class Layer:
         for p in self.params():
             p.to_cpu()
         for layer in self.layers():
-            for v in layer._state_variables():
+            for v in layer.state or ():
                 v.to_cpu()
         return self
 

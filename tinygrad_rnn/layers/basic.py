@@ -6,23 +6,9 @@ import numpy as np
 from tinygrad_rnn import functions as F
 from tinygrad_rnn import initializers, random
 from tinygrad_rnn.backend import get_array_module
-from tinygrad_rnn.core import Parameter, as_variable
+from tinygrad_rnn.core import Parameter
 from tinygrad_rnn.checks import integer
 from tinygrad_rnn.layers.base import Layer, _float_dtype
-
-
-def _affine(x, W, b):
-    """``x @ W + b`` over the last axis of an input of any rank.
-
-    Inputs of more than 2 dimensions are flattened to one 2-D product: NumPy multiplies a
-    3-D gradient by ``W.T`` batch item by batch item, much slower than one 2-D product at
-    language-model sizes.
-    """
-    x = as_variable(x)
-    if x.ndim <= 2:
-        return F.linear(x, W, b)
-    y = F.linear(F.reshape(x, (-1, x.shape[-1])), W, b)
-    return F.reshape(y, x.shape[:-1] + (y.shape[-1],))
 
 
 class Linear(Layer):
@@ -80,7 +66,7 @@ class Linear(Layer):
             if get_array_module(x) is not np:
                 for p in self.params():
                     p.to_gpu()
-        return _affine(x, self.W, self.b)
+        return F.linear(x, self.W, self.b)
 
 
 class Embedding(Layer):
@@ -113,10 +99,20 @@ class Embedding(Layer):
         """Look up rows.
 
         Args:
-            ids (ndarray | Variable): integer ids of any shape S, each in [0, V).
+            ids (ndarray | Variable | list): integer ids of any shape S, each in [0, V); a
+                (nested) list must be rectangular.
         Returns:
             Variable: S + (D,).
+        Raises:
+            ValueError: a ragged list of ids.
+            TypeError, IndexError: as ``F.embed_id``.
         """
+        if isinstance(ids, (list, tuple)):
+            try:
+                ids = np.asarray(ids)
+            except ValueError:  # NumPy refuses ragged nesting
+                raise ValueError(f"Embedding: ids must be a rectangular array, "
+                                 f"got a ragged {type(ids).__name__}") from None
         return F.embed_id(ids, self.W)
 
 
@@ -160,11 +156,11 @@ class TiedLinear(Layer):
         Returns:
             Variable: (..., V).
         """
-        return _affine(x, F.transpose(self.W), self.b)
+        return F.linear(x, F.transpose(self.W), self.b)
 
 
 class Dropout(Layer):
-    """Inverted dropout, active only while ``training`` and outside ``test_mode()``.
+    """Inverted dropout, the identity under ``test_mode()``.
 
     Args:
         p (float): drop probability in [0, 1).
@@ -191,6 +187,4 @@ class Dropout(Layer):
         Returns:
             Variable: same shape (``x`` itself when inactive).
         """
-        if not self.training:
-            return as_variable(x)
         return F.dropout(x, self.p, generator=self.generator)

@@ -1,14 +1,20 @@
 """Recurrent layers: one-step cells (RNNCell, LSTMCell, GRUCell) and sequence layers (RNN, LSTM, GRU).
 
-A sequence layer computes the input projection of all T steps with one ``F.linear``. LSTM and
-GRU cells then run as the fused ops of ``functions/rnn.py`` (``lstm_sequence`` / ``gru_sequence``
-for a whole layer, ``lstm`` / ``gru`` for one step). Under ``using_config("fused_cells", False)``,
-and always for the RNN, cells are composed from primitive ops (MatMul, Split, Sigmoid, Tanh,
-Mul, Add), so graphs show every gate: the projection is sliced with one ``F.split``, each step
-adds ``h @ Wh``, and step t is recorded inside ``name_scope(f"t{t}")`` under the layer's scope.
+One protocol for all of them. A state is a tuple of (N, H) arrays: ``(h,)``, or ``(h, c)`` for
+an LSTM; the batch is on axis 0 of every array (beam search reorders rows). A cell is pure:
+``cell.step(x, state) -> state`` runs one step and ``cell.sequence(xs, state) -> (hs, state)``
+a whole (N, T, D) sequence. A sequence layer stacks ``num_layers`` cells; its state holds one
+cell state per layer, bottom first, and ``layer.step(x, state) -> (h, state)`` and
+``layer.sequence(xs, state) -> (hs, state)`` are pure too. Calling a sequence layer runs
+``sequence`` from the state it carries (``layer.state``: set by ``set_state``, kept between
+calls when ``stateful``, forgotten by ``reset_state``).
 
-Decoders and generation run a sequence layer one step at a time with ``initial_state`` and
-``step``, which leave the state the layer carries between calls alone.
+Fused or composed is fixed when a layer is built (``fused=True`` by default). Fused LSTM and
+GRU cells run the ops of ``functions/rnn.py`` (``lstm_sequence`` / ``gru_sequence`` for a whole
+sequence, ``lstm`` / ``gru`` for one step). With ``fused=False``, and always for the RNN, cells
+are composed from primitive ops (MatMul, Split, Sigmoid, Tanh, Mul, Add), so graphs show every
+gate: the input projection of all T steps is one ``F.linear``, sliced with one ``F.split``, each
+step adds ``h @ Wh``, and step t is recorded inside ``name_scope(f"t{t}")``.
 """
 import contextlib
 import numbers
@@ -18,9 +24,60 @@ import numpy as np
 from tinygrad_rnn import functions as F
 from tinygrad_rnn import initializers, random
 from tinygrad_rnn.backend import get_array_module
-from tinygrad_rnn.core import Config, Parameter, Variable, as_variable, name_scope
 from tinygrad_rnn.checks import integer
+from tinygrad_rnn.core import Config, Parameter, Variable, as_variable, name_scope
 from tinygrad_rnn.layers.base import Layer, _float_dtype
+
+
+def _checked_input(owner, x, ndim, size):
+    """``x`` as a Variable; a ValueError naming ``owner`` unless it is (N, D) (``ndim`` 2) or
+    (N, T, D) with T >= 1 (``ndim`` 3)."""
+    x = as_variable(x)
+    if x.ndim != ndim or x.shape[-1] != size:
+        want = "(N, D)" if ndim == 2 else "(N, T, D)"
+        raise ValueError(f"{owner}: input of shape {x.shape} does not fit {want} with D={size}")
+    if ndim == 3 and x.shape[1] == 0:
+        raise ValueError(f"{owner}: input of shape {x.shape} has no time steps (T = 0)")
+    return x
+
+
+def _state_variable(s, like):
+    """A Variable as it is (it may carry a graph); an array cast to ``like``'s dtype."""
+    if isinstance(s, Variable):
+        return s
+    return Variable(get_array_module(s).asarray(s, dtype=like.dtype))
+
+
+def _checked_cell_state(owner, state, names, n, hidden_size, like):
+    """A state as a tuple of (N, H) Variables, one per name in ``names``.
+
+    None, or a None part, becomes zeros of ``like``'s dtype on its device; see ``_state_variable``
+    for the rest. When ``n`` is None the first given part decides N.
+    """
+    if state is None:
+        state = (None,) * len(names)
+    elif not isinstance(state, (tuple, list)):
+        raise TypeError(f"{owner}: a state must be a tuple of (N, H) arrays ({', '.join(names)}), "
+                        f"got {type(state).__name__}")
+    elif len(state) != len(names):
+        raise ValueError(f"{owner}: a state of {len(state)} arrays does not fit ({', '.join(names)})")
+    state = [None if s is None else _state_variable(s, like) for s in state]
+    given = [s for s in state if s is not None]
+    if n is None:
+        if not given:
+            raise ValueError(f"{owner}: needs the batch size n when no state is given")
+        n = given[0].shape[0] if given[0].ndim else None  # a 0-d part fails the check below
+    for s in given:
+        if s.shape != (n, hidden_size):
+            raise ValueError(f"{owner}: state of shape {s.shape} does not fit (N, H) = ({n}, {hidden_size})")
+    xp = get_array_module(like.data)
+    return tuple(Variable(xp.zeros((n, hidden_size), dtype=like.dtype)) if s is None else s for s in state)
+
+
+def _flag(owner, name, value):
+    if not isinstance(value, bool):
+        raise TypeError(f"{owner}: {name} must be True or False, got {value!r}")
+    return value
 
 
 class _Cell(Layer):
@@ -28,8 +85,9 @@ class _Cell(Layer):
     and a recurrent bias bh of ``bh_width`` elements where ``bh_width`` is not 0."""
 
     blocks = 1
-    state_names = ("h",)  # the parts of the state, in the order of ``zero_state``
+    state_names = ("h",)  # the parts of a state, in order
     two_biases = False  # PyTorch's pair b, bh (LSTM and GRU cells may hold it)
+    fused = False  # the RNN has no fused op
 
     def __init__(self, input_size, hidden_size, seed, dtype, init, Wx_init, Wh_init, b_init, bh_width=0):
         super().__init__()
@@ -51,74 +109,49 @@ class _Cell(Layer):
         if bh_width:
             self.bh = draw("b", (bh_width,), hidden_size)
 
-    def _zeros(self, n):
-        xp = get_array_module(self.Wx.data)
-        return Variable(xp.zeros((n, self.hidden_size), dtype=self.Wx.dtype))
-
-    def zero_state(self, n):
-        """The all-zero state of a batch.
+    def step(self, x, state=None):
+        """One step; pure (the cell carries no state).
 
         Args:
-            n (int): N.
+            x (Variable | ndarray): (N, D), float.
+            state (tuple, optional): ``(h,)``, or ``(h, c)`` for an ``LSTMCell``, each (N, H);
+                None, or a None part, is zeros. Arrays are cast to the parameters' dtype;
+                Variables keep their graph.
         Returns:
-            tuple of Variable: one (N, H) array of zeros per part of the state (h, or h and c).
+            tuple of Variable: the next state, each (N, H), ``h`` first.
+        Raises:
+            ValueError: ``x`` or a part of the state does not fit.
+            TypeError: ``state`` is not a tuple.
         """
-        return tuple(self._zeros(n) for _ in self.state_names)
-
-    def _biases(self):
-        """The bias added to the input projection, and the recurrent bias of a GRU's n block (else None)."""
-        return self.b, None
-
-    def _step(self, xw, state, bn):
-        """One step from the input projection ``xw = x @ Wx + b`` (N, G*H), the state tuple and
-        the recurrent bias ``bn`` of ``_biases``."""
-        raise NotImplementedError
-
-    def _advance(self, x, state):
-        """One step from the input ``x`` (N, D) and a checked state tuple to the next state tuple."""
+        owner = f"{type(self).__name__}.step"
+        x = _checked_input(owner, x, 2, self.input_size)
+        state = _checked_cell_state(owner, state, self.state_names, x.shape[0], self.hidden_size, self.Wx)
         b, bn = self._biases()
-        return self._step(F.linear(x, self.Wx, b), state, bn)
+        return self._gates(F.linear(x, self.Wx, b), state, bn)
 
-    def _as_state(self, s):
-        """A Variable as it is (it may carry a graph); an array cast to the parameters' dtype."""
-        if isinstance(s, Variable):
-            return s
-        return Variable(get_array_module(s).asarray(s, dtype=self.Wx.dtype))
+    forward = step  # calling a cell runs its step in the cell's name scope
 
-    def _check_input(self, x, ndim, owner=None):
-        x = as_variable(x)
-        if x.ndim != ndim or x.shape[-1] != self.input_size:
-            want = "(N, D)" if ndim == 2 else "(N, T, D)"
-            raise ValueError(f"{owner or type(self).__name__}: input of shape {x.shape} does not fit "
-                             f"{want} with D={self.input_size}")
-        return x
-
-    def _state(self, state, n, owner=None):
-        """Zeros for a missing ``state`` (None) or missing parts of it; check the shapes."""
-        owner = owner or type(self).__name__
-        zeros = self.zero_state(n)
-        if state is None:
-            return zeros
-        if len(state) != len(zeros):
-            raise ValueError(f"{owner}: a state of {len(state)} parts does not fit ({', '.join(self.state_names)})")
-        state = tuple(z if s is None else self._as_state(s) for s, z in zip(state, zeros))
-        for s in state:
-            if s.shape != (n, self.hidden_size):
-                raise ValueError(f"{owner}: state of shape {s.shape} does not fit "
-                                 f"(N, H) = ({n}, {self.hidden_size})")
-        return state
-
-    def _sequence(self, xs, state):
-        """Run over a whole sequence.
+    def sequence(self, xs, state=None):
+        """All T steps of a sequence; pure.
 
         Args:
-            xs (Variable): (N, T, D).
-            state (tuple of Variable): the initial state, each (N, H).
+            xs (Variable | ndarray): (N, T, D), float, T >= 1.
+            state (tuple, optional): the initial state, as ``step`` takes it.
         Returns:
-            tuple: (hs, state): hs (N, T, H) and the final state.
+            tuple: ``(hs, state)``: the hidden states (N, T, H) and the final state.
+        Raises:
+            ValueError: ``xs`` is not (N, T, D) with T >= 1, or the state does not fit.
+            TypeError: ``state`` is not a tuple.
         """
+        owner = f"{type(self).__name__}.sequence"
+        xs = _checked_input(owner, xs, 3, self.input_size)
         n, steps = xs.shape[:2]
+        state = _checked_cell_state(owner, state, self.state_names, n, self.hidden_size, self.Wx)
         b, bn = self._biases()
+        if self.fused:
+            # time-major for the fused op: transposing the (N, T, D) input costs less than transposing xw
+            hs, state = self._fused_sequence(F.linear(F.transpose(xs, (1, 0, 2)), self.Wx, b), state, bn)
+            return F.transpose(hs, (1, 0, 2)), state
         xw = F.linear(xs, self.Wx, b)  # the input projection of all steps in one product
         # On (N, T*G*H), splitting along axis 1 yields (N, G*H) pieces directly (no reshape
         # per step), and Split's backward is one concatenate instead of T scatters.
@@ -126,13 +159,26 @@ class _Cell(Layer):
         hs = []
         for t, xw_t in enumerate(pieces):
             with name_scope(f"t{t}"):
-                state = self._step(xw_t, state, bn)
+                state = self._gates(xw_t, state, bn)
             hs.append(state[0])
         return F.stack(hs, axis=1), state
 
+    def _biases(self):
+        """The bias added to the input projection, and the recurrent bias of a GRU's n block (else None)."""
+        return self.b, None
+
+    def _gates(self, xw, state, bn):
+        """One step from the input projection ``xw = x @ Wx + b`` (N, G*H), the state tuple and
+        the recurrent bias ``bn`` of ``_biases``."""
+        raise NotImplementedError
+
+    def _fused_sequence(self, xw, state, bn):
+        """The fused op over a time-major projection ``xw`` (T, N, G*H): ``(hs (T, N, H), state)``."""
+        raise NotImplementedError
+
 
 class RNNCell(_Cell):
-    """Elman step ``h' = tanh(x @ Wx + h @ Wh + b)``.
+    """Elman step ``h' = tanh(x @ Wx + h @ Wh + b)``, always composed from primitive ops.
 
     Args:
         input_size (int): D.
@@ -157,21 +203,7 @@ class RNNCell(_Cell):
                  Wh_init=None, b_init=None):
         super().__init__(input_size, hidden_size, seed, dtype, init, Wx_init, Wh_init, b_init)
 
-    def forward(self, x, h=None):
-        """One step.
-
-        Args:
-            x (Variable | ndarray): (N, D).
-            h (Variable | ndarray, optional): (N, H); zeros when None.
-        Returns:
-            Variable: h' (N, H).
-        Raises:
-            ValueError: shapes do not fit.
-        """
-        x = self._check_input(x, 2)
-        return self._advance(x, self._state((h,), x.shape[0]))[0]
-
-    def _step(self, xw, state, bn):
+    def _gates(self, xw, state, bn):
         (h,) = state
         return (F.tanh(xw + F.matmul(h, self.Wh)),)
 
@@ -181,7 +213,7 @@ class LSTMCell(_Cell):
 
     ``[a_i, a_f, a_g, a_o] = x @ Wx + h @ Wh + b`` (one fused product per operand),
     ``i, f, o = sigmoid(a_i), sigmoid(a_f), sigmoid(a_o)``, ``g = tanh(a_g)``,
-    ``c' = f * c + i * g``, ``h' = o * tanh(c')``.
+    ``c' = f * c + i * g``, ``h' = o * tanh(c')``. The state is ``(h, c)``.
 
     With ``two_biases`` the bias is ``b + bh`` (PyTorch's b_ih + b_hh), recorded as an op, so
     each of the two gets the full gradient of the sum, as in PyTorch. The default, one bias,
@@ -201,21 +233,26 @@ class LSTMCell(_Cell):
         Wh_init (callable, optional): as in ``RNNCell``.
         b_init (callable, optional): as in ``RNNCell``; it draws ``bh`` too.
         two_biases (bool): hold PyTorch's pair of biases ``b`` and ``bh`` instead of one ``b``.
+        fused (bool): True runs the fused ops ``F.lstm`` (a step) and ``F.lstm_sequence`` (a
+            sequence); False records every gate of every step (same values and gradients within
+            float64 rounding; needed for higher derivatives).
     Attributes:
         Wx (Parameter): (D, 4H).  Wh (Parameter): (H, 4H).  b (Parameter): (4H,).
         bh (Parameter): (4H,), only with ``two_biases``.
     Raises:
-        TypeError, ValueError: as ``RNNCell``, or a ``forget_bias`` that is not a finite number.
+        TypeError, ValueError: as ``RNNCell``, a ``forget_bias`` that is not a finite number, or
+            a ``fused`` that is not a bool.
     """
 
     blocks = 4
     state_names = ("h", "c")
 
     def __init__(self, input_size, hidden_size, forget_bias=None, seed=None, dtype=np.float32, *, init="classic",
-                 Wx_init=None, Wh_init=None, b_init=None, two_biases=False):
+                 Wx_init=None, Wh_init=None, b_init=None, two_biases=False, fused=True):
         super().__init__(input_size, hidden_size, seed, dtype, init, Wx_init, Wh_init, b_init,
                          4 * hidden_size if two_biases else 0)
         self.two_biases = bool(two_biases)
+        self.fused = _flag("LSTMCell", "fused", fused)
         if forget_bias is not None:
             if not (isinstance(forget_bias, numbers.Real) and np.isfinite(forget_bias)):
                 raise ValueError(f"LSTMCell: forget_bias must be a finite number, got {forget_bias!r}")
@@ -224,35 +261,16 @@ class LSTMCell(_Cell):
             if self.two_biases:
                 self.bh.data[f_block] = 0
 
-    def forward(self, x, h=None, c=None):
-        """One step.
-
-        Args:
-            x (Variable | ndarray): (N, D).
-            h (Variable | ndarray, optional): (N, H); zeros when None.
-            c (Variable | ndarray, optional): (N, H); zeros when None.
-        Returns:
-            tuple of Variable: (h', c'), each (N, H).
-        Raises:
-            ValueError: shapes do not fit.
-        """
-        x = self._check_input(x, 2)
-        return self._advance(x, self._state((h, c), x.shape[0]))
-
     def _biases(self):
         return (self.b + self.bh if self.two_biases else self.b), None
 
-    def _sequence(self, xs, state):
-        if not Config.fused_cells:
-            return super()._sequence(xs, state)
-        # time-major for the fused op: transposing the (N, T, D) input costs less than transposing xw
-        xw = F.linear(F.transpose(xs, (1, 0, 2)), self.Wx, self._biases()[0])
+    def _fused_sequence(self, xw, state, bn):
         hs, h, c = F.lstm_sequence(xw, *state, self.Wh)
-        return F.transpose(hs, (1, 0, 2)), (h, c)
+        return hs, (h, c)
 
-    def _step(self, xw, state, bn):
+    def _gates(self, xw, state, bn):
         h, c = state
-        if Config.fused_cells:
+        if self.fused:
             h, c = F.lstm(xw + F.matmul(h, self.Wh), c)
             return h, c
         a_i, a_f, a_g, a_o = F.split(xw + F.matmul(h, self.Wh), 4, axis=1)
@@ -283,34 +301,23 @@ class GRUCell(_Cell):
         Wh_init (callable, optional): as in ``RNNCell``.
         b_init (callable, optional): as in ``RNNCell``; it draws ``bh`` too.
         two_biases (bool): hold PyTorch's pair of biases.
+        fused (bool): True runs the fused ops ``F.gru`` and ``F.gru_sequence``; False records
+            every gate (see ``LSTMCell``).
     Attributes:
         Wx (Parameter): (D, 3H).  Wh (Parameter): (H, 3H).  b (Parameter): (3H,).
         bh (Parameter): (H,), or (3H,) with ``two_biases``.
     Raises:
-        TypeError, ValueError: as ``RNNCell``.
+        TypeError, ValueError: as ``RNNCell``, or a ``fused`` that is not a bool.
     """
 
     blocks = 3
 
     def __init__(self, input_size, hidden_size, seed=None, dtype=np.float32, *, init="classic", Wx_init=None,
-                 Wh_init=None, b_init=None, two_biases=False):
+                 Wh_init=None, b_init=None, two_biases=False, fused=True):
         super().__init__(input_size, hidden_size, seed, dtype, init, Wx_init, Wh_init, b_init,
                          (3 if two_biases else 1) * hidden_size)
         self.two_biases = bool(two_biases)
-
-    def forward(self, x, h=None):
-        """One step.
-
-        Args:
-            x (Variable | ndarray): (N, D).
-            h (Variable | ndarray, optional): (N, H); zeros when None.
-        Returns:
-            Variable: h' (N, H).
-        Raises:
-            ValueError: shapes do not fit.
-        """
-        x = self._check_input(x, 2)
-        return self._advance(x, self._state((h,), x.shape[0]))[0]
+        self.fused = _flag("GRUCell", "fused", fused)
 
     def _biases(self):
         if not self.two_biases:
@@ -320,17 +327,13 @@ class GRUCell(_Cell):
         bh_rz, bh_n = F.split(self.bh, cut)
         return F.concat([b_rz + bh_rz, b_n]), bh_n
 
-    def _sequence(self, xs, state):
-        if not Config.fused_cells:
-            return super()._sequence(xs, state)
-        b, bn = self._biases()
-        xw = F.linear(F.transpose(xs, (1, 0, 2)), self.Wx, b)  # time-major, as for the LSTM
+    def _fused_sequence(self, xw, state, bn):
         hs, h = F.gru_sequence(xw, *state, self.Wh, bn)
-        return F.transpose(hs, (1, 0, 2)), (h,)
+        return hs, (h,)
 
-    def _step(self, xw, state, bn):
+    def _gates(self, xw, state, bn):
         (h,) = state
-        if Config.fused_cells:
+        if self.fused:
             return (F.gru(xw, F.matmul(h, self.Wh), h, bn),)
         cut = [2 * self.hidden_size]
         x_rz, x_n = F.split(xw, cut, axis=1)
@@ -341,7 +344,7 @@ class GRUCell(_Cell):
 
 
 class _Recurrent(Layer):
-    """Shared parts of the sequence layers; see ``LSTM`` for the arguments."""
+    """Shared parts of the sequence layers; see ``LSTM`` for the arguments and the protocol."""
 
     cell_class = None
 
@@ -356,6 +359,8 @@ class _Recurrent(Layer):
         if not (isinstance(dropout, numbers.Real) and 0.0 <= dropout < 1.0):
             raise ValueError(f"{name}: dropout must lie in [0, 1), got {dropout!r}")
         dtype = _float_dtype(name, dtype)
+        if "fused" in cell_kwargs:
+            _flag(name, "fused", cell_kwargs["fused"])
         # resolved once here, so that an error names this layer; every cell gets the same ones
         inits = initializers.preset(name, init, "recurrent", hidden_size, Wx=Wx_init, Wh=Wh_init, b=b_init)
         self.dropout = dropout
@@ -368,108 +373,130 @@ class _Recurrent(Layer):
                                    **cell_kwargs)
             setattr(self, f"cell{k}", cell)
         self.generator = random.Generator(rng)  # the dropout masks between layers
-        self._states = None  # per layer, the state tuple after the last call (or given by set_state)
-        self._carry = False  # whether the next call starts from _states
+        self._carried = None  # the state the next call starts from (see ``state``)
 
     @property
     def cells(self):
         """list of the per-layer cells, bottom first."""
         return [getattr(self, f"cell{k}") for k in range(self.num_layers)]
 
+    @property
+    def state(self):
+        """tuple | None: the state the next call starts from, in ``step``'s format.
+
+        ``set_state`` sets it (so does assigning a state in ``step``'s format: arrays are cast
+        to the parameters' dtype); a ``stateful`` layer keeps the final state of each call here;
+        a call of a layer that is not stateful, ``reset_state()`` or assigning None clears it
+        (the next call starts from zeros).
+        """
+        return self._carried
+
+    @state.setter
+    def state(self, state):
+        self._carried = None if state is None else self._checked_state(f"{type(self).__name__}.state", state, None)
+
+    def _checked_state(self, owner, state, n):
+        """A state in ``step``'s format as Variables (zeros for None parts); N from ``n`` or the first part."""
+        names = self.cell_class.state_names
+        per_cell = len(names)
+        if state is None:
+            state = (None,) * (per_cell * self.num_layers)
+        elif not isinstance(state, (tuple, list)):
+            raise TypeError(f"{owner}: a state must be a tuple of (N, H) arrays, got {type(state).__name__}")
+        elif len(state) != per_cell * self.num_layers:
+            raise ValueError(f"{owner}: a state of {len(state)} arrays does not fit num_layers={self.num_layers} "
+                             f"times ({', '.join(names)})")
+        checked = ()
+        for k, cell in enumerate(self.cells):
+            cell_state = state[k * per_cell:(k + 1) * per_cell]
+            part = _checked_cell_state(owner, cell_state, names, n, self.hidden_size, cell.Wx)
+            n = part[0].shape[0]
+            checked += part
+        return checked
+
     def forward(self, xs):
-        """Run the sequence through all layers.
+        """Run the sequence through all layers from the carried ``state`` (zeros when None).
 
         Args:
-            xs (Variable | ndarray): (N, T, D), float.
+            xs (Variable | ndarray): (N, T, D), float, T >= 1.
         Returns:
             Variable: (N, T, H), the top layer's hidden states.
         Raises:
-            ValueError: ``xs`` is not (N, T, D), or a carried state has another batch size.
+            ValueError: ``xs`` is not (N, T, D) with T >= 1, or the carried state has another
+                batch size.
         """
-        xs = self.cells[0]._check_input(xs, 3)
-        n = xs.shape[0]
-        starts = self._states if self._carry else [None] * self.num_layers
-        finals = []
-        for k, (cell, state) in enumerate(zip(self.cells, starts)):
+        hs, final = self._run(type(self).__name__, xs, self._carried)
+        self._carried = final if self.stateful else None
+        return hs
+
+    def sequence(self, xs, state=None):
+        """Run a sequence through all layers; pure (the carried ``state`` is left alone).
+
+        Args:
+            xs (Variable | ndarray): (N, T, D), float, T >= 1.
+            state (tuple, optional): the initial state in ``step``'s format; None is zeros.
+        Returns:
+            tuple: ``(hs, state)``: the top layer's hidden states (N, T, H) and the final state.
+        Raises:
+            ValueError: ``xs`` is not (N, T, D) with T >= 1, or the state does not fit.
+            TypeError: ``state`` is not a tuple.
+        """
+        with name_scope(self._name or self.root_scope):
+            return self._run(f"{type(self).__name__}.sequence", xs, state)
+
+    def _run(self, owner, xs, state):
+        xs = _checked_input(owner, xs, 3, self.input_size)
+        state = self._checked_state(owner, state, xs.shape[0])
+        per_cell = len(self.cell_class.state_names)
+        final = ()
+        for k, cell in enumerate(self.cells):
             if k:
                 xs = self._drop(xs)
-            state = cell._state(state, n)
             with self._cell_scope(k):
-                xs, state = cell._sequence(xs, state)
-            finals.append(state)
-        self._states = finals
-        self._carry = self.stateful
-        return xs
+                xs, cell_state = cell.sequence(xs, state[k * per_cell:(k + 1) * per_cell])
+            final += cell_state
+        return xs, final
+
+    def step(self, x, state=None):
+        """One time step through all layers; pure (the carried ``state`` is left alone).
+
+        Dropout between layers applies as in ``forward``; with ``variational=True`` each call
+        draws its own mask (a step does not know where its sequence began).
+
+        Args:
+            x (Variable | ndarray): (N, D), float.
+            state (tuple, optional): the cell states of all layers, bottom first, one after the
+                other: ``(h_1, ..., h_L)``, or ``(h_1, c_1, ..., h_L, c_L)`` for an LSTM, each
+                (N, H) (the batch on axis 0 of every array: beam search reorders rows). None, or
+                a None part, is zeros; arrays are cast to the parameters' dtype; Variables keep
+                their graph. ``initial_state`` builds one from stacked arrays.
+        Returns:
+            tuple: ``(h, state)``: the top layer's output h (N, H) and the next state.
+        Raises:
+            ValueError: ``x`` is not (N, D), or the state does not fit.
+            TypeError: ``state`` is not a tuple.
+        """
+        owner = f"{type(self).__name__}.step"
+        x = _checked_input(owner, x, 2, self.input_size)
+        n = x.shape[0]
+        state = self._checked_state(owner, state, n)
+        per_cell = len(self.cell_class.state_names)
+        final = ()
+        with name_scope(self._name or self.root_scope):
+            for k, cell in enumerate(self.cells):
+                if k:
+                    x = F.reshape(self._drop(F.reshape(x, (n, 1, -1))), (n, -1))  # _drop takes (N, T, H)
+                with self._cell_scope(k):
+                    cell_state = cell.step(x, state[k * per_cell:(k + 1) * per_cell])
+                final += cell_state
+                x = cell_state[0]
+        return x, final
 
     def _cell_scope(self, k):
         return name_scope(f"cell{k}") if self.num_layers > 1 else contextlib.nullcontext()
 
-    def initial_state(self, n=None, h=None):
-        """A state for ``step``: zeros, or ``h`` given as ``set_state`` takes it.
-
-        Args:
-            n (int, optional): N; needed when ``h`` is None.
-            h (Variable | ndarray, optional): (num_layers, N, H), or (N, H) when num_layers is 1;
-                a Variable keeps its graph (gradients flow into an encoder that produced it).
-        Returns:
-            tuple: one tuple ``(h,)`` of an (N, H) Variable per layer, bottom first (``(h, c)``
-            for an LSTM); the batch is on axis 0 of every array (beam search reorders rows).
-        Raises:
-            ValueError: neither ``n`` nor ``h``, or a shape that does not fit.
-        """
-        return self._initial_state(n, h)
-
-    def _initial_state(self, n, *parts):
-        owner = f"{type(self).__name__}.initial_state"
-        per_layer = [[None] * self.num_layers if p is None else self._per_layer(p, what, owner)
-                     for p, what in zip(parts, ("h", "c"))]
-        if n is None:
-            given = [layers[0] for layers in per_layer if layers[0] is not None]
-            if not given:
-                raise ValueError(f"{owner}: needs the batch size n when no state is given")
-            n = given[0].shape[0]
-        n = integer(owner, "n", n)
-        return tuple(cell._state(layer_parts, n, owner) for cell, layer_parts in zip(self.cells, zip(*per_layer)))
-
-    def step(self, x, state=None):
-        """One time step through all layers, without reading or changing the carried state.
-
-        Dropout between layers applies as in ``forward``; with ``variational=True`` each call
-        draws its own mask (a step does not know where its sequence began). Cells run as the
-        fused one-step ops unless ``fused_cells`` is off.
-
-        Args:
-            x (Variable | ndarray): (N, D), float.
-            state (tuple, optional): as ``initial_state`` returns it (arrays are cast to the
-                parameters' dtype); None starts from zeros.
-        Returns:
-            tuple: ``(h, state)``: the top layer's output h (N, H) and the next state, in the
-            format of ``initial_state``.
-        Raises:
-            ValueError: ``x`` is not (N, D), or the state does not fit (num_layers tuples of
-                (N, H) arrays).
-        """
-        owner = f"{type(self).__name__}.step"
-        x = self.cells[0]._check_input(x, 2, owner)
-        n = x.shape[0]
-        if state is None:
-            state = [None] * self.num_layers
-        elif len(state) != self.num_layers:
-            raise ValueError(f"{owner}: a state of {len(state)} layers does not fit num_layers={self.num_layers}")
-        finals = []
-        with name_scope(self._name or self.root_scope):
-            for k, (cell, layer_state) in enumerate(zip(self.cells, state)):
-                if k:
-                    x = F.reshape(self._drop(F.reshape(x, (n, 1, -1))), (n, -1))  # _drop takes (N, T, H)
-                layer_state = cell._state(layer_state, n, owner)
-                with self._cell_scope(k):
-                    layer_state = cell._advance(x, layer_state)
-                finals.append(layer_state)
-                x = layer_state[0]
-        return x, tuple(finals)
-
     def _drop(self, xs):
-        if not (self.training and Config.train and self.dropout):
+        if not (Config.train and self.dropout):
             return xs
         if not self.variational:
             return F.dropout(xs, self.dropout, generator=self.generator)
@@ -478,23 +505,22 @@ class _Recurrent(Layer):
         xp = get_array_module(mask)
         return F.dropout(xs, self.dropout, mask=xp.broadcast_to(mask, xs.shape))  # one mask for all steps
 
-    def _per_layer(self, value, what, owner=None):
-        """Split a state given as (num_layers, N, H), or (N, H) for one layer, into (N, H) Variables."""
-        shape = value.shape
-        if not (len(shape) == 2 and self.num_layers == 1 or len(shape) == 3 and shape[0] == self.num_layers):
-            raise ValueError(f"{owner or type(self).__name__ + '.set_state'}: {what} of shape {shape} does not fit "
-                             f"(num_layers, N, H) with num_layers={self.num_layers}")
-        if not isinstance(value, Variable):
-            value = self.cells[0]._as_state(value)
-            return [Variable(v) for v in value.data.reshape((self.num_layers,) + shape[-2:])]
-        if len(shape) == 2:
-            return [value]
-        if self.num_layers == 1:
-            return [F.reshape(value, shape[1:])]
-        return [F.reshape(v, shape[1:]) for v in F.split(value, self.num_layers, axis=0)]
+    def initial_state(self, n=None, h=None):
+        """A state in ``step``'s format: zeros, or ``h`` given as ``set_state`` takes it.
+
+        Args:
+            n (int, optional): N; needed when ``h`` is None.
+            h (Variable | ndarray, optional): (num_layers, N, H), or (N, H) when num_layers is 1;
+                a Variable keeps its graph (gradients flow into an encoder that produced it).
+        Returns:
+            tuple of Variable: ``(h_1, ..., h_L)``, each (N, H).
+        Raises:
+            ValueError: neither ``n`` nor ``h``, or a shape that does not fit.
+        """
+        return self._from_stacked(f"{type(self).__name__}.initial_state", n, h)
 
     def set_state(self, h):
-        """Start the next call from ``h`` (for a non-stateful layer only the next call).
+        """Start the next call from ``h`` (for a layer that is not stateful, only the next call).
 
         Args:
             h (Variable | ndarray): (num_layers, N, H), or (N, H) when num_layers is 1; a
@@ -503,44 +529,38 @@ class _Recurrent(Layer):
         Raises:
             ValueError: the shape does not fit.
         """
-        self._set([self._per_layer(h, "h")])
+        self._carried = self._from_stacked(f"{type(self).__name__}.set_state", None, h)
 
-    def _set(self, parts):
-        self._states = [tuple(layer_parts) for layer_parts in zip(*parts)]
-        self._carry = True
+    def _from_stacked(self, owner, n, *parts):
+        """A state in ``step``'s format from parts given as (num_layers, N, H), or (N, H) for one layer."""
+        if n is not None:
+            n = integer(owner, "n", n)
+        per_layer = [[None] * self.num_layers if p is None else self._per_layer(owner, p, what)
+                     for p, what in zip(parts, self.cell_class.state_names)]
+        return self._checked_state(owner, tuple(p for layer_parts in zip(*per_layer) for p in layer_parts), n)
 
-    def _final(self, i):
-        if self._states is None:
-            return None
-        parts = [s[i] for s in self._states]
-        return parts[0] if self.num_layers == 1 else F.stack(parts, axis=0)
-
-    @property
-    def h(self):
-        """Variable | None: hidden state after the last call (or as set): (N, H) for one
-        layer, (num_layers, N, H) stacked otherwise; None after ``reset_state()``."""
-        return self._final(0)
-
-    def _state_variables(self):
-        return [v for s in self._states for v in s] if self._carry and self._states is not None else []
-
-    def _load_state(self, arrays):
-        W = self.cells[0].Wx.data
-        xp = get_array_module(W)
-        variables = [Variable(xp.asarray(a, dtype=W.dtype)) for a in arrays]
-        per_layer = len(variables) // self.num_layers  # (h,) or (h, c) for each layer, bottom first
-        self._set([variables[i::per_layer] for i in range(per_layer)])
-
-    def _clear_state(self):
-        self._states = None
-        self._carry = False
+    def _per_layer(self, owner, value, what):
+        """Split a part given as (num_layers, N, H), or (N, H) for one layer, into (N, H) Variables."""
+        shape = value.shape
+        if not (len(shape) == 2 and self.num_layers == 1 or len(shape) == 3 and shape[0] == self.num_layers):
+            raise ValueError(f"{owner}: {what} of shape {shape} does not fit (num_layers, N, H) "
+                             f"with num_layers={self.num_layers}")
+        if not isinstance(value, Variable):
+            value = _state_variable(value, self.cells[0].Wx)
+            return [Variable(v) for v in value.data.reshape((self.num_layers,) + shape[-2:])]
+        if len(shape) == 2:
+            return [value]
+        if self.num_layers == 1:
+            return [F.reshape(value, shape[1:])]
+        return [F.reshape(v, shape[1:]) for v in F.split(value, self.num_layers, axis=0)]
 
 
 class RNN(_Recurrent):
     """Elman RNN over whole sequences (the textbook's TimeRNN), stacked ``num_layers`` deep.
 
-    Takes the arguments of ``LSTM`` except ``forget_bias`` and ``two_biases`` (one bias ``b``
-    per layer; PyTorch's pair ``bias_ih + bias_hh`` converts to it, ``torch_weights``).
+    Takes the arguments of ``LSTM`` except ``forget_bias``, ``two_biases`` (one bias ``b`` per
+    layer; PyTorch's pair ``bias_ih + bias_hh`` converts to it, ``torch_weights``) and ``fused``
+    (there is no fused RNN op). Its state is ``(h_1, ..., h_L)``.
     """
 
     cell_class = RNNCell
@@ -550,7 +570,7 @@ class RNN(_Recurrent):
 class GRU(_Recurrent):
     """GRU over whole sequences (see ``GRUCell`` for the equations and ``two_biases``).
 
-    Takes the arguments of ``LSTM`` except ``forget_bias``.
+    Takes the arguments of ``LSTM`` except ``forget_bias``. Its state is ``(h_1, ..., h_L)``.
     """
 
     cell_class = GRUCell
@@ -558,23 +578,29 @@ class GRU(_Recurrent):
 
     def __init__(self, input_size, hidden_size, num_layers=1, dropout=0.0, variational=False, stateful=False,
                  seed=None, dtype=np.float32, *, init="classic", Wx_init=None, Wh_init=None, b_init=None,
-                 two_biases=False):
+                 two_biases=False, fused=True):
         super().__init__(input_size, hidden_size, num_layers, dropout, variational, stateful, seed, dtype, init=init,
-                         Wx_init=Wx_init, Wh_init=Wh_init, b_init=b_init, two_biases=two_biases)
+                         Wx_init=Wx_init, Wh_init=Wh_init, b_init=b_init, two_biases=two_biases, fused=fused)
 
 
 class LSTM(_Recurrent):
     """LSTM over whole sequences (the textbook's TimeLSTM), stacked ``num_layers`` deep.
 
+    The protocol of every sequence layer: ``step(x, state) -> (h, state)`` and
+    ``sequence(xs, state) -> (hs, state)`` are pure; calling the layer runs ``sequence`` from
+    the carried ``state`` (``set_state``, ``reset_state``). A state is a tuple of (N, H) arrays,
+    the cell states of all layers bottom first: ``(h_1, c_1, ..., h_L, c_L)`` here.
+
     Args:
         input_size (int): D.
         hidden_size (int): H.
         num_layers (int): stacked layers; layer k > 0 reads layer k-1's outputs.
-        dropout (float): inverted dropout on the outputs of every layer but the top one.
+        dropout (float): inverted dropout on the outputs of every layer but the top one
+            (the identity under ``test_mode()``).
         variational (bool): one dropout mask per sequence, shared by all time steps.
         stateful (bool): carry the final state into the next call (truncated BPTT) until
-            ``reset_state()``; after each backward, ``loss.unchain_backward()`` (or
-            ``unchain()``) cuts the carried state from the old graph.
+            ``reset_state()``; after each backward, ``loss.unchain_backward()`` cuts the
+            carried state from the old graph.
         seed (int | numpy.random.Generator | None): randomness of the weights and dropout.
         dtype (numpy.dtype): float dtype of the parameters.
         forget_bias (float, optional): see ``LSTMCell``.
@@ -588,14 +614,16 @@ class LSTM(_Recurrent):
         two_biases (bool): default False, one bias ``b`` per layer; True holds PyTorch's pair
             ``b`` (b_ih) and ``bh`` (b_hh), so that a ported recipe (SGD steps, gradient
             clipping) follows PyTorch's trajectory (see ``LSTMCell`` and docs/pytorch.md).
+        fused (bool): True (default) runs each layer as one ``F.lstm_sequence`` op and a step as
+            ``F.lstm``; False records every gate of every step (see ``LSTMCell``).
     Attributes:
         cells (list of LSTMCell): ``cell0``, ``cell1``, ... bottom first.
-        h, c (Variable | None): the state after the last call (see ``h``).
+        state (tuple | None): the state the next call starts from (see ``state``).
     Raises:
         ValueError: a size that is not a positive int, ``dropout`` outside [0, 1), or an
             unknown preset.
-        TypeError: a size that is not an int, a dtype that is not a float dtype, or an
-            initializer that is not callable.
+        TypeError: a size that is not an int, a dtype that is not a float dtype, an
+            initializer that is not callable, or a ``fused`` that is not a bool.
     """
 
     cell_class = LSTMCell
@@ -603,18 +631,13 @@ class LSTM(_Recurrent):
 
     def __init__(self, input_size, hidden_size, num_layers=1, dropout=0.0, variational=False, stateful=False,
                  seed=None, dtype=np.float32, forget_bias=None, *, init="classic", Wx_init=None, Wh_init=None,
-                 b_init=None, two_biases=False):
+                 b_init=None, two_biases=False, fused=True):
         super().__init__(input_size, hidden_size, num_layers, dropout, variational, stateful, seed, dtype, init=init,
                          Wx_init=Wx_init, Wh_init=Wh_init, b_init=b_init, forget_bias=forget_bias,
-                         two_biases=two_biases)
-
-    @property
-    def c(self):
-        """Variable | None: the cell state, shaped like ``h``."""
-        return self._final(1)
+                         two_biases=two_biases, fused=fused)
 
     def initial_state(self, n=None, h=None, c=None):
-        """A state for ``step``: zeros, or ``h`` and ``c`` given as ``set_state`` takes them.
+        """A state in ``step``'s format: zeros, or ``h`` and ``c`` given as ``set_state`` takes them.
 
         Args:
             n (int, optional): N; needed when neither ``h`` nor ``c`` is given.
@@ -622,14 +645,14 @@ class LSTM(_Recurrent):
                 is 1; a Variable keeps its graph; zeros when missing.
             c (Variable | ndarray, optional): as ``h``.
         Returns:
-            tuple: one ``(h, c)`` tuple of (N, H) Variables per layer, bottom first.
+            tuple of Variable: ``(h_1, c_1, ..., h_L, c_L)``, each (N, H).
         Raises:
             ValueError: no ``n`` and no state, or a shape that does not fit.
         """
-        return self._initial_state(n, h, c)
+        return self._from_stacked(f"{type(self).__name__}.initial_state", n, h, c)
 
     def set_state(self, h, c=None):
-        """Start the next call from (h, c) (for a non-stateful layer only the next call).
+        """Start the next call from (h, c) (for a layer that is not stateful, only the next call).
 
         Args:
             h (Variable | ndarray): as in ``RNN.set_state``.
@@ -637,9 +660,4 @@ class LSTM(_Recurrent):
         Raises:
             ValueError: a shape does not fit.
         """
-        hs = self._per_layer(h, "h")
-        if c is None:
-            cs = [cell._zeros(hk.shape[0]) for cell, hk in zip(self.cells, hs)]
-        else:
-            cs = self._per_layer(c, "c")
-        self._set([hs, cs])
+        self._carried = self._from_stacked(f"{type(self).__name__}.set_state", None, h, c)
