@@ -13,6 +13,7 @@ from hypothesis import strategies as st
 
 import tinygrad_rnn as tg
 from tinygrad_rnn import functions as F
+from tinygrad_rnn import layers as L
 from tinygrad_rnn.testing import broadcastable_shapes, float_arrays, labels, seeds, shapes
 
 
@@ -602,3 +603,61 @@ def test_numpy_errors_inside_an_op_come_with_the_op_name_and_the_shapes():
         F.stack([])
     with pytest.raises(ValueError, match=r"div: operands could not be broadcast"):
         F.div(x, np.ones(5))
+
+
+def _one_dtype_per_call(monkeypatch, seen):
+    """Wrap the fused backward steps, whose arrays one GPU kernel takes with one dtype for all, to record the dtypes."""
+    from tinygrad_rnn.functions import rnn
+
+    def recording(step):
+        def wrapper(*arrays):
+            seen.append({a.dtype for a in arrays})
+            return step(*arrays)
+        return wrapper
+
+    for name in ("_cell_backward", "_gru_backward"):
+        monkeypatch.setattr(rnn, name, recording(getattr(rnn, name)))
+
+
+FUSED_FLOAT32 = {
+    "lstm": (F.lstm, [(2, 8), (2, 2)]),
+    "lstm_sequence": (F.lstm_sequence, [(3, 2, 8), (2, 2), (2, 2), (2, 8)]),
+    "gru": (F.gru, [(2, 6), (2, 6), (2, 2), (2,)]),
+    "gru_sequence": (F.gru_sequence, [(3, 2, 6), (2, 2), (2, 6), (2,)]),
+}
+
+
+@pytest.mark.parametrize("name", FUSED_FLOAT32)
+def test_fused_backward_casts_float64_upstream_gradients_to_the_ops_float32(monkeypatch, name):
+    seen = []
+    _one_dtype_per_call(monkeypatch, seen)
+    op, input_shapes = FUSED_FLOAT32[name]
+    rng = np.random.default_rng(0)
+    xs = [rng.standard_normal(s).astype(np.float32) for s in input_shapes]
+    ys = op(*xs)
+    ys = ys if isinstance(ys, (tuple, list)) else (ys,)
+    with tg.no_grad():  # as the engine calls backward: arrays in and out
+        grads = ys[0].creator.backward(*(rng.standard_normal(y.shape) for y in ys))  # float64, as NumPy draws
+    assert seen and all(dtypes == {np.dtype(np.float32)} for dtypes in seen)
+    assert [g.dtype for g in grads] == [np.float32] * len(xs)
+
+
+@pytest.mark.parametrize("layer", [L.LSTM, L.GRU])
+def test_gradients_keep_float32_through_sigmoid_cross_entropy_and_fused_layers(monkeypatch, layer):
+    seen = []
+    _one_dtype_per_call(monkeypatch, seen)
+    model = layer(3, 4, seed=0)
+    rng = np.random.default_rng(0)
+    x = tg.Variable(rng.standard_normal((2, 5, 3)).astype(np.float32))
+    scores = model(x)
+    loss = F.sigmoid_cross_entropy(scores, rng.integers(0, 2, scores.shape).astype(np.int32))
+    loss.backward()
+    assert seen and all(dtypes == {np.dtype(np.float32)} for dtypes in seen)
+    assert {p.grad.dtype for p in model.params()} | {x.grad.dtype} == {np.dtype(np.float32)}
+
+
+def test_sigmoid_cross_entropy_gradient_keeps_the_scores_dtype():
+    for dtype in (np.float32, np.float64):
+        x = tg.Variable(np.linspace(-2, 2, 6, dtype=dtype).reshape(2, 3))
+        F.sigmoid_cross_entropy(x, np.array([[0, 1, -1], [1, 1, 0]], np.int32)).backward()
+        assert x.grad.dtype == dtype

@@ -112,7 +112,8 @@ class SigmoidCrossEntropy(Function):
         x = self.inputs[0].data
         xp = get_array_module(x)
         p = xp.tanh(x * 0.5) * 0.5 + 0.5
-        return (p - self.t) * self.mask * (gy / self.count), None
+        # integer labels would promote p - t to float64: the gradient keeps the scores' dtype
+        return (p - self.t.astype(x.dtype)) * self.mask * (gy / self.count), None
 
 
 def sigmoid_cross_entropy(x, t, ignore_label=-1):

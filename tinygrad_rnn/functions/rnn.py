@@ -56,6 +56,15 @@ _GRU_BACKWARD = ("tinygrad_rnn_gru_backward", "T rg, T zg, T ng, T hn, T h, T gh
     gh_direct = gh * zg;""")
 
 
+def _in_dtype(dtype, *gys):
+    """The upstream gradients in the op's dtype.
+
+    A CuPy kernel takes one dtype per ``T`` and raises on a float64 gradient of a float32 op,
+    where NumPy's ``out=`` would cast it silently: cast before either path, so both agree.
+    """
+    return tuple(g.astype(dtype, copy=False) for g in gys)
+
+
 def _blocks(gates, h):
     return gates[:, :h], gates[:, h:2 * h], gates[:, 2 * h:3 * h], gates[:, 3 * h:]
 
@@ -124,6 +133,7 @@ class LSTM(Function):
         return h_next, c_next
 
     def backward(self, gh, gc):
+        gh, gc = _in_dtype(self.gates.dtype, gh, gc)
         da = get_array_module(gh).empty_like(self.gates)
         gc_prev = _cell_backward(self.gates, self.tanh_c, self.arg(1), gh, gc, da)
         return da, gc_prev
@@ -205,6 +215,7 @@ class LSTMSequence(Function):
         return hs, h.copy(), c.copy()
 
     def backward(self, ghs, gh, gc):
+        ghs, gh, gc = _in_dtype(self.gates.dtype, ghs, gh, gc)
         xp = get_array_module(ghs)
         h0, c0, Wh = self.arg(1), self.arg(2), self.arg(3)
         da = xp.empty_like(self.gates)
@@ -302,6 +313,7 @@ class GRU(Function):
         return h_next
 
     def backward(self, gh):
+        gh, = _in_dtype(self.gates.dtype, gh)
         xp = get_array_module(gh)
         dxw, dhw = xp.empty_like(self.gates), xp.empty_like(self.gates)
         gh_direct = _gru_backward(self.gates, self.hn, self.arg(2), gh, dxw, dhw)
@@ -348,6 +360,7 @@ class GRUSequence(Function):
         return hs, h.copy()  # a copy: the final state may be carried and must not keep hs alive
 
     def backward(self, ghs, gh):
+        ghs, gh = _in_dtype(self.gates.dtype, ghs, gh)
         xp = get_array_module(ghs)
         h0, Wh = self.arg(1), self.arg(2)
         dxw, dhw = xp.empty_like(self.gates), xp.empty_like(self.gates)
