@@ -1,4 +1,4 @@
-"""tools/gpu_check.sh checks its prerequisites before any step: on a machine without a working GPU it says what is missing."""
+"""tools/gpu_check.sh checks its prerequisites before any step: without a working GPU it says what is missing."""
 import os
 import shutil
 import subprocess

@@ -43,7 +43,7 @@ Reading and advancing the counter is atomic; generation runs outside the lock fr
 blocks, so threads sharing a Generator never get overlapping blocks (which thread gets which
 draw depends on timing). On the GPU a draw is one elementwise kernel; its device code
 (``_CUDA_PREAMBLE``) is plain C on 64-bit integers, so the tests compile it with a host C++
-compiler and compare it with the NumPy path bit for bit.
+compiler and compare it with the NumPy path bit for bit (and build it with NVRTC, as every kernel).
 """
 import collections
 import math
