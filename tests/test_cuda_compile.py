@@ -141,3 +141,10 @@ def test_a_kernel_nvrtc_warns_about_fails_the_build(nvrtc):
     assert "warning" in nvrtc(broken, np.float32, LAYOUTS[0])
     broken = broken._replace(body="y = x + undeclared;")
     assert 'identifier "undeclared" is undefined' in nvrtc(broken, np.float32, LAYOUTS[0])
+
+
+def test_a_kernel_name_declares_one_source():
+    source = SOURCES[0]
+    assert backend.kernel_source(*source) is not source and backend.kernel_sources() == SOURCES  # the same again
+    with pytest.raises(ValueError, match=f"kernel_source: another kernel is already declared as '{source.name}'"):
+        backend.kernel_source(source.name, "T x", "T y", "y = x;")

@@ -33,6 +33,8 @@ def _cupy():
 
 
 _INSTALL = "pip install 'tinygrad_rnn[cuda12]' (or [cuda13], matching the driver's CUDA)"
+
+
 def gpu_problem():
     """What keeps the GPU path from working here, or None: CuPy, a device, NVRTC and headers, cuBLAS.
 
@@ -74,7 +76,7 @@ def _find_gpu_problem():
 
 def gpu_available():
     """True when CuPy sees a GPU and compiles and runs kernels on it (``gpu_problem()`` is None)."""
-    return _cupy() is not None and gpu_problem() is None
+    return gpu_problem() is None
 
 
 def is_cupy_array(x):
