@@ -4,8 +4,8 @@
 ``mpiexec`` or ``srun`` with more than one process; then it imports mpi4py (the ``distributed``
 extra) and returns an :class:`MpiComm` for NumPy arrays, or, with ``device="gpu"``, an
 :class:`NcclComm` that first picks the rank's GPU (its ``local_rank``, or the only one it sees)
-and moves CuPy arrays with NCCL, never through host memory. Single-process code therefore imports nothing more and
-runs exactly as without this module.
+and moves CuPy arrays with NCCL, never through host memory. Single-process code therefore
+imports nothing more and runs exactly as without this module.
 
 Every communicator has ``rank``, ``size``, ``local_rank``, ``is_root`` and the collectives
 ``allreduce`` (in-place sum of an array), ``bcast`` (in place, from rank 0), ``allreduce_numbers``,
@@ -230,10 +230,11 @@ def _load_nccl(cupy):
 class NcclComm(MpiComm):
     """MPI for control and host numbers, NCCL (``cupy.cuda.nccl``) for CuPy arrays.
 
-    The rank's GPU (``_rank_device``: its ``local_rank``, or the only one it sees) is made current
-    first: NCCL binds a communicator to the device current when it is created. Rank 0's NCCL
-    unique id reaches the others over MPI. Array collectives run on CuPy's current stream, so
-    they are ordered with the step's kernels and nothing waits on the host.
+    The rank's GPU (its ``local_rank``, or the only one it sees where the launcher gives each rank
+    its own ``CUDA_VISIBLE_DEVICES``) is made current first: NCCL binds a communicator to the
+    device current when it is created. Rank 0's NCCL unique id reaches the others over MPI. Array
+    collectives run on CuPy's current stream, so they are ordered with the step's kernels and
+    nothing waits on the host.
 
     Args:
         timeout (float, optional): as for :class:`MpiComm` (it covers the MPI calls; NCCL's run
