@@ -661,3 +661,41 @@ def test_sigmoid_cross_entropy_gradient_keeps_the_scores_dtype():
         x = tg.Variable(np.linspace(-2, 2, 6, dtype=dtype).reshape(2, 3))
         F.sigmoid_cross_entropy(x, np.array([[0, 1, -1], [1, 1, 0]], np.int32)).backward()
         assert x.grad.dtype == dtype
+
+
+def _function_classes(cls=tg.Function):
+    for sub in cls.__subclasses__():
+        yield sub
+        yield from _function_classes(sub)
+
+
+def test_every_gradient_keeps_its_dtype_through_the_float32_models(monkeypatch):
+    from tinygrad_rnn.models import LSTMLM, AttentionSeq2seq, BetterLSTMLM, CaptionModel, PeekySeq2seq
+
+    mismatches = set()
+
+    def checked(backward):
+        def wrapper(self, *gys):
+            gxs = backward(self, *gys)
+            for kind, grads, arrays in [("upstream", gys, [ref() for ref in self.outputs]),
+                                        ("input", gxs if isinstance(gxs, (tuple, list)) else (gxs,), self.inputs)]:
+                for g, x in zip(grads, arrays):
+                    if g is not None and x is not None and g.dtype != x.dtype:
+                        mismatches.add(f"{self.op}: {kind} gradient {g.dtype} for {x.dtype}")
+            return gxs
+        return wrapper
+
+    for cls in set(_function_classes()):
+        if "backward" in vars(cls):
+            monkeypatch.setattr(cls, "backward", checked(vars(cls)["backward"]))
+    rng = np.random.default_rng(0)
+    ids = rng.integers(0, 13, (3, 6)).astype(np.int32)
+    images = rng.random((2, 1, 8, 12)).astype(np.float32)
+    for model, batch in [(LSTMLM(13, 4, 5, seed=0), (ids[:, :-1], ids[:, 1:])),
+                         (BetterLSTMLM(13, 6, 6, dropout=0.5, seed=0), (ids[:, :-1], ids[:, 1:])),
+                         (PeekySeq2seq(13, 4, 5, seed=0), (ids[:, :5], ids[:, 1:])),
+                         (AttentionSeq2seq(13, 4, 5, bidirectional=True, seed=0), (ids[:, :5], ids[:, 1:])),
+                         (CaptionModel(13, 4, 5, image_shape=(1, 8, 12), channels=(2, 3), seed=0), (images, ids[:2]))]:
+        model.loss(*batch).backward()
+        assert {p.grad.dtype for p in model.params()} == {np.dtype(np.float32)}
+    assert mismatches == set()
