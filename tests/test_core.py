@@ -140,6 +140,13 @@ def test_backward_of_a_non_scalar_needs_a_gradient():
     y.backward(grad=np.ones((2, 2)))
 
 
+def test_backward_casts_grad_to_the_outputs_dtype():
+    x = tg.Variable(np.ones((2, 2), np.float32))
+    (F.tanh(x) * 3).backward(grad=np.full((2, 2), 2.0))  # a float64 grad
+    assert x.grad.dtype == np.float32
+    np.testing.assert_allclose(x.grad.data, 6 * (1 - np.tanh(1.0) ** 2), rtol=1e-6)
+
+
 def test_gradients_of_a_variable_used_twice_accumulate_and_persist_across_calls():
     x = tg.Variable(np.array(3.0))
     y = x * x + x
@@ -462,6 +469,13 @@ def test_as_cupy_without_a_gpu_says_how_to_get_one():
 def test_mixed_devices_raise_type_error_naming_op_and_devices(cupy):
     with pytest.raises(TypeError, match=r"add: inputs on different devices \(cpu, gpu:0\)"):
         F.add(np.ones(2), cupy.ones(2))
+
+
+@pytest.mark.gpu
+def test_backward_refuses_a_grad_on_another_device(cupy):
+    y = F.tanh(tg.Variable(cupy.ones(2)))
+    with pytest.raises(TypeError, match=r"backward: grad on cpu, output on gpu:0"):
+        y.backward(grad=np.ones(2))
 
 
 @pytest.mark.gpu

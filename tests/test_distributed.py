@@ -4,21 +4,24 @@ Each job runs in its own process group, killed on a bounded timeout, so no test 
 Open MPI or MPICH and mpi4py the MPI tests skip, but not in CI (``CI`` set), where they fail:
 ``make test`` installs both.
 """
+import importlib.util
 import json
 import os
 import subprocess
 import sys
 import time
+import types
 from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import untimed
+from conftest import in_ci, untimed
 
 from tinygrad_rnn import distributed as dist
 from tinygrad_rnn import functions as F
 from tinygrad_rnn import random as tg_random
 from tinygrad_rnn.data import BPTTBatcher, ShuffledBatcher
+from tinygrad_rnn.distributed.comm import _load_nccl, _rank_device
 from tinygrad_rnn.models import LSTMLM
 from tinygrad_rnn.optimizers import SGD
 from tinygrad_rnn.serialization import load_npz
@@ -320,8 +323,48 @@ def test_allreduce_grads_refuses_weights_on_some_ranks_and_casts():
         dist.allreduce_grads(model, Gathered())
 
 
+@pytest.fixture
+def nccl(cupy):
+    """For the NCCL tests: skips without mpi4py or NCCL, except in CI, where that fails."""
+    missing = None
+    if importlib.util.find_spec("mpi4py") is None:
+        missing = "no mpi4py (pip install 'tinygrad_rnn[distributed]')"
+    else:
+        try:
+            _load_nccl(cupy)
+        except RuntimeError as e:
+            missing = str(e)
+    if missing:
+        if in_ci():
+            pytest.fail(f"CI must run the NCCL tests, but {missing}")
+        pytest.skip(missing)
+
+
+def test_a_rank_uses_its_local_rank_or_the_only_gpu_it_sees():
+    assert [_rank_device(r, 4) for r in range(4)] == [0, 1, 2, 3]
+    assert [_rank_device(r, 1) for r in range(3)] == [0, 0, 0]  # a per-rank CUDA_VISIBLE_DEVICES
+    with pytest.raises(RuntimeError, match="local rank 2 has no GPU of its own .this host has 2.; start at most 2"):
+        _rank_device(2, 2)
+
+
+def test_without_nccl_the_error_names_the_package_to_install(monkeypatch):
+    # CuPy imports cupy.cuda.nccl without libnccl, with available = False
+    runtime = types.SimpleNamespace(runtimeGetVersion=lambda: 12090)
+    fake = types.ModuleType("cupy")
+    fake.cuda = types.ModuleType("cupy.cuda")
+    fake.cuda.runtime = runtime
+    fake.cuda.nccl = types.ModuleType("cupy.cuda.nccl")
+    fake.cuda.nccl.available = False
+    for name, module in [("cupy", fake), ("cupy.cuda", fake.cuda), ("cupy.cuda.nccl", fake.cuda.nccl)]:
+        monkeypatch.setitem(sys.modules, name, module)
+    with pytest.raises(RuntimeError, match=r"NCCL is not installed; install it with `pip install nvidia-nccl-cu12`"):
+        _load_nccl(fake)
+    fake.cuda.nccl.available = True
+    assert _load_nccl(fake) is fake.cuda.nccl
+
+
 @pytest.mark.gpu
-def test_nccl_communicator_with_one_rank(cupy):
+def test_nccl_communicator_with_one_rank(cupy, nccl):
     """The NCCL path end to end on one GPU: in-place allreduce and broadcast on the device, in every dtype."""
     comm = dist.NcclComm(timeout=30)
     assert (comm.size, comm.rank, comm.local_rank) == (1, 0, 0)
@@ -338,7 +381,7 @@ def test_nccl_communicator_with_one_rank(cupy):
 
 
 @pytest.mark.gpu
-def test_two_gpus_train_as_one(tmp_path, mpi, cupy):
+def test_two_gpus_train_as_one(tmp_path, mpi, cupy, nccl):
     if cupy.cuda.runtime.getDeviceCount() < 2:
         pytest.skip("needs two GPUs: one rank per GPU")
     arrays, meta = run_case("gpu", tmp_path)

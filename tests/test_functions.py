@@ -14,6 +14,7 @@ from hypothesis import strategies as st
 
 import tinygrad_rnn as tg
 from tinygrad_rnn import functions as F
+from tinygrad_rnn import layers as L
 from tinygrad_rnn.testing import broadcastable_shapes, float_arrays, labels, seeds, shapes
 
 
@@ -657,12 +658,6 @@ def test_float64_losses_stay_exact_in_float64():
     np.testing.assert_allclose(v.grad.data, (np.exp(logp) - onehot) / 6, rtol=1e-14, atol=1e-16)
 
 
-def test_sigmoid_cross_entropy_keeps_the_scores_dtype_in_its_gradient():
-    x = tg.Variable(np.array([0.5, -1.0, 2.0], dtype=np.float32))
-    F.sigmoid_cross_entropy(x, np.array([1, 0, -1])).backward()
-    assert x.grad.dtype == np.float32  # integer labels must not promote it to float64
-
-
 @pytest.mark.parametrize("loss_fn", [F.softmax_cross_entropy, F.accuracy])
 @pytest.mark.parametrize("shape", [(3, 0), (0, 0), ()])
 def test_scores_without_classes_are_refused_naming_the_op_and_shape(loss_fn, shape):
@@ -685,3 +680,97 @@ def test_sum_to_names_itself_once_with_both_shapes():
     assert str(info.value) == "sum_to: shape (2, 3) cannot be summed to (4,) ((4,) does not broadcast to it)"
     with pytest.raises(ValueError, match=r"^sum_to: shape \(3,\) cannot be summed to \(2, 3\)"):
         F.sum_to(np.ones(3), (2, 3))
+def _one_dtype_per_call(monkeypatch, seen):
+    """Wrap the fused backward steps, whose arrays one GPU kernel takes with one dtype for all, to record the dtypes."""
+    from tinygrad_rnn.functions import rnn
+
+    def recording(step):
+        def wrapper(*arrays):
+            seen.append({a.dtype for a in arrays})
+            return step(*arrays)
+        return wrapper
+
+    for name in ("_cell_backward", "_gru_backward"):
+        monkeypatch.setattr(rnn, name, recording(getattr(rnn, name)))
+
+
+FUSED_FLOAT32 = {
+    "lstm": (F.lstm, [(2, 8), (2, 2)]),
+    "lstm_sequence": (F.lstm_sequence, [(3, 2, 8), (2, 2), (2, 2), (2, 8)]),
+    "gru": (F.gru, [(2, 6), (2, 6), (2, 2), (2,)]),
+    "gru_sequence": (F.gru_sequence, [(3, 2, 6), (2, 2), (2, 6), (2,)]),
+}
+
+
+@pytest.mark.parametrize("name", FUSED_FLOAT32)
+def test_fused_backward_casts_float64_upstream_gradients_to_the_ops_float32(monkeypatch, name):
+    seen = []
+    _one_dtype_per_call(monkeypatch, seen)
+    op, input_shapes = FUSED_FLOAT32[name]
+    rng = np.random.default_rng(0)
+    xs = [rng.standard_normal(s).astype(np.float32) for s in input_shapes]
+    ys = op(*xs)
+    ys = ys if isinstance(ys, (tuple, list)) else (ys,)
+    with tg.no_grad():  # as the engine calls backward: arrays in and out
+        grads = ys[0].creator.backward(*(rng.standard_normal(y.shape) for y in ys))  # float64, as NumPy draws
+    assert seen and all(dtypes == {np.dtype(np.float32)} for dtypes in seen)
+    assert [g.dtype for g in grads] == [np.float32] * len(xs)
+
+
+@pytest.mark.parametrize("layer", [L.LSTM, L.GRU])
+def test_gradients_keep_float32_through_sigmoid_cross_entropy_and_fused_layers(monkeypatch, layer):
+    seen = []
+    _one_dtype_per_call(monkeypatch, seen)
+    model = layer(3, 4, seed=0)
+    rng = np.random.default_rng(0)
+    x = tg.Variable(rng.standard_normal((2, 5, 3)).astype(np.float32))
+    scores = model(x)
+    loss = F.sigmoid_cross_entropy(scores, rng.integers(0, 2, scores.shape).astype(np.int32))
+    loss.backward()
+    assert seen and all(dtypes == {np.dtype(np.float32)} for dtypes in seen)
+    assert {p.grad.dtype for p in model.params()} | {x.grad.dtype} == {np.dtype(np.float32)}
+
+
+def test_sigmoid_cross_entropy_gradient_keeps_the_scores_dtype():
+    for dtype in (np.float32, np.float64):
+        x = tg.Variable(np.linspace(-2, 2, 6, dtype=dtype).reshape(2, 3))
+        F.sigmoid_cross_entropy(x, np.array([[0, 1, -1], [1, 1, 0]], np.int32)).backward()
+        assert x.grad.dtype == dtype
+
+
+def _function_classes(cls=tg.Function):
+    for sub in cls.__subclasses__():
+        yield sub
+        yield from _function_classes(sub)
+
+
+def test_every_gradient_keeps_its_dtype_through_the_float32_models(monkeypatch):
+    from tinygrad_rnn.models import LSTMLM, AttentionSeq2seq, BetterLSTMLM, CaptionModel, PeekySeq2seq
+
+    mismatches = set()
+
+    def checked(backward):
+        def wrapper(self, *gys):
+            gxs = backward(self, *gys)
+            for kind, grads, arrays in [("upstream", gys, [ref() for ref in self.outputs]),
+                                        ("input", gxs if isinstance(gxs, (tuple, list)) else (gxs,), self.inputs)]:
+                for g, x in zip(grads, arrays):
+                    if g is not None and x is not None and g.dtype != x.dtype:
+                        mismatches.add(f"{self.op}: {kind} gradient {g.dtype} for {x.dtype}")
+            return gxs
+        return wrapper
+
+    for cls in set(_function_classes()):
+        if "backward" in vars(cls):
+            monkeypatch.setattr(cls, "backward", checked(vars(cls)["backward"]))
+    rng = np.random.default_rng(0)
+    ids = rng.integers(0, 13, (3, 6)).astype(np.int32)
+    images = rng.random((2, 1, 8, 12)).astype(np.float32)
+    for model, batch in [(LSTMLM(13, 4, 5, seed=0), (ids[:, :-1], ids[:, 1:])),
+                         (BetterLSTMLM(13, 6, 6, dropout=0.5, seed=0), (ids[:, :-1], ids[:, 1:])),
+                         (PeekySeq2seq(13, 4, 5, seed=0), (ids[:, :5], ids[:, 1:])),
+                         (AttentionSeq2seq(13, 4, 5, bidirectional=True, seed=0), (ids[:, :5], ids[:, 1:])),
+                         (CaptionModel(13, 4, 5, image_shape=(1, 8, 12), channels=(2, 3), seed=0), (images, ids[:2]))]:
+        model.loss(*batch).backward()
+        assert {p.grad.dtype for p in model.params()} == {np.dtype(np.float32)}
+    assert mismatches == set()

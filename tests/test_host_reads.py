@@ -2,10 +2,11 @@
 
 Each such read would stall a GPU's queue in every step, and a CUDA graph cannot contain one.
 ``Guarded`` is an ndarray subclass that raises while armed whenever its data would become a
-Python value (``float``, ``int``, ``bool``, ``item``, ``tolist``, ``if x:``...). Reductions keep
-returning ``Guarded`` 0-d arrays instead of NumPy scalars, so a read of a norm, a count or a
-minimum is caught too. The parameters, the optimizer's state and the batches are guarded; every
-array computed from them is guarded in turn.
+Python value (``float``, ``int``, ``bool``, ``item``, ``tolist``, ``if x:``...) or indexed by a
+boolean mask (CuPy reads the mask's count back). Reductions keep returning ``Guarded`` 0-d arrays
+instead of NumPy scalars, so a read of a norm, a count or a minimum is caught too. The parameters,
+the optimizer's state, the batches and the arrays NumPy's constructors make while armed are guarded;
+every array computed from them is guarded in turn.
 """
 import contextlib
 
@@ -13,7 +14,7 @@ import numpy as np
 import pytest
 
 from tinygrad_rnn.data import BPTTBatcher, ShuffledBatcher
-from tinygrad_rnn.models import LSTMLM, AttentionSeq2seq, BetterLSTMLM, PeekySeq2seq
+from tinygrad_rnn.models import LSTMLM, AttentionSeq2seq, BetterLSTMLM, CaptionModel, PeekySeq2seq
 from tinygrad_rnn.optimizers import SGD, Adam, clip_grads
 from tinygrad_rnn.training import Trainer
 
@@ -60,14 +61,39 @@ class Guarded(np.ndarray):
         self._read("tolist")
         return self.view(np.ndarray).tolist()
 
+    # CuPy reads a boolean mask's count back to size the selection (even for an assignment)
+    def __getitem__(self, key):
+        _check_mask(key, "indexing")
+        return super().__getitem__(key)
+
+    def __setitem__(self, key, value):
+        _check_mask(key, "assignment")
+        super().__setitem__(key, value)
+
+
+def _check_mask(key, what):
+    keys = key if isinstance(key, tuple) else (key,)
+    if Guarded.armed and any(isinstance(k, np.ndarray) and k.dtype == bool for k in keys):
+        raise HostRead(f"host read of a boolean mask's count (boolean-mask {what}) inside the guarded step")
+
+
+# NumPy's constructors, guarded while armed: an op's own fresh array (an argmax filled under a
+# boolean mask) is then guarded too, since a mask assignment hooks the target, not the mask
+_CONSTRUCTORS = ("empty", "zeros", "ones", "full", "arange")
+
 
 @contextlib.contextmanager
 def armed():
+    originals = {name: getattr(np, name) for name in _CONSTRUCTORS}
+    for name, make in originals.items():
+        setattr(np, name, lambda *args, make=make, **kwargs: make(*args, **kwargs).view(Guarded))
     Guarded.armed = True
     try:
         yield
     finally:
         Guarded.armed = False
+        for name, make in originals.items():
+            setattr(np, name, make)
 
 
 def guard(model):
@@ -79,13 +105,16 @@ def guard(model):
 def test_the_guard_catches_each_kind_of_read():
     x = np.arange(6.0).reshape(2, 3).view(Guarded)
     reads = [lambda: float(x.sum()), lambda: int(x.max()), lambda: bool(x.any()), lambda: x.item(0),
-             lambda: x.tolist(), lambda: x.min() < 0 and 1, lambda: range(x.max().astype(int))]
+             lambda: x.tolist(), lambda: x.min() < 0 and 1, lambda: range(x.max().astype(int)),
+             lambda: x[x > 2], lambda: x.__setitem__(x > 2, 0.0), lambda: x.__setitem__((x > 2, ), 0.0),
+             lambda: np.zeros((2, 3)).view(Guarded).__setitem__(x.view(np.ndarray) > 2, 1.0)]
     with armed():
         for read in reads:
             with pytest.raises(HostRead):
                 read()
         y = (x * 2 + 1).sum(axis=1)  # computing stays allowed
-    assert isinstance(y, Guarded) and float(y.sum()) == 36.0
+        y = y + x[:, 1] + x[np.array([0, 1])].sum(axis=1)  # so do slices and integer indices
+    assert isinstance(y, Guarded) and float(y.sum()) == 36.0 + 5.0 + 15.0
 
 
 def test_the_guard_would_catch_a_clip_that_branches_in_python():
@@ -117,11 +146,18 @@ def _seq_batch(seed=0):
     return xs.view(Guarded), ts.view(Guarded)
 
 
+def _caption_batch(seed=0):
+    rng = np.random.default_rng(seed)
+    images = rng.random((2, 1, 8, 12)).astype(np.float32)
+    return images.view(Guarded), rng.integers(0, V, (2, 5)).astype(np.int32).view(Guarded)
+
+
 MODELS = {
     "LSTMLM": (lambda: LSTMLM(V, 4, 5, seed=0), _lm_batch),
     "BetterLSTMLM": (lambda: BetterLSTMLM(V, 6, 6, dropout=0.5, seed=0), _lm_batch),
     "PeekySeq2seq": (lambda: PeekySeq2seq(V, 4, 5, seed=0), _seq_batch),
     "AttentionSeq2seq": (lambda: AttentionSeq2seq(V, 4, 5, bidirectional=True, seed=0), _seq_batch),
+    "CaptionModel": (lambda: CaptionModel(V, 4, 5, image_shape=(1, 8, 12), channels=(2, 3), seed=0), _caption_batch),
 }
 
 

@@ -305,11 +305,11 @@ def host_kernels(tmp_path_factory):
         pytest.skip("no C++ compiler (g++) to compile the CUDA preamble for the host")
 
     def params(kernel):
-        return kernel[1].replace("uint64", "unsigned long long")
+        return kernel.in_params.replace("uint64", "unsigned long long")
 
     source = HOST_HARNESS % {"preamble": _CUDA_PREAMBLE, "uniform_params": params(_UNIFORM_KERNEL),
-                             "uniform_body": _UNIFORM_KERNEL[2], "keep_params": params(_KEEP_KERNEL),
-                             "keep_body": _KEEP_KERNEL[2]}
+                             "uniform_body": _UNIFORM_KERNEL.body, "keep_params": params(_KEEP_KERNEL),
+                             "keep_body": _KEEP_KERNEL.body}
     directory = tmp_path_factory.mktemp("philox_host")
     (directory / "philox.cpp").write_text(source)
     program = directory / "philox"

@@ -6,6 +6,7 @@ imported only when it is asked for (by ``cupy()``, ``cuda.available``, ``as_cupy
 ``to_gpu``), never when ``tinygrad_rnn`` is imported, and importing changes nothing in the
 process (``keep_freed_memory`` is an explicit call).
 """
+import collections
 import ctypes
 import importlib.util
 import os
@@ -36,9 +37,51 @@ def cupy():
     return _cupy_state["module"]
 
 
+_INSTALL = "pip install 'tinygrad_rnn[cuda12]' (or [cuda13], matching the driver's CUDA)"
+
+
+def gpu_problem():
+    """What keeps the GPU path from working here, or None: CuPy, a device, NVRTC and headers, cuBLAS.
+
+    CuPy imports and counts devices without the CUDA headers and NVRTC it compiles every kernel
+    with (CuPy 14 no longer bundles them), and finds cuBLAS only at the first product; so this
+    compiles and runs one tiny kernel and one product, and compares their results. The answer
+    is cached.
+
+    Returns:
+        str | None: a sentence saying what is missing and how to install it; None when it works.
+    """
+    if "problem" not in _cupy_state:
+        _cupy_state["problem"] = _find_gpu_problem()
+    return _cupy_state["problem"]
+
+
+def _find_gpu_problem():
+    if importlib.util.find_spec("cupy") is None:
+        return f"CuPy is not installed: {_INSTALL}"
+    try:
+        import cupy
+
+        count = cupy.cuda.runtime.getDeviceCount()
+    except Exception as e:  # CuPy's own error types for a missing driver or library
+        return f"CuPy finds no usable NVIDIA driver or GPU ({type(e).__name__}: {e})"
+    if count == 0:
+        return "CuPy sees no GPU (check CUDA_VISIBLE_DEVICES and nvidia-smi)"
+    try:
+        y = elementwise_kernel(_CHECK_KERNEL)(cupy.arange(4, dtype=cupy.float32))
+        matmul = cupy.ones((2, 3), cupy.float32) @ cupy.ones((3, 2), cupy.float32)
+        results = y.get().tolist(), matmul.get().tolist()
+    except Exception as e:  # NVRTC, header and library errors share no type
+        return (f"CuPy cannot compile or run a kernel ({type(e).__name__}: {e}); it needs CUDA's NVRTC, "
+                f"headers and cuBLAS: {_INSTALL} installs CuPy with them (cupy-cuda12x[ctk])")
+    if results != ([1.0, 2.0, 3.0, 4.0], [[3.0, 3.0], [3.0, 3.0]]):
+        return f"the GPU computed wrong results for a test kernel and product: {results}"
+    return None
+
+
 def gpu_available():
-    """True when CuPy imports and sees at least one GPU."""
-    return cupy() is not None
+    """True when CuPy sees a GPU and compiles and runs kernels on it (``gpu_problem()`` is None)."""
+    return gpu_problem() is None
 
 
 def is_cupy_array(x):
@@ -105,25 +148,63 @@ def as_cupy(x):
     return module.asarray(_unwrap(x))
 
 
+KernelSource = collections.namedtuple("KernelSource", "name in_params out_params body preamble")
+KernelSource.__doc__ = """The CUDA source of one CuPy ``ElementwiseKernel``, declared by :func:`kernel_source`."""
+
+_sources = {}
 _kernels = {}
 
 
-def elementwise_kernel(name, in_params, out_params, body, preamble=""):
-    """A CuPy ``ElementwiseKernel``, compiled on first use and cached by ``name``.
+def kernel_source(name, in_params, out_params, body, preamble=""):
+    """Declare the CUDA source of an ``ElementwiseKernel``; every kernel the package runs is declared so.
+
+    Declaring it where its module is imported, not compiling it, lets the tests build every
+    kernel with NVRTC on a machine without a GPU (``kernel_sources``).
 
     Args:
-        name (str): the kernel's name (also the cache key).
+        name (str): the kernel's name, unique in the package (also the cache key).
         in_params (str): CuPy's input parameter list, e.g. ``"T x, T y"``.
         out_params (str): CuPy's output parameter list, e.g. ``"T z"``.
         body (str): the CUDA C++ loop body.
         preamble (str): CUDA C++ placed before the kernel, e.g. the ``__device__`` functions
             that ``body`` calls.
     Returns:
-        cupy.ElementwiseKernel: call it with CuPy arrays (views with any strides are fine).
+        KernelSource: pass it to :func:`elementwise_kernel`.
+    Raises:
+        ValueError: another source was declared under ``name``.
     """
-    if name not in _kernels:
-        _kernels[name] = cupy().ElementwiseKernel(in_params, out_params, body, name, preamble=preamble)
-    return _kernels[name]
+    source = KernelSource(name, in_params, out_params, body, preamble)
+    if _sources.setdefault(name, source) != source:
+        raise ValueError(f"kernel_source: another kernel is already declared as {name!r}")
+    return source
+
+
+def kernel_sources():
+    """Every kernel source declared by the modules imported so far.
+
+    Returns:
+        tuple of KernelSource: in the order of declaration.
+    """
+    return tuple(_sources.values())
+
+
+def elementwise_kernel(source):
+    """The CuPy ``ElementwiseKernel`` of a declared source, compiled on first use and cached by name.
+
+    Args:
+        source (KernelSource): from :func:`kernel_source`.
+    Returns:
+        cupy.ElementwiseKernel: call it with CuPy arrays (views with any strides are fine) of one
+        dtype per type letter (``T``).
+    """
+    if source.name not in _kernels:
+        _kernels[source.name] = cupy().ElementwiseKernel(source.in_params, source.out_params, source.body,
+                                                          source.name, preamble=source.preamble)
+    return _kernels[source.name]
+
+
+# the kernel gpu_problem compiles and runs
+_CHECK_KERNEL = kernel_source("tinygrad_rnn_check", "T x", "T y", "y = x + (T)1;")
 
 
 # glibc's mallopt parameters (malloc.h)

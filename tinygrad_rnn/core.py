@@ -268,13 +268,14 @@ class Variable:
             retain_grad (bool): also keep gradients of intermediate Variables.
             create_graph (bool): record the backward pass, so that gradients are Variables
                 with a graph of their own (for higher-order derivatives).
-            grad (ndarray | Variable, optional): upstream gradient, same shape as self;
-                required unless self has exactly one element.
+            grad (ndarray | Variable, optional): upstream gradient, same shape and device as self;
+                required unless self has exactly one element. It is cast to self's dtype.
             retain_graph (bool, optional): keep the graph for another backward; defaults to
                 ``create_graph``.
         Raises:
             ValueError: self has more than one element and no ``grad`` is given, or ``grad``
                 has the wrong shape.
+            TypeError: ``grad`` lies on another device than self.
             RuntimeError: the walk reaches a graph an earlier backward freed (nothing is
                 accumulated or freed then).
         """
@@ -288,6 +289,11 @@ class Variable:
             seed = grad.data if isinstance(grad, Variable) else _to_array(grad, "backward")
             if seed.shape != self.shape:
                 raise ValueError(f"backward: grad has shape {seed.shape}, output has shape {self.shape}")
+            if backend.device_of(seed) != backend.device_of(self.data):
+                raise TypeError(f"backward: grad on {backend.device_of(seed)}, output on "
+                                f"{backend.device_of(self.data)}; move grad to the output's device")
+            # every gradient keeps its input's dtype: the fused GPU kernels take one dtype
+            seed = seed.astype(self.dtype, copy=False)
         keep = create_graph if retain_graph is None else retain_graph
         with _setting("enable_backprop", bool(create_graph)):
             _run_backward(self, Variable(seed) if create_graph else seed, retain_grad, create_graph, keep)

@@ -43,7 +43,7 @@ Reading and advancing the counter is atomic; generation runs outside the lock fr
 blocks, so threads sharing a Generator never get overlapping blocks (which thread gets which
 draw depends on timing). On the GPU a draw is one elementwise kernel; its device code
 (``_CUDA_PREAMBLE``) is plain C on 64-bit integers, so the tests compile it with a host C++
-compiler and compare it with the NumPy path bit for bit.
+compiler and compare it with the NumPy path bit for bit (and build it with NVRTC, as every kernel).
 """
 import collections
 import math
@@ -126,11 +126,14 @@ __device__ inline double tgr_uniform53(tgr_stream s, unsigned long long g) {
 # here only), and the flat index in the full draw of the first element to produce.
 _STREAM_PARAMS = "uint64 k0, uint64 k1, uint64 c0, uint64 c1, uint64 c2, uint64 c3, uint64 e0"
 _STREAM = "const tgr_stream s = {{k0, k1}, {c0, c1, c2, c3}};\n"
-# (name, input parameters, body) of the elementwise kernels; each writes one ``T y`` (float or double)
-_UNIFORM_KERNEL = ("tgr_philox_uniform", _STREAM_PARAMS,
-                   _STREAM + "if (sizeof(T) == 4) y = tgr_uniform24(s, e0 + i); else y = tgr_uniform53(s, e0 + i);")
-_KEEP_KERNEL = ("tgr_philox_keep_mask", _STREAM_PARAMS + ", uint64 threshold",
-                _STREAM + "y = (T)((sizeof(T) == 4 ? tgr_bits24(s, e0 + i) : tgr_bits53(s, e0 + i)) >= threshold);")
+# the elementwise kernels; each writes one ``T y`` (float or double)
+_UNIFORM_KERNEL = backend.kernel_source(
+    "tgr_philox_uniform", _STREAM_PARAMS, "T y",
+    _STREAM + "if (sizeof(T) == 4) y = tgr_uniform24(s, e0 + i); else y = tgr_uniform53(s, e0 + i);", _CUDA_PREAMBLE)
+_KEEP_KERNEL = backend.kernel_source(
+    "tgr_philox_keep_mask", _STREAM_PARAMS + ", uint64 threshold", "T y",
+    _STREAM + "y = (T)((sizeof(T) == 4 ? tgr_bits24(s, e0 + i) : tgr_bits53(s, e0 + i)) >= threshold);",
+    _CUDA_PREAMBLE)
 
 
 class Generator:
@@ -313,9 +316,7 @@ def _stream_args(seed, block, start):
 
 
 def _launch(cupy, kernel, draw, *args):
-    """Fill a new GPU array of the draw's shape and dtype with ``kernel`` (name, parameters, body)."""
-    name, params, body = kernel
+    """Fill a new GPU array of the draw's shape and dtype with ``kernel`` (a ``backend.KernelSource``)."""
     y = cupy.empty(draw.shape, draw.dtype)
-    backend.elementwise_kernel(name, params, "T y", body, preamble=_CUDA_PREAMBLE)(
-        *_stream_args(draw.seed, draw.block, draw.start), *args, y)
+    backend.elementwise_kernel(kernel)(*_stream_args(draw.seed, draw.block, draw.start), *args, y)
     return y

@@ -3,9 +3,9 @@
 ``init()`` returns a :class:`SerialComm` unless the process was launched by ``mpirun``,
 ``mpiexec`` or ``srun`` with more than one process; then it imports mpi4py (the ``distributed``
 extra) and returns an :class:`MpiComm` for NumPy arrays, or, with ``device="gpu"``, an
-:class:`NcclComm` that first picks the GPU of the rank's ``local_rank`` and moves CuPy arrays
-with NCCL, never through host memory. Single-process code therefore imports nothing more and
-runs exactly as without this module.
+:class:`NcclComm` that first picks the rank's GPU (its ``local_rank``, or the only one it sees)
+and moves CuPy arrays with NCCL, never through host memory. Single-process code therefore
+imports nothing more and runs exactly as without this module.
 
 Every communicator has ``rank``, ``size``, ``local_rank``, ``is_root`` and the collectives
 ``allreduce`` (in-place sum of an array), ``bcast`` (in place, from rank 0), ``allreduce_numbers``,
@@ -183,10 +183,55 @@ class MpiComm(SerialComm):
         self._comm.Abort(code)
 
 
+def _rank_device(local_rank, count):
+    """The GPU a rank uses: its ``local_rank``, or the only one it sees.
+
+    A launcher that gives each rank its own ``CUDA_VISIBLE_DEVICES`` (Slurm's
+    ``--gpus-per-task=1``) leaves every rank one visible device, numbered 0.
+
+    Args:
+        local_rank (int): the rank's index among the ranks on its host.
+        count (int): the GPUs this process sees.
+    Returns:
+        int: the device id to make current.
+    Raises:
+        RuntimeError: several GPUs are visible but fewer than ``local_rank + 1``.
+    """
+    if count == 1:
+        return 0
+    if local_rank >= count:
+        raise RuntimeError(f"distributed.init: local rank {local_rank} has no GPU of its own "
+                           f"(this host has {count}); start at most {count} ranks per host")
+    return local_rank
+
+
+def _load_nccl(cupy):
+    """CuPy's NCCL binding, or a clear error where NCCL is missing.
+
+    Without libnccl CuPy still imports ``cupy.cuda.nccl``, with ``available = False``; every rank
+    checks before the first NCCL call, so no rank is left waiting for another's error.
+
+    Args:
+        cupy (module): CuPy.
+    Returns:
+        module: ``cupy.cuda.nccl``.
+    Raises:
+        RuntimeError: NCCL is not installed; the message names the pip package for CuPy's CUDA.
+    """
+    from cupy.cuda import nccl
+
+    if not getattr(nccl, "available", False):
+        major = cupy.cuda.runtime.runtimeGetVersion() // 1000
+        raise RuntimeError(f"distributed.init(device='gpu'): NCCL is not installed; install it with "
+                           f"`pip install nvidia-nccl-cu{major}` (CuPy runs on CUDA {major})")
+    return nccl
+
+
 class NcclComm(MpiComm):
     """MPI for control and host numbers, NCCL (``cupy.cuda.nccl``) for CuPy arrays.
 
-    The rank's GPU (``local_rank``) is made current first: NCCL binds a communicator to the
+    The rank's GPU (its ``local_rank``, or the only one it sees where the launcher gives each rank
+    its own ``CUDA_VISIBLE_DEVICES``) is made current first: NCCL binds a communicator to the
     device current when it is created. Rank 0's NCCL unique id reaches the others over MPI. Array
     collectives run on CuPy's current stream, so they are ordered with the step's kernels and
     nothing waits on the host.
@@ -194,6 +239,10 @@ class NcclComm(MpiComm):
     Args:
         timeout (float, optional): as for :class:`MpiComm` (it covers the MPI calls; NCCL's run
             on the stream and surface at the next synchronization).
+    Attributes:
+        device_id (int): the GPU this rank uses.
+    Raises:
+        RuntimeError: no GPU, no GPU for this rank, or NCCL not installed.
     """
 
     name = "nccl"
@@ -203,13 +252,9 @@ class NcclComm(MpiComm):
         cupy = backend.cupy()
         if cupy is None:
             raise RuntimeError("distributed.init(device='gpu'): CuPy with a GPU is needed for NCCL")
-        from cupy.cuda import nccl
-
-        count = cupy.cuda.runtime.getDeviceCount()
-        if self.local_rank >= count:
-            raise RuntimeError(f"distributed.init: local rank {self.local_rank} has no GPU of its own "
-                               f"(this host has {count}); start at most {count} ranks per host")
-        cupy.cuda.Device(self.local_rank).use()
+        nccl = _load_nccl(cupy)
+        self.device_id = _rank_device(self.local_rank, cupy.cuda.runtime.getDeviceCount())
+        cupy.cuda.Device(self.device_id).use()
         self._cupy, self._nccl_module = cupy, nccl
         uid = self.bcast_obj(nccl.get_unique_id() if self.is_root else None)
         self._nccl = nccl.NcclCommunicator(self.size, uid, self.rank)
@@ -222,8 +267,8 @@ class NcclComm(MpiComm):
             raise TypeError(f"{where}: NCCL does not reduce dtype {array.dtype}")
         if not array.flags.c_contiguous:
             raise ValueError(f"{where}: the array of shape {array.shape} must be C-contiguous")
-        if array.device.id != self.local_rank:
-            raise ValueError(f"{where}: the array is on GPU {array.device.id}, this rank uses GPU {self.local_rank}")
+        if array.device.id != self.device_id:
+            raise ValueError(f"{where}: the array is on GPU {array.device.id}, this rank uses GPU {self.device_id}")
         return self._types[array.dtype], self._cupy.cuda.get_current_stream().ptr
 
     def allreduce(self, array):

@@ -161,7 +161,8 @@ class MaxPool2d(Function):
             v = windows[k // kw, k % kw]
             better = v > y
             y = xp.where(better, v, y)
-            self.argmax[better] = k
+            # where, not argmax[better] = k: CuPy reads a boolean mask's count back to the host
+            self.argmax = xp.where(better, xp.int32(k), self.argmax)
         self.x_shape = x.shape
         return y.transpose(1, 0, 2, 3)
 

@@ -14,14 +14,14 @@ Gate blocks are ordered i, f, g, o for the LSTM and r, z, n for the GRU, as ever
 """
 import numpy as np
 
-from tinygrad_rnn.backend import elementwise_kernel, get_array_module
+from tinygrad_rnn.backend import elementwise_kernel, get_array_module, kernel_source
 from tinygrad_rnn.core import Function, as_variable
 
 # On the GPU each step's element-wise math is one kernel, where NumPy's version below launches
 # about ten (their launch overhead dominates a step at these sizes). Same formulas, block by block;
 # gate names end in g because CuPy reserves i and n.
-_LSTM_FORWARD = ("tinygrad_rnn_lstm_forward", "T ai, T af, T ag, T ao, T c",
-                 "T ig, T fg, T gg, T og, T tanh_c, T h_next, T c_next", """
+_LSTM_FORWARD = kernel_source("tinygrad_rnn_lstm_forward", "T ai, T af, T ag, T ao, T c",
+                              "T ig, T fg, T gg, T og, T tanh_c, T h_next, T c_next", """
     ig = tanh(ai * (T)0.5) * (T)0.5 + (T)0.5;
     fg = tanh(af * (T)0.5) * (T)0.5 + (T)0.5;
     gg = tanh(ag);
@@ -29,23 +29,23 @@ _LSTM_FORWARD = ("tinygrad_rnn_lstm_forward", "T ai, T af, T ag, T ao, T c",
     c_next = fg * c + ig * gg;
     tanh_c = tanh(c_next);
     h_next = og * tanh_c;""")
-_LSTM_BACKWARD = ("tinygrad_rnn_lstm_backward", "T ig, T fg, T gg, T og, T tanh_c, T c, T gh, T gc",
-                  "T dai, T daf, T dag, T dao, T gc_prev", """
+_LSTM_BACKWARD = kernel_source("tinygrad_rnn_lstm_backward", "T ig, T fg, T gg, T og, T tanh_c, T c, T gh, T gc",
+                               "T dai, T daf, T dag, T dao, T gc_prev", """
     T gc_all = gc + gh * og * (1 - tanh_c * tanh_c);
     dai = gc_all * gg * ig * (1 - ig);
     daf = gc_all * c * fg * (1 - fg);
     dag = gc_all * ig * (1 - gg * gg);
     dao = gh * tanh_c * og * (1 - og);
     gc_prev = gc_all * fg;""")
-_GRU_FORWARD = ("tinygrad_rnn_gru_forward", "T xr, T xz, T xn, T hr, T hz, T hw_n, T h, T bh",
-                "T rg, T zg, T ng, T hn, T h_next", """
+_GRU_FORWARD = kernel_source("tinygrad_rnn_gru_forward", "T xr, T xz, T xn, T hr, T hz, T hw_n, T h, T bh",
+                             "T rg, T zg, T ng, T hn, T h_next", """
     rg = tanh((xr + hr) * (T)0.5) * (T)0.5 + (T)0.5;
     zg = tanh((xz + hz) * (T)0.5) * (T)0.5 + (T)0.5;
     hn = hw_n + bh;
     ng = tanh(xn + rg * hn);
     h_next = ng + zg * (h - ng);""")
-_GRU_BACKWARD = ("tinygrad_rnn_gru_backward", "T rg, T zg, T ng, T hn, T h, T gh",
-                 "T dxr, T dxz, T dxn, T dhr, T dhz, T dhn, T gh_direct", """
+_GRU_BACKWARD = kernel_source("tinygrad_rnn_gru_backward", "T rg, T zg, T ng, T hn, T h, T gh",
+                              "T dxr, T dxz, T dxn, T dhr, T dhz, T dhn, T gh_direct", """
     T da_n = gh * (1 - zg) * (1 - ng * ng);
     dxn = da_n;
     dhn = da_n * rg;
@@ -54,6 +54,15 @@ _GRU_BACKWARD = ("tinygrad_rnn_gru_backward", "T rg, T zg, T ng, T hn, T h, T gh
     dhr = dxr;
     dhz = dxz;
     gh_direct = gh * zg;""")
+
+
+def _in_dtype(dtype, *gys):
+    """The upstream gradients in the op's dtype.
+
+    A CuPy kernel takes one dtype per ``T`` and raises on a float64 gradient of a float32 op,
+    where NumPy's ``out=`` would cast it silently: cast before either path, so both agree.
+    """
+    return tuple(g.astype(dtype, copy=False) for g in gys)
 
 
 def _blocks(gates, h):
@@ -73,7 +82,7 @@ def _cell_forward(a, c, gates, tanh_c, h_next, c_next):
     xp = get_array_module(a)
     h = c.shape[1]
     if xp is not np:
-        elementwise_kernel(*_LSTM_FORWARD)(*_blocks(a, h), c, *_blocks(gates, h), tanh_c, h_next, c_next)
+        elementwise_kernel(_LSTM_FORWARD)(*_blocks(a, h), c, *_blocks(gates, h), tanh_c, h_next, c_next)
         return
     # All four blocks through the tanh form of the sigmoid (as F.sigmoid), then g's block
     # overwritten with tanh: one pass over (N, 4H) instead of four slices.
@@ -98,7 +107,7 @@ def _cell_backward(gates, tanh_c, c, gh, gc, da):
     h = c.shape[1]
     if xp is not np:
         gc_prev = xp.empty_like(c)
-        elementwise_kernel(*_LSTM_BACKWARD)(*_blocks(gates, h), tanh_c, c, gh, gc, *_blocks(da, h), gc_prev)
+        elementwise_kernel(_LSTM_BACKWARD)(*_blocks(gates, h), tanh_c, c, gh, gc, *_blocks(da, h), gc_prev)
         return gc_prev
     i, f, g, o = _blocks(gates, h)
     gc = gc + gh * o * (1 - tanh_c * tanh_c)  # c' reaches the loss through h' = o * tanh(c') too
@@ -124,6 +133,7 @@ class LSTM(Function):
         return h_next, c_next
 
     def backward(self, gh, gc):
+        gh, gc = _in_dtype(self.gates.dtype, gh, gc)
         da = get_array_module(gh).empty_like(self.gates)
         gc_prev = _cell_backward(self.gates, self.tanh_c, self.arg(1), gh, gc, da)
         return da, gc_prev
@@ -205,6 +215,7 @@ class LSTMSequence(Function):
         return hs, h.copy(), c.copy()
 
     def backward(self, ghs, gh, gc):
+        ghs, gh, gc = _in_dtype(self.gates.dtype, ghs, gh, gc)
         xp = get_array_module(ghs)
         h0, c0, Wh = self.arg(1), self.arg(2), self.arg(3)
         da = xp.empty_like(self.gates)
@@ -252,8 +263,8 @@ def _gru_forward(xw, hw, h, bh, gates, hn, h_next):
     xp = get_array_module(xw)
     size = h.shape[1]
     if xp is not np:
-        elementwise_kernel(*_GRU_FORWARD)(*_thirds(xw, size), *_thirds(hw, size), h, bh, *_thirds(gates, size), hn,
-                                          h_next)
+        elementwise_kernel(_GRU_FORWARD)(*_thirds(xw, size), *_thirds(hw, size), h, bh, *_thirds(gates, size), hn,
+                                         h_next)
         return
     rz, n = gates[:, :2 * size], gates[:, 2 * size:]
     xp.add(xw[:, :2 * size], hw[:, :2 * size], out=rz)
@@ -278,8 +289,8 @@ def _gru_backward(gates, hn, h, gh, dxw, dhw):
     size = h.shape[1]
     if xp is not np:
         gh_direct = xp.empty_like(h)
-        elementwise_kernel(*_GRU_BACKWARD)(*_thirds(gates, size), hn, h, gh, *_thirds(dxw, size), *_thirds(dhw, size),
-                                           gh_direct)
+        elementwise_kernel(_GRU_BACKWARD)(*_thirds(gates, size), hn, h, gh, *_thirds(dxw, size), *_thirds(dhw, size),
+                                          gh_direct)
         return gh_direct
     r, z, n = _thirds(gates, size)
     da_n = gh * (1 - z) * (1 - n * n)  # through n = tanh(a_n)
@@ -302,6 +313,7 @@ class GRU(Function):
         return h_next
 
     def backward(self, gh):
+        gh, = _in_dtype(self.gates.dtype, gh)
         xp = get_array_module(gh)
         dxw, dhw = xp.empty_like(self.gates), xp.empty_like(self.gates)
         gh_direct = _gru_backward(self.gates, self.hn, self.arg(2), gh, dxw, dhw)
@@ -348,6 +360,7 @@ class GRUSequence(Function):
         return hs, h.copy()  # a copy: the final state may be carried and must not keep hs alive
 
     def backward(self, ghs, gh):
+        ghs, gh = _in_dtype(self.gates.dtype, ghs, gh)
         xp = get_array_module(ghs)
         h0, Wh = self.arg(1), self.arg(2)
         dxw, dhw = xp.empty_like(self.gates), xp.empty_like(self.gates)
