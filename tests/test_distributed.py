@@ -96,7 +96,7 @@ def test_seq2seq_with_unequal_shards_equals_one_process(tmp_path, mpi):
 
 
 def test_trainer_weights_ignored_targets_by_the_models_count(tmp_path, mpi):
-    """A loss with ignore_label through the Trainer: each rank weighted by model.loss_terms."""
+    """A loss with ignore_label through the Trainer: each rank weighted by model.loss_weight."""
     arrays, meta = run_case("padded", tmp_path)
     assert_ranks_equal_reference(arrays)
     assert_same_records(meta["history"], meta["reference_history"])
@@ -251,7 +251,8 @@ def test_shard_gives_each_rank_its_streams_and_refuses_what_does_not_split():
     for whole, first, second in zip(source.batches(), *parts):
         for a, p, q in zip(whole, first, second):
             np.testing.assert_array_equal(np.concatenate([p, q]), a)
-        assert first.rows == (0, 2, 4) and second.rows == (2, 4, 4)
+        assert (first.rows, first.total, second.rows, second.total) == ((0, 2), 4, (2, 4), 4)
+        assert first.weight == second.weight == 2 * 5  # source.count: the part's target tokens
     shard = dist.Shard(source, FakeComm(1, 2))
     assert len(shard) == len(source) and shard.spec() == source.spec() and shard.rows() == (2, 4)
     with pytest.raises(ValueError, match="batch of 4 streams does not split over 3 ranks"):
@@ -260,21 +261,42 @@ def test_shard_gives_each_rank_its_streams_and_refuses_what_does_not_split():
     with pytest.raises(ValueError, match="a batch of 1 rows cannot give each of 2 ranks a row"):
         dist.Shard(ShuffledBatcher(examples, 3, drop_last=False), FakeComm(0, 2))
     one = list(dist.Shard(source, dist.SerialComm()).batches())  # one process: the whole batch
-    assert all(p.rows == (0, 4, 4) and np.array_equal(p[0], b[0]) for p, b in zip(one, source.batches()))
+    assert all(p.rows == (0, 4) and np.array_equal(p[0], b[0]) for p, b in zip(one, source.batches()))
 
 
-def test_batch_rows_draw_the_rows_of_the_combined_mask():
+def test_generators_with_a_part_draw_the_rows_of_the_combined_mask():
     full, parts = tg_random.Generator(5), [tg_random.Generator(5) for _ in range(2)]
     like = np.zeros(1, np.float32)
     whole = F.dropout_mask((6, 1, 4), 0.5, full, like)
     pieces = []
-    for gen, rows in zip(parts, ((0, 3, 6), (3, 6, 6))):
-        with F.batch_rows(rows):
-            pieces.append(F.dropout_mask((3, 1, 4), 0.5, gen, like))
+    for gen, rows in zip(parts, ((0, 3), (3, 6))):
+        gen.set_part(rows, 6)
+        pieces.append(F.dropout_mask((3, 1, 4), 0.5, gen, like))
     np.testing.assert_array_equal(np.concatenate(pieces), whole)
     assert parts[0].counter == parts[1].counter == full.counter
-    with F.batch_rows((0, 3, 6)), pytest.raises(ValueError, match=r"first axis must be the 3 rows"):
+    with pytest.raises(ValueError, match=r"rows \(0, 3\) of a combined batch of 6 .* first axis must be their 3"):
         F.dropout_mask((4, 3), 0.5, parts[0], like)
+    parts[0].set_part()
+    assert F.dropout_mask((4, 3), 0.5, parts[0], like).shape == (4, 3)  # whole draws again
+    with pytest.raises(ValueError, match=r"Generator.set_part: rows must be \(start, stop\)"):
+        parts[0].set_part((2, 7), 6)
+
+
+def test_shard_sets_each_parts_rows_on_the_models_generators_and_weighs_by_the_models_count():
+    model = LSTMLM(20, 5, 5, seed=0)
+    gen = tg_random.Generator(1)
+    model.generators = lambda: {"drop/generator": gen}
+    model.loss_weight = lambda xs, ts: int((ts % 2 == 0).sum())
+    source = BPTTBatcher(np.arange(400) % 20, 4, 5)
+    seen = []
+    for part in dist.Shard(source, FakeComm(1, 2), model).batches():
+        seen.append(gen.part)
+        assert part.weight == int((part[1] % 2 == 0).sum())
+    assert seen == [((2, 4), 4)] * len(source) and gen.part is None  # whole draws again after the epoch
+    stopped = dist.Shard(source, FakeComm(1, 2), model).batches()
+    next(stopped)
+    stopped.close()  # a consumer that stops early (max_iters)
+    assert gen.part is None
 
 
 class Gathered(FakeComm):

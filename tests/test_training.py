@@ -340,8 +340,9 @@ def test_the_trainer_refuses_bad_settings_and_batches_on_another_device(tmp_path
     for clip in (-1.0, 0.0, float("inf")):
         with pytest.raises(ValueError, match="Trainer: clip"):
             Trainer(model, opt, BPTTBatcher(TRAIN, 4, 5), clip=clip)
-    with pytest.raises(ValueError, match="list schedules before Checkpoint"):
-        Trainer(model, opt, BPTTBatcher(TRAIN, 4, 5), extensions=[Checkpoint(tmp_path), Cosine(2)])
+    ordered = Trainer(model, opt, BPTTBatcher(TRAIN, 4, 5),
+                      extensions=[History(tmp_path), Checkpoint(tmp_path), LogReport(), Cosine(2)]).extensions
+    assert [type(e).__name__ for e in ordered] == ["Cosine", "Checkpoint", "History", "LogReport"]  # by priority
     with pytest.raises(ValueError, match="share a name"):
         Trainer(model, opt, BPTTBatcher(TRAIN, 4, 5), extensions=[History(tmp_path), History(tmp_path / "b")])
     with pytest.raises(ValueError, match="the optimizer is set up for another LSTMLM, not this LSTMLM"):
