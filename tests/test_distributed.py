@@ -313,6 +313,14 @@ class Gathered(FakeComm):
         return self.sums(values)
 
 
+def test_shard_refuses_ranks_whose_batch_sources_differ():
+    source = BPTTBatcher(np.arange(400) % 30, 4, 5)
+    dist.Shard(source, Gathered([(len(source), source.spec())]))
+    shorter = BPTTBatcher(np.arange(300) % 30, 4, 5)
+    with pytest.raises(ValueError, match=r"ranks build different batch sources \(rank 0: 19 batches .*rank 1: 14 batches"):
+        dist.Shard(source, Gathered([(len(shorter), shorter.spec())]))
+
+
 def test_check_layout_names_every_difference():
     model = LSTMLM(20, 5, 5, seed=0)
     mine = dist.layout(model)

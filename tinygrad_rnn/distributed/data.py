@@ -59,7 +59,8 @@ class Shard:
             ``loss_weight``); None: weights from ``source.count``, generators untouched.
     Raises:
         ValueError: a source whose rows carry state (``BPTTBatcher``'s streams) with a batch
-            size the ranks do not divide, or a batch (the last one too) with fewer rows than ranks.
+            size the ranks do not divide, a batch (the last one too) with fewer rows than ranks,
+            or ranks whose sources differ in length or settings (raised on every rank).
     """
 
     def __init__(self, source, comm, model=None):
@@ -75,6 +76,12 @@ class Shard:
         if smallest < size:
             raise ValueError(f"distributed.Shard: a batch of {smallest} rows cannot give each of {size} ranks a row "
                              "(use drop_last, or a larger batch)")
+        theirs = comm.allgather_obj((len(source), source.spec()))  # ranks that disagree would wait forever
+        other = [f"rank {r}: {length} batches of {spec}" for r, (length, spec) in enumerate(theirs)
+                 if (length, spec) != theirs[0]]
+        if other:
+            raise ValueError(f"distributed.Shard: the ranks build different batch sources (rank 0: {theirs[0][0]} "
+                             f"batches of {theirs[0][1]}; {'; '.join(other)}): build the same one on every rank")
         self.batch_size = n
         self.unit, self.device, self.reset_each_epoch = source.unit, source.device, source.reset_each_epoch
         self.carries_state = source.carries_state

@@ -43,7 +43,7 @@ _SUMS = {"loss": 0.0, "items": 0, "seconds": 0.0, "window_loss": 0.0, "window": 
 _SUMMED = ("loss", "window_loss", "items")  # per rank while running, totals over the ranks in a state
 # what the trainer reads of a batch source (tinygrad_rnn.data.batching)
 _SOURCE = ("__len__", "batches", "count", "spec", "unit", "device", "reset_each_epoch", "carries_state")
-_EVALUATOR = ("name", "main", "higher_is_better")
+_EVALUATOR = ("name", "main", "keys", "higher_is_better")
 # the entries of a state and their keys that a checkpoint must have; "model" and "carried" are arrays
 # only, and a file has none of them for a model without parameters or carried state
 _STATE = {"trainer": ("epoch", "iteration", "total_iterations", "sums"), "history": ("epochs", "iterations"),
@@ -75,8 +75,9 @@ class Trainer:
         clip (float, optional): clip the global gradient norm to this (> 0): the trainer adds
             an ``optimizers.GradientClipping`` hook to the optimizer.
         evaluators (sequence): called as ``evaluator(model, comm)`` after each epoch
-            (``evaluation.Perplexity``, ``evaluation.ExactMatch``); each has ``name``, ``main``
-            and ``higher_is_better``, and returns numbers reduced over the ranks of ``comm``.
+            (``evaluation.Perplexity``, ``evaluation.ExactMatch``); each has ``name``, ``main``,
+            ``keys`` and ``higher_is_better``, and returns its ``keys``' numbers, reduced over
+            the ranks of ``comm``.
         extensions (sequence of Extension): progress, logs, history, checkpoints, schedules;
             called by ``priority``, highest first, in the given order among equals (schedules
             before checkpoints, so that a checkpoint holds the next epoch's learning rate); those
@@ -254,7 +255,11 @@ class Trainer:
                   f"{self.batches.unit}_per_second": items / max(sums["seconds"], 1e-12)}
         began = time.perf_counter()
         for evaluator in self.evaluators:
-            record.update({f"{evaluator.name}_{k}": v for k, v in evaluator(self.model, self.comm).items()})
+            numbers = evaluator(self.model, self.comm)
+            if set(numbers) != set(evaluator.keys):
+                raise ValueError(f"Trainer: evaluator {evaluator.name!r} returned {sorted(numbers)}, its keys are "
+                                 f"{sorted(evaluator.keys)}")
+            record.update({f"{evaluator.name}_{k}": v for k, v in numbers.items()})
         record["eval_seconds"] = time.perf_counter() - began
         self.history["epochs"].append(record)
         return record
@@ -267,14 +272,15 @@ class Trainer:
             what (str): its argument (``"monitor"``).
             key (str): the record key.
         Raises:
-            ValueError: ``key`` is neither a key of every record nor ``<evaluator name>_<number>``.
+            ValueError: ``key`` is neither a key of every record nor ``<evaluator name>_<key>``.
         """
         unit = "items" if self.batches is None else self.batches.unit
         fixed = ("epoch", "iteration", "iterations", "complete", "train_loss", "train_perplexity", "lr", "seconds",
                  f"{unit}_per_second", "eval_seconds")
-        if key in fixed or any(key.startswith(f"{e.name}_") for e in self.evaluators):
+        evaluated = [f"{e.name}_{k}" for e in self.evaluators for k in e.keys]
+        if key in fixed or key in evaluated:
             return
-        evaluated = ", ".join(f"{e.name}_{e.main}" for e in self.evaluators) or "none: no evaluators"
+        evaluated = ", ".join(evaluated) or "none: no evaluators"
         raise ValueError(f"{who}: {what} {key!r} is not a key of the epoch records (evaluated: {evaluated}; "
                          f"always: {', '.join(fixed)})")
 
@@ -470,7 +476,7 @@ def _checked_evaluators(evaluators):
         missing = [a for a in _EVALUATOR if not hasattr(e, a)] + ([] if callable(e) else ["__call__"])
         if missing:
             raise TypeError(f"Trainer: evaluator {e!r} has no {', '.join(missing)} (an evaluator is called as "
-                            "evaluator(model, comm) and has name, main and higher_is_better)")
+                            "evaluator(model, comm) and has name, main, keys and higher_is_better)")
     names = [e.name for e in evaluators]
     if len(set(names)) != len(names):
         raise ValueError(f"Trainer: two evaluators share a name ({', '.join(names)}); their record keys would mix")
