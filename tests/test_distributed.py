@@ -160,10 +160,10 @@ def test_layout_mismatch_raises_on_every_rank(tmp_path, mpi):
 def test_a_failing_rank_ends_the_job_fast(how, runner, tmp_path, mpi):
     """Rank 1 raises, exits or stalls after step 2 while rank 0 waits in a collective: the job ends within 10 s.
 
-    An exception aborts the job at once (the excepthook of ``init``, or ``python -m mpi4py``), as does
-    ``sys.exit`` under ``-m mpi4py`` or a killed rank; a plain ``sys.exit`` leaves the rank waiting in
-    MPI's finalization and a stall leaves it computing, and the other rank's watchdog (3 s here) ends
-    the job."""
+    An exception or a ``sys.exit`` inside ``fit`` aborts the job at once (``comm.leave``; a plain
+    ``sys.exit`` used to leave the rank waiting in MPI's finalization until the other rank's watchdog
+    fired), as does a killed rank; a stall leaves the rank computing, and the other rank's watchdog
+    (3 s here) ends the job."""
     code, output, seconds = mpirun(how, tmp_path / "out.npz", timeout=60, runner=runner)
     assert code != 0, output
     assert seconds < 10, output
@@ -171,8 +171,10 @@ def test_a_failing_rank_ends_the_job_fast(how, runner, tmp_path, mpi):
     assert "finished" not in output
     if how == "raise":
         assert "RuntimeError: injected failure on rank 1" in output  # the failing rank's traceback
-    if how == "stall" or (how == "exit" and not runner):
+    if how == "stall":
         assert "Timeout" in output and "in _collective" in output  # the waiting rank's stack, from the watchdog
+    if how == "exit":
+        assert "SystemExit: 3" in output and "Timeout" not in output  # ended by rank 1, not by rank 0's watchdog
 
 
 def test_training_tool_with_distributed_matches_one_process(tmp_path, mpi):

@@ -179,6 +179,8 @@ class Trainer:
             ``_record``), and ``iterations``, the running loss every ``log_every`` steps.
         Raises:
             ValueError: bad ``epochs``/``max_iters``, or batches on another device than the model.
+            BaseException: what an extension, the model or the data raise; data parallel, the
+                rank prints it and ends the whole job instead (``comm.leave``), ``sys.exit`` too.
         """
         if self.batches is None:
             raise ValueError("Trainer.fit: the trainer has no batch source (built with batches=None)")
@@ -189,13 +191,17 @@ class Trainer:
         device = "gpu" if p is not None and backend.is_cupy_array(p.data) else "cpu"
         if self.batches.device != device:
             raise ValueError(f"Trainer.fit: the batches are on the {self.batches.device}, the model on the {device}")
-        for e in self._here:
-            e.on_start(self)
-        self.model.cleargrads()
-        while self.epoch < epochs and (max_iters is None or self.total_iterations < max_iters):
-            self._run_epoch(max_iters)
-        for e in self._here:
-            e.on_end(self)
+        try:
+            for e in self._here:
+                e.on_start(self)
+            self.model.cleargrads()
+            while self.epoch < epochs and (max_iters is None or self.total_iterations < max_iters):
+                self._run_epoch(max_iters)
+            for e in self._here:
+                e.on_end(self)
+        except BaseException as error:  # data parallel, the other ranks would wait for this one: end the job
+            self.comm.leave(error)
+            raise
         return self.history
 
     def _run_epoch(self, max_iters):
