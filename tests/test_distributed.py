@@ -256,7 +256,7 @@ def test_shard_gives_each_rank_its_streams_and_refuses_what_does_not_split():
         assert (first.rows, first.total, second.rows, second.total) == ((0, 2), 4, (2, 4), 4)
         assert first.weight == second.weight == 2 * 5  # source.count: the part's target tokens
     shard = dist.Shard(source, FakeComm(1, 2))
-    assert len(shard) == len(source) and shard.spec() == source.spec() and shard.rows() == (2, 4)
+    assert len(shard) == len(source) and shard.spec() == source.spec() and shard.batch_size == 4
     with pytest.raises(ValueError, match="batch of 4 streams does not split over 3 ranks"):
         dist.Shard(source, FakeComm(0, 3))
     examples = (np.arange(21).reshape(7, 3) % 5, np.arange(14).reshape(7, 2) % 5)

@@ -101,10 +101,6 @@ class Shard:
         """Items in this rank's part (for throughput)."""
         return self.source.count(batch)
 
-    def rows(self):
-        """This rank's rows of a full batch, ``(start, stop)``: the rows of the carried state."""
-        return shard_rows(self.batch_size, self.comm)
-
     def batches(self, epoch=0, start=0):
         """This rank's parts of the batches of ``source.batches(epoch, start)``.
 

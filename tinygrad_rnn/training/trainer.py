@@ -33,7 +33,7 @@ import time
 from tinygrad_rnn import backend
 from tinygrad_rnn.checks import integer, number
 from tinygrad_rnn.core import Variable
-from tinygrad_rnn.distributed import DistributedOptimizer, SerialComm, Shard, gather_rows
+from tinygrad_rnn.distributed import DistributedOptimizer, SerialComm, Shard, gather_rows, shard_rows
 from tinygrad_rnn.optimizers import GradientClipping
 from tinygrad_rnn.training import checkpoint
 from tinygrad_rnn.training.evaluation import exp
@@ -380,9 +380,8 @@ class Trainer:
         """Load ``state`` (``split``: of the combined batch, which each rank takes its part of)."""
         self.model.load_state_dict(state.get("model", {}))
         carried = state.get("carried", {})
-        if split and self.comm.size > 1:
-            start, stop = self.batches.rows()
-            carried = {k: a[start:stop] for k, a in carried.items()}
+        if split:  # this rank's rows of the combined batch's state (all of it on one process)
+            carried = {k: a[slice(*shard_rows(len(a), self.comm))] for k, a in carried.items()}
         self.model.load_carried_state(carried)
         for name, g in self.model.generators().items():
             g.load_state_dict(state["generators"][name])
@@ -424,7 +423,7 @@ class Trainer:
             self.model.check_state_dict(state.get("model", {}))
         except ValueError as e:
             out.append(f"model parameters: {str(e).split(': ', 1)[1]}")
-        if self.comm.size > 1:
+        if self.batches is not None:  # the carried state is the combined batch's, which the ranks split
             rows = self.batches.batch_size
             out += [f"carried state {k} has {a.shape[0] if a.ndim else 0} rows, the batch {rows}"
                     for k, a in state.get("carried", {}).items() if not a.ndim or a.shape[0] != rows]
