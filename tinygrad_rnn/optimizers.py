@@ -359,7 +359,7 @@ def clip_grads(params, max_norm, eps=1e-6):
     first = with_grad[0].grad.data
     xp = get_array_module(first)
     dtype = np.result_type(np.float32, *{p.grad.data.dtype for p in with_grad})
-    norm = xp.zeros((), dtype=dtype)  # summed into in place, on the gradients' device
+    norm = xp.zeros_like(first, dtype=dtype, shape=())  # 0-d, on the gradients' device, summed into in place
     for p in with_grad:
         g = p.grad.data.astype(dtype, copy=False)  # a copy for float16 only
         norm += xp.vdot(g, g)  # one pass, no temporary of the gradient's size

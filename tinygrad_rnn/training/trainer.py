@@ -238,7 +238,7 @@ class Trainer:
         sums = self.sums
         window_loss, = self.comm.allreduce_numbers([sums["window_loss"]])
         entry = {"iteration": self.total_iterations, "epoch": self.epoch + 1, "loss": window_loss / sums["window"]}
-        sums["window_loss"], sums["window"] = 0.0, 0
+        sums.update({k: _SUMS[k] for k in ("window_loss", "window")})
         self.history["iterations"].append(entry)
         for e in self._here:
             e.on_log(self, entry)
