@@ -319,7 +319,7 @@ def test_shard_refuses_ranks_whose_batch_sources_differ():
     source = BPTTBatcher(np.arange(400) % 30, 4, 5)
     dist.Shard(source, Gathered([(len(source), source.spec())]))
     shorter = BPTTBatcher(np.arange(300) % 30, 4, 5)
-    with pytest.raises(ValueError, match=r"ranks build different batch sources \(rank 0: 19 batches .*rank 1: 14 batches"):
+    with pytest.raises(ValueError, match=r"different batch sources \(rank 0: 19 batches .*rank 1: 14 batches"):
         dist.Shard(source, Gathered([(len(shorter), shorter.spec())]))
 
 

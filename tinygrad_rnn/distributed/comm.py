@@ -100,6 +100,27 @@ class SerialComm:
     def barrier(self):
         """Wait until every rank is here."""
 
+    def from_root(self, read, errors=(OSError, ValueError)):
+        """``read()`` on rank 0, its result on every rank (e.g. a file only rank 0 needs to see).
+
+        Args:
+            read (callable): no arguments; returns a picklable object.
+            errors (tuple): the exception types that are sent to every rank and raised there
+                (others end rank 0 alone, and the job through the excepthook).
+        Returns:
+            object: rank 0's ``read()``.
+        Raises:
+            Exception: rank 0's error of one of ``errors``, on every rank.
+        """
+        try:
+            result = read() if self.is_root else None
+        except errors as e:
+            result = e
+        result = self.bcast_obj(result)
+        if isinstance(result, errors):
+            raise result
+        return result
+
     def abort(self, code=1):
         """End the whole job now with exit status ``code``."""
         sys.stdout.flush()

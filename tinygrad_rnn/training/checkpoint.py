@@ -35,12 +35,18 @@ def save(path, state, run):
     save_npz(path, arrays, meta)
 
 
-def _read(path):
-    """``(state, run)`` of the file at ``path``; a ValueError naming it when it is not a checkpoint."""
+def _read_file(path):
+    """The arrays and metadata of the file at ``path``; a ValueError naming it when it is not a checkpoint."""
     arrays, meta = load_npz(path)
     if meta is None or meta.get("format") != FORMAT:
         found = "no trainer metadata" if meta is None else f"format {meta.get('format')!r}"
         raise ValueError(f"{path} is not a tinygrad_rnn trainer checkpoint ({found}; expected {FORMAT!r})")
+    return arrays, meta
+
+
+def _read(path):
+    """``(state, run)`` of the checkpoint at ``path``: its arrays put back into their parts."""
+    arrays, meta = _read_file(path)
     state = {k: v for k, v in meta.items() if k not in ("format", "run")}
     for key, a in arrays.items():
         part, _, name = key.partition("/")
@@ -57,15 +63,13 @@ def read(path):
         path (str | Path): a file written by ``Trainer.save_checkpoint``.
     Returns:
         tuple: ``(parameters, meta)``: dict path -> ndarray for ``Layer.load_state_dict``, and
-        the state's JSON part with ``"run"`` (``meta["run"]`` holds what the run stored, e.g.
-        the model's spec; ``meta["trainer"]`` the counters).
+        the metadata (``meta["run"]`` holds what the run stored, e.g. the model's spec;
+        ``meta["trainer"]`` the counters).
     Raises:
         ValueError: not a tinygrad_rnn trainer checkpoint.
     """
-    state, run = _read(path)
-    meta = {k: v for k, v in state.items() if k not in ("model", "carried", "optimizer")}
-    meta.update(format=FORMAT, run=run)
-    return state.get("model", {}), meta
+    arrays, meta = _read_file(path)
+    return {k[len("model/"):]: v for k, v in arrays.items() if k.startswith("model/")}, meta
 
 
 def load(path, comm):
@@ -81,11 +85,4 @@ def load(path, comm):
         ValueError, OSError: not a tinygrad_rnn checkpoint (damaged, another format), or
             unreadable; raised on every rank.
     """
-    try:
-        loaded = _read(path) if comm.is_root else None
-    except (OSError, ValueError) as e:
-        loaded = e
-    loaded = comm.bcast_obj(loaded)
-    if isinstance(loaded, BaseException):
-        raise loaded
-    return loaded
+    return comm.from_root(lambda: _read(path))

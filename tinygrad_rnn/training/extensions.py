@@ -3,8 +3,9 @@
 An extension is called by ``Trainer.fit`` at fixed points, by ``priority``, highest first
 (``PRIORITY_EDITOR`` for what changes the training, such as schedules, then ``PRIORITY_WRITER``
 for checkpoints, which so hold the next epoch's learning rate, then ``PRIORITY_READER`` for what
-only reports), in the order of the trainer's ``extensions`` list among equals: ``on_start(trainer)`` when ``fit`` begins, ``on_iteration(trainer)`` after
-every step, ``on_log(trainer, entry)`` every ``log_every`` steps with the running loss,
+only reports), in the order of the trainer's ``extensions`` list among equals:
+``on_start(trainer)`` when ``fit`` begins, ``on_iteration(trainer)`` after every step,
+``on_log(trainer, entry)`` every ``log_every`` steps with the running loss,
 ``on_epoch_end(trainer, record)`` after each epoch (or part of one, when ``max_iters`` stops
 it) once the evaluators have run, and ``on_end(trainer)``. Extensions with state (schedules,
 the best value a checkpoint tracks) return it from ``state_dict`` and the trainer's checkpoints
@@ -13,7 +14,7 @@ keep it under the extension's ``name``.
 In a data-parallel run every rank calls the extensions but those with ``root_only`` (the
 progress bar, the log lines, the history files), which only rank 0 runs. Schedules and
 ``Checkpoint`` run on every rank: a schedule changes every rank's learning rate, and writing a
-checkpoint is collective (rank 0 gathers the carried state, then writes alone).
+checkpoint is collective (``Trainer.state_dict`` gathers the carried state, then rank 0 writes alone).
 """
 import math
 import sys
