@@ -375,3 +375,24 @@ def test_two_gpus_train_as_one(tmp_path, mpi, cupy):
         pytest.skip("needs two GPUs: one rank per GPU")
     arrays, meta = run_case("gpu", tmp_path)
     assert_ranks_equal_reference(arrays)
+
+
+class Rank1(FakeComm):
+    """Rank 1 of 2, to which rank 0 sends ``sent``."""
+
+    def __init__(self, sent):
+        super().__init__(1, 2)
+        self.sent = sent
+
+    def bcast_obj(self, obj):
+        assert obj is None  # rank 1 sends nothing
+        return self.sent
+
+
+def test_from_root_gives_every_rank_the_result_or_the_error_of_rank_0(tmp_path):
+    assert Rank1(7).from_root(lambda: pytest.fail("read on rank 1")) == 7
+    with pytest.raises(ValueError, match="not a tinygrad_rnn trainer checkpoint"):
+        Rank1(ValueError("x.npz is not a tinygrad_rnn trainer checkpoint")).from_root(lambda: 0)
+    assert dist.SerialComm().from_root(lambda: 3) == 3
+    with pytest.raises(FileNotFoundError):
+        dist.SerialComm().from_root(lambda: open(tmp_path / "missing.npz"))
