@@ -14,7 +14,7 @@ from tinygrad_rnn.backend import as_numpy
 from tinygrad_rnn import functions as F
 from tinygrad_rnn.data import BPTTBatcher, ShuffledBatcher, toy_seq
 from tinygrad_rnn.models import LSTMLM, BetterLSTMLM, PeekySeq2seq
-from tinygrad_rnn.optimizers import SGD, Adam, clip_grads
+from tinygrad_rnn.optimizers import SGD, Adam, GradientClipping
 from tinygrad_rnn.serialization import save_npz
 from tinygrad_rnn.training import Checkpoint, Extension, Perplexity, ReduceOnPlateau, Trainer
 
@@ -54,7 +54,7 @@ class PaddedSeq2seq(PeekySeq2seq):
         inputs = ts[:, :-1] * (ts[:, :-1] >= 0)  # padding read as token 0; its targets do not count
         return F.softmax_cross_entropy(self(xs, inputs), ts[:, 1:], ignore_label=-1)
 
-    def loss_terms(self, xs, ts):
+    def loss_weight(self, xs, ts):
         return int((ts[:, 1:] >= 0).sum())
 
 
@@ -102,15 +102,13 @@ def hand_loop(comm, out):
 
     def run(comm, rows):
         model = PeekySeq2seq(13, 8, 16, seed=0, dtype=np.float64)
-        opt = dist.DistributedOptimizer(Adam(1e-2), comm).setup(model)
+        opt = dist.DistributedOptimizer(Adam(1e-2), comm).setup(model).add_hook(GradientClipping(1.0))
         for k in range(0, 24, 8):
             xs, t = ADDITION.x_train[k:k + 8][rows], ts[k:k + 8][rows]
             scores = model(xs, np.where(t[:, :-1] < 0, 0, t[:, :-1]))
             loss = F.softmax_cross_entropy(scores, t[:, 1:], ignore_label=-1)
             loss.backward()
-            opt.reduce_grads(weight=int((t[:, 1:] != -1).sum()))
-            clip_grads(model.params(), 1.0)
-            opt.update()
+            opt.update(weight=int((t[:, 1:] != -1).sum()))  # reduce, clip, update
             model.cleargrads()
         return model
 

@@ -99,7 +99,7 @@ def test_seq2seq_with_unequal_shards_equals_one_process(tmp_path, mpi):
 
 
 def test_trainer_weights_ignored_targets_by_the_models_count(tmp_path, mpi):
-    """A loss with ignore_label through the Trainer: each rank weighted by model.loss_terms."""
+    """A loss with ignore_label through the Trainer: each rank weighted by model.loss_weight."""
     arrays, meta = run_case("padded", tmp_path)
     assert_ranks_equal_reference(arrays)
     assert_same_records(meta["history"], meta["reference_history"])
@@ -163,10 +163,10 @@ def test_layout_mismatch_raises_on_every_rank(tmp_path, mpi):
 def test_a_failing_rank_ends_the_job_fast(how, runner, tmp_path, mpi):
     """Rank 1 raises, exits or stalls after step 2 while rank 0 waits in a collective: the job ends within 10 s.
 
-    An exception aborts the job at once (the excepthook of ``init``, or ``python -m mpi4py``), as does
-    ``sys.exit`` under ``-m mpi4py`` or a killed rank; a plain ``sys.exit`` leaves the rank waiting in
-    MPI's finalization and a stall leaves it computing, and the other rank's watchdog (3 s here) ends
-    the job."""
+    An exception or a ``sys.exit`` inside ``fit`` aborts the job at once (``comm.leave``; a plain
+    ``sys.exit`` used to leave the rank waiting in MPI's finalization until the other rank's watchdog
+    fired), as does a killed rank; a stall leaves the rank computing, and the other rank's watchdog
+    (3 s here) ends the job."""
     code, output, seconds = mpirun(how, tmp_path / "out.npz", timeout=60, runner=runner)
     assert code != 0, output
     assert seconds < 10, output
@@ -174,8 +174,10 @@ def test_a_failing_rank_ends_the_job_fast(how, runner, tmp_path, mpi):
     assert "finished" not in output
     if how == "raise":
         assert "RuntimeError: injected failure on rank 1" in output  # the failing rank's traceback
-    if how == "stall" or (how == "exit" and not runner):
+    if how == "stall":
         assert "Timeout" in output and "in _collective" in output  # the waiting rank's stack, from the watchdog
+    if how == "exit":
+        assert "SystemExit: 3" in output and "Timeout" not in output  # ended by rank 1, not by rank 0's watchdog
 
 
 def test_training_tool_with_distributed_matches_one_process(tmp_path, mpi):
@@ -254,30 +256,52 @@ def test_shard_gives_each_rank_its_streams_and_refuses_what_does_not_split():
     for whole, first, second in zip(source.batches(), *parts):
         for a, p, q in zip(whole, first, second):
             np.testing.assert_array_equal(np.concatenate([p, q]), a)
-        assert first.rows == (0, 2, 4) and second.rows == (2, 4, 4)
+        assert (first.rows, first.total, second.rows, second.total) == ((0, 2), 4, (2, 4), 4)
+        assert first.weight == second.weight == 2 * 5  # source.count: the part's target tokens
     shard = dist.Shard(source, FakeComm(1, 2))
-    assert len(shard) == len(source) and shard.spec() == source.spec() and shard.rows() == (2, 4)
+    assert len(shard) == len(source) and shard.spec() == source.spec() and shard.batch_size == 4
     with pytest.raises(ValueError, match="batch of 4 streams does not split over 3 ranks"):
         dist.Shard(source, FakeComm(0, 3))
     examples = (np.arange(21).reshape(7, 3) % 5, np.arange(14).reshape(7, 2) % 5)
     with pytest.raises(ValueError, match="a batch of 1 rows cannot give each of 2 ranks a row"):
         dist.Shard(ShuffledBatcher(examples, 3, drop_last=False), FakeComm(0, 2))
     one = list(dist.Shard(source, dist.SerialComm()).batches())  # one process: the whole batch
-    assert all(p.rows == (0, 4, 4) and np.array_equal(p[0], b[0]) for p, b in zip(one, source.batches()))
+    assert all(p.rows == (0, 4) and np.array_equal(p[0], b[0]) for p, b in zip(one, source.batches()))
 
 
-def test_batch_rows_draw_the_rows_of_the_combined_mask():
+def test_generators_with_a_part_draw_the_rows_of_the_combined_mask():
     full, parts = tg_random.Generator(5), [tg_random.Generator(5) for _ in range(2)]
     like = np.zeros(1, np.float32)
     whole = F.dropout_mask((6, 1, 4), 0.5, full, like)
     pieces = []
-    for gen, rows in zip(parts, ((0, 3, 6), (3, 6, 6))):
-        with F.batch_rows(rows):
-            pieces.append(F.dropout_mask((3, 1, 4), 0.5, gen, like))
+    for gen, rows in zip(parts, ((0, 3), (3, 6))):
+        gen.set_part(rows, 6)
+        pieces.append(F.dropout_mask((3, 1, 4), 0.5, gen, like))
     np.testing.assert_array_equal(np.concatenate(pieces), whole)
     assert parts[0].counter == parts[1].counter == full.counter
-    with F.batch_rows((0, 3, 6)), pytest.raises(ValueError, match=r"first axis must be the 3 rows"):
+    with pytest.raises(ValueError, match=r"rows \(0, 3\) of a combined batch of 6 .* first axis must be their 3"):
         F.dropout_mask((4, 3), 0.5, parts[0], like)
+    parts[0].set_part()
+    assert F.dropout_mask((4, 3), 0.5, parts[0], like).shape == (4, 3)  # whole draws again
+    with pytest.raises(ValueError, match=r"Generator.set_part: rows must be \(start, stop\)"):
+        parts[0].set_part((2, 7), 6)
+
+
+def test_shard_sets_each_parts_rows_on_the_models_generators_and_weighs_by_the_models_count():
+    model = LSTMLM(20, 5, 5, seed=0)
+    gen = tg_random.Generator(1)
+    model.generators = lambda: {"drop/generator": gen}
+    model.loss_weight = lambda xs, ts: int((ts % 2 == 0).sum())
+    source = BPTTBatcher(np.arange(400) % 20, 4, 5)
+    seen = []
+    for part in dist.Shard(source, FakeComm(1, 2), model).batches():
+        seen.append(gen.part)
+        assert part.weight == int((part[1] % 2 == 0).sum())
+    assert seen == [((2, 4), 4)] * len(source) and gen.part is None  # whole draws again after the epoch
+    stopped = dist.Shard(source, FakeComm(1, 2), model).batches()
+    next(stopped)
+    stopped.close()  # a consumer that stops early (max_iters)
+    assert gen.part is None
 
 
 class Gathered(FakeComm):
@@ -292,6 +316,14 @@ class Gathered(FakeComm):
 
     def allreduce_numbers(self, values):
         return self.sums(values)
+
+
+def test_shard_refuses_ranks_whose_batch_sources_differ():
+    source = BPTTBatcher(np.arange(400) % 30, 4, 5)
+    dist.Shard(source, Gathered([(len(source), source.spec())]))
+    shorter = BPTTBatcher(np.arange(300) % 30, 4, 5)
+    with pytest.raises(ValueError, match=r"different batch sources \(rank 0: 19 batches .*rank 1: 14 batches"):
+        dist.Shard(source, Gathered([(len(shorter), shorter.spec())]))
 
 
 def test_check_layout_names_every_difference():
@@ -386,3 +418,24 @@ def test_two_gpus_train_as_one(tmp_path, mpi, cupy, nccl):
         pytest.skip("needs two GPUs: one rank per GPU")
     arrays, meta = run_case("gpu", tmp_path)
     assert_ranks_equal_reference(arrays)
+
+
+class Rank1(FakeComm):
+    """Rank 1 of 2, to which rank 0 sends ``sent``."""
+
+    def __init__(self, sent):
+        super().__init__(1, 2)
+        self.sent = sent
+
+    def bcast_obj(self, obj):
+        assert obj is None  # rank 1 sends nothing
+        return self.sent
+
+
+def test_from_root_gives_every_rank_the_result_or_the_error_of_rank_0(tmp_path):
+    assert Rank1(7).from_root(lambda: pytest.fail("read on rank 1")) == 7
+    with pytest.raises(ValueError, match="not a tinygrad_rnn trainer checkpoint"):
+        Rank1(ValueError("x.npz is not a tinygrad_rnn trainer checkpoint")).from_root(lambda: 0)
+    assert dist.SerialComm().from_root(lambda: 3) == 3
+    with pytest.raises(FileNotFoundError):
+        dist.SerialComm().from_root(lambda: open(tmp_path / "missing.npz"))

@@ -5,7 +5,7 @@ import pytest
 
 from tinygrad_rnn import Parameter, Variable
 from tinygrad_rnn import layers as L
-from tinygrad_rnn.optimizers import SGD, AdaGrad, Adam, MomentumSGD, RMSprop, clip_grads
+from tinygrad_rnn.optimizers import SGD, AdaGrad, Adam, GradientClipping, MomentumSGD, RMSprop, clip_grads
 
 P0 = np.array([1.0, -2.0, 0.5])
 GRADS = [np.array([0.5, -1.0, 2.0]), np.array([-0.25, 0.5, 1.0])]
@@ -243,3 +243,31 @@ def test_optimizer_state_follows_parameters_to_gpu(cupy):
     p.grad = a
     norm = clip_grads([p], 1.0)
     assert get_array_module(norm) is cupy and float(norm) == pytest.approx(5.0)
+
+
+def test_clip_grads_sums_float16_norms_in_float32():
+    """Summed in float16, the squared norm of 300 gradients of 20 overflowed to inf and the scale zeroed them."""
+    p = Parameter(np.zeros(300, np.float16))
+    p.grad = Variable(np.full(300, 20.0, np.float16))
+    norm = clip_grads([p], 1.0)
+    assert norm.dtype == np.float32 and float(norm) == pytest.approx(20.0 * math.sqrt(300), rel=1e-6)
+    assert p.grad.dtype == np.float16
+    np.testing.assert_allclose(p.grad.data.astype(np.float64), 1 / math.sqrt(300), rtol=1e-3)
+
+
+def test_gradient_clipping_hook_clips_before_the_update_and_keeps_the_norm_on_the_device():
+    p = Parameter(np.zeros(2))
+    layer = type("One", (), {"namedparams": lambda self: iter([("p", p)]), "params": lambda self: iter([p])})()
+    clipping = GradientClipping(1.0)
+    opt = SGD(lr=1.0).setup(layer).add_hook(clipping)
+    assert clipping.norm is None
+    p.grad = Variable(np.array([3.0, 4.0]))
+    assert opt.update() == 1.0  # one process: the whole loss
+    np.testing.assert_allclose(p.data, [-0.6, -0.8], rtol=1e-6)  # the step of the clipped gradient
+    assert isinstance(clipping.norm, np.ndarray) and float(clipping.norm) == pytest.approx(5.0)
+    with pytest.raises(ValueError, match="SGD.add_hook: the optimizer already has a GradientClipping hook"):
+        opt.add_hook(GradientClipping(2.0))
+    with pytest.raises(TypeError, match="SGD.add_hook: a hook must be callable, got int"):
+        opt.add_hook(3)
+    with pytest.raises(ValueError, match="GradientClipping: max_norm"):
+        GradientClipping(0.0)

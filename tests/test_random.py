@@ -391,3 +391,17 @@ def test_a_numpy_generator_spawns_distinct_keys_without_drawing_from_its_stream(
     assert rng.random() == np.random.default_rng(5).random()  # the weights drawn from rng are unchanged
     again = np.random.default_rng(5)
     assert (Generator(again).seed, Generator(again).seed) == (first.seed, second.seed)
+
+
+def test_a_generator_with_a_part_draws_those_rows_of_the_combined_draw():
+    whole = Generator(9).uniform((5, 3), np.float64)
+    part = Generator(9)
+    part.set_part((1, 4), 5)
+    np.testing.assert_array_equal(part.uniform((3, 3), np.float64), whole[1:4])
+    assert part.counter == Generator(9).counter + 4  # advanced by the combined draw: ceil(15 / 4) blocks
+    with pytest.raises(ValueError, match=r"draws rows \(1, 4\) of a combined batch of 5 .* got shape \(5, 3\)"):
+        part.uniform((5, 3))
+    part.set_part()
+    assert part.uniform((5, 3)).shape == (5, 3)
+    with pytest.raises(ValueError, match="Generator.set_part: rows must be"):
+        part.set_part((0, 2), None)

@@ -4,6 +4,7 @@ import math
 import os
 import subprocess
 import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -13,7 +14,7 @@ from tinygrad_rnn import layers as L
 from tinygrad_rnn.data import BPTTBatcher, ShuffledBatcher, toy_seq
 from tinygrad_rnn.models import LSTMLM, BetterLSTMLM, PeekySeq2seq
 from tinygrad_rnn.optimizers import SGD, Adam
-from tinygrad_rnn.serialization import load_npz
+from tinygrad_rnn.serialization import load_npz, save_npz
 from tinygrad_rnn.training import (Checkpoint, Constant, Cosine, ExactMatch, ExponentialDecay, History,
                                    LogReport, Perplexity, ReduceOnPlateau, StepDecay, Trainer, checkpoint, exact_match,
                                    perplexity)
@@ -340,8 +341,9 @@ def test_the_trainer_refuses_bad_settings_and_batches_on_another_device(tmp_path
     for clip in (-1.0, 0.0, float("inf")):
         with pytest.raises(ValueError, match="Trainer: clip"):
             Trainer(model, opt, BPTTBatcher(TRAIN, 4, 5), clip=clip)
-    with pytest.raises(ValueError, match="list schedules before Checkpoint"):
-        Trainer(model, opt, BPTTBatcher(TRAIN, 4, 5), extensions=[Checkpoint(tmp_path), Cosine(2)])
+    ordered = Trainer(model, opt, BPTTBatcher(TRAIN, 4, 5),
+                      extensions=[History(tmp_path), Checkpoint(tmp_path), LogReport(), Cosine(2)]).extensions
+    assert [type(e).__name__ for e in ordered] == ["Cosine", "Checkpoint", "History", "LogReport"]  # by priority
     with pytest.raises(ValueError, match="share a name"):
         Trainer(model, opt, BPTTBatcher(TRAIN, 4, 5), extensions=[History(tmp_path), History(tmp_path / "b")])
     with pytest.raises(ValueError, match="the optimizer is set up for another LSTMLM, not this LSTMLM"):
@@ -376,3 +378,102 @@ def test_checkpoint_files_hold_no_pickle_and_the_run_metadata(tmp_path):
     assert meta["run"] == {"model": {"kind": "better"}} and meta["format"] == checkpoint.FORMAT
     assert all(a.dtype != object for a in arrays.values())
     assert {"drop0/generator", "drop1/generator", "drop2/generator"} <= set(meta["generators"])
+
+
+def test_a_checkpoint_written_before_the_trainer_owned_its_state_resumes_exactly(tmp_path):
+    """tests/data/checkpoint_v2.npz was written by the trainer of commit 00bf268 (format /2, checkpoint.py
+    reading the trainer's fields): lm_trainer's run stopped at step 27, in epoch 2."""
+    straight = lm_trainer(tmp_path / "straight")
+    straight.fit(epochs=2)
+    resumed = lm_trainer(tmp_path / "resumed", seed=5)
+    run = resumed.resume(Path(__file__).with_name("data") / "checkpoint_v2.npz")
+    assert run == {"written_by": "00bf268"} and (resumed.epoch, resumed.iteration) == (1, 7)
+    resumed.fit(epochs=2)
+    assert_same_training(straight, resumed)
+
+
+def test_the_state_of_a_trainer_round_trips_in_memory_and_through_a_file(tmp_path):
+    first = lm_trainer(tmp_path / "a")
+    first.fit(epochs=2, max_iters=9)
+    state = first.state_dict()
+    assert state["trainer"]["iteration"] == 9 and state["optimizer"]["class"] == "Adam"
+    second = lm_trainer(tmp_path / "b", seed=3)
+    second.load_state_dict(state)
+    third = lm_trainer(tmp_path / "c", seed=4)
+    checkpoint.save(tmp_path / "state.npz", state, {})
+    third.load_state_dict(checkpoint.load(tmp_path / "state.npz", first.comm)[0])
+    for t in (first, second, third):
+        t.fit(epochs=2)
+    assert_same_training(first, second)
+    assert_same_training(first, third)
+
+
+@pytest.mark.parametrize("craft, message", [
+    (lambda meta: meta["trainer"].pop("sums"), "no trainer.sums in the checkpoint"),
+    (lambda meta: meta.pop("generators"), "no generators in the checkpoint"),
+    (lambda meta: meta["trainer"]["sums"].pop("window"), "no trainer.sums.window in the checkpoint"),
+    (lambda meta: meta["trainer"].update(iteration=40), "trainer iteration 40 in the checkpoint, but an epoch of "
+                                                         "this run has 20"),
+    (lambda meta: meta["trainer"].update(epoch=-1), "trainer epoch -1 in the checkpoint is not a count"),
+])
+def test_a_crafted_checkpoint_is_refused_by_name_before_anything_changes(tmp_path, craft, message):
+    lm_trainer(tmp_path).fit(epochs=1, max_iters=3)
+    arrays, meta = load_npz(tmp_path / "last.npz")
+    craft(meta)
+    save_npz(tmp_path / "crafted.npz", arrays, meta)
+    other = lm_trainer(tmp_path / "other", seed=4)
+    with pytest.raises(ValueError, match="crafted.npz does not fit this run") as info:
+        other.resume(tmp_path / "crafted.npz")
+    assert message in str(info.value)
+    assert (other.epoch, other.total_iterations, other.history["epochs"]) == (0, 0, [])
+
+
+class NotASource:
+    def __init__(self, batches):
+        self.batches = batches
+
+
+class ArrayLoss(L.Layer):
+    def loss(self, xs, ts):
+        return np.zeros(())
+
+
+def test_the_trainer_names_a_mistaken_part_where_it_is_made():
+    model = LSTMLM(V, 4, 4, seed=0)
+    opt = SGD(0.1).setup(model)
+    with pytest.raises(TypeError, match="batches must be a batch source .* a NotASource has no __len__, count"):
+        Trainer(model, opt, NotASource([(TRAIN[:5], TRAIN[1:6])]))
+    with pytest.raises(TypeError, match="evaluator .* has no name"):
+        Trainer(model, opt, None, evaluators=[lambda model, comm: {"x": 1.0}])
+    with pytest.raises(ValueError, match="two evaluators share a name"):
+        Trainer(model, opt, None, evaluators=[Perplexity(VALID), Perplexity(VALID)])
+    bare = ArrayLoss()
+    bare.w = L.Linear(2, 2, seed=0)
+    with pytest.raises(TypeError, match="Trainer.step: ArrayLoss.loss returned a ndarray, not a Variable"):
+        Trainer(bare, SGD(0.1).setup(bare), None).step((TRAIN[:5], TRAIN[1:6]))
+
+
+@pytest.mark.parametrize("extension", [lambda out: Checkpoint(out, "valid_perplexty"),
+                                       lambda out: ReduceOnPlateau("valid_perplexty")])
+def test_a_misspelled_monitor_is_refused_when_fit_starts(tmp_path, extension):
+    trainer = lm_trainer(tmp_path, extensions=[extension(tmp_path)])
+    with pytest.raises(ValueError, match=r"monitor 'valid_perplexty' is not a key of the epoch records "
+                                         r"\(evaluated: valid_loss, valid_tokens, valid_perplexity"):
+        trainer.fit(epochs=1)
+    assert trainer.total_iterations == 0
+
+
+class Scaled(LSTMLM):
+    def loss(self, xs, ts):
+        return super().loss(xs, ts) * np.float16(1024.0)  # a scaled loss: gradient norms far past 256
+
+
+def test_a_float16_model_clipped_by_the_trainer_keeps_learning():
+    """The squared norm summed in float16 overflowed past a norm of 256 and clipping zeroed every gradient."""
+    model = Scaled(V, 8, 8, seed=0, dtype=np.float16)
+    before = [p.data.copy() for p in model.params()]
+    trainer = Trainer(model, SGD(0.1).setup(model), BPTTBatcher(TRAIN, 4, 5), clip=1.0)
+    trainer.fit(epochs=1, max_iters=19)
+    assert all(not np.array_equal(b, p.data) and np.isfinite(p.data).all() for b, p in zip(before, model.params()))
+    norm = trainer.optimizer.hooks[0].norm
+    assert norm.dtype == np.float32 and 256 < float(norm) < np.inf

@@ -1,11 +1,11 @@
-"""Optimizers (SGD, MomentumSGD, AdaGrad, RMSprop, Adam) and gradient clipping.
+"""Optimizers (SGD, MomentumSGD, AdaGrad, RMSprop, Adam) and their pre-update hooks (gradient clipping).
 
 Usage::
 
     opt = Adam(lr=1e-3).setup(model)      # model: a Layer (anything with ``namedparams()``)
+    opt.add_hook(GradientClipping(0.25))  # optional: runs at the start of every update
     loss.backward()
-    clip_grads(model.params(), 0.25)      # optional
-    opt.update()                          # updates every parameter that has a gradient, in place
+    opt.update()                          # hooks, then every parameter that has a gradient, in place
     model.cleargrads()
 
 Parameter arrays (``p.data``) are owned and updated in place. Gradient arrays (``p.grad.data``)
@@ -25,7 +25,10 @@ class Optimizer:
     """Base class: walks the target's parameters and keeps per-parameter state arrays.
 
     Subclasses name their state arrays in ``slots``, their hyper-parameters in ``hyper``
-    (checkpoints compare them), and implement ``_update_one``.
+    (checkpoints compare them), and implement ``_update_one``. Hooks (``add_hook``) run in the
+    order they were added at the start of every ``update``, on the gradients it is about to apply
+    (Chainer's pre-update hooks): a wrapper that changes the gradients first, such as
+    ``distributed.DistributedOptimizer``, has them run on its result.
 
     Args:
         lr (float): learning rate > 0; schedules change ``self.lr`` between updates.
@@ -44,6 +47,7 @@ class Optimizer:
         self.weight_decay = number(type(self).__name__, "weight_decay", weight_decay, 0.0)
         self.target = None
         self.state = {}  # parameter name -> {slot name -> array on the parameter's device}
+        self.hooks = []
 
     @property
     def lr(self):
@@ -62,6 +66,14 @@ class Optimizer:
         """
         return {name: getattr(self, name) for name in self.hyper}
 
+    def spec(self):
+        """What a checkpoint compares: the class and its constant hyper-parameters.
+
+        Returns:
+            dict: ``{"class": name, "hyperparameters": hyperparameters()}``, JSON-ready.
+        """
+        return {"class": type(self).__name__, "hyperparameters": self.hyperparameters()}
+
     def setup(self, target):
         """Attach the optimizer to a model and forget any previous state.
 
@@ -76,14 +88,42 @@ class Optimizer:
             setattr(self, name, 0)
         return self
 
-    def update(self):
-        """Apply one step to every parameter of the target that has a gradient.
+    def add_hook(self, hook):
+        """Run ``hook(optimizer)`` at the start of every ``update``, after the hooks added before.
 
+        Args:
+            hook (callable): e.g. ``GradientClipping(0.25)``; it may replace gradients, never
+                parameters.
+        Returns:
+            Optimizer: self.
+        Raises:
+            TypeError: ``hook`` is not callable.
+            ValueError: a hook of the same class is already added (clipping twice is a mistake).
+        """
+        name = type(self).__name__
+        if not callable(hook):
+            raise TypeError(f"{name}.add_hook: a hook must be callable, got {type(hook).__name__}")
+        if any(type(h) is type(hook) for h in self.hooks):
+            raise ValueError(f"{name}.add_hook: the optimizer already has a {type(hook).__name__} hook")
+        self.hooks.append(hook)
+        return self
+
+    def update(self, weight=None):
+        """Run the hooks, then apply one step to every parameter of the target that has a gradient.
+
+        Args:
+            weight (float, optional): the weight of this process's loss in a data-parallel step
+                (``distributed.DistributedOptimizer.update``); one process holds the whole loss,
+                so it does not change anything here.
+        Returns:
+            float: this process's share of the step's loss: 1.0.
         Raises:
             RuntimeError: ``setup`` was not called.
         """
         if self.target is None:
             raise RuntimeError(f"{type(self).__name__}.update: call setup(model) first")
+        for hook in self.hooks:
+            hook(self)
         self._begin_step()
         for name, p in self.target.namedparams():
             if p.grad is None:
@@ -92,6 +132,7 @@ class Optimizer:
             if self.weight_decay:
                 g = g + self.weight_decay * p.data
             self._update_one(p.data, g, self._slots_of(name, p.data))
+        return 1.0
 
     def _begin_step(self):
         """Hook for state shared by all parameters (Adam's step count)."""
@@ -294,17 +335,19 @@ def clip_grads(params, max_norm, eps=1e-6):
     """Scale all gradients together so that their global L2 norm is at most ``max_norm``.
 
     The scale ``min(1, max_norm / (norm + eps))`` is computed and multiplied in on the device,
-    with no branch in Python: nothing is read back to the host. Gradients are replaced by new
-    Variables, never scaled in place: two parameters may hold the same gradient array, which
-    in-place scaling would shrink twice.
+    with no branch in Python: nothing is read back to the host. The squared norm is summed in
+    float32 at least (float64 for float64 gradients): in float16 it overflows once the norm
+    passes 256, and the scale would zero every gradient. Gradients are replaced by new
+    Variables of their own dtype, never scaled in place: two parameters may hold the same
+    gradient array, which in-place scaling would shrink twice.
 
     Args:
         params (iterable of Parameter): e.g. ``model.params()``; those without a gradient are skipped.
         max_norm (float): the largest allowed norm, finite and > 0.
         eps (float): keeps the scale finite for a zero norm, finite and >= 0.
     Returns:
-        ndarray: () the global norm before clipping, on the gradients' device (0 when no
-        parameter has a gradient).
+        ndarray: () the global norm before clipping, float32 or float64, on the gradients' device
+        (0 when no parameter has a gradient).
     Raises:
         TypeError, ValueError: ``max_norm`` or ``eps`` is not a finite number in its range.
     """
@@ -315,12 +358,47 @@ def clip_grads(params, max_norm, eps=1e-6):
         return np.zeros((), dtype=np.float32)
     first = with_grad[0].grad.data
     xp = get_array_module(first)
-    norm = xp.zeros_like(first, shape=())  # a 0-d array on the gradients' device, summed into in place
+    dtype = np.result_type(np.float32, *{p.grad.data.dtype for p in with_grad})
+    norm = xp.zeros_like(first, dtype=dtype, shape=())  # 0-d, on the gradients' device, summed into in place
     for p in with_grad:
-        g = p.grad.data
+        g = p.grad.data.astype(dtype, copy=False)  # a copy for float16 only
         norm += xp.vdot(g, g)  # one pass, no temporary of the gradient's size
     xp.sqrt(norm, out=norm)
-    scale = xp.minimum(max_norm / (norm + eps), 1.0).astype(norm.dtype)
+    scale = xp.minimum(max_norm / (norm + eps), 1.0).astype(dtype)
+    scales = {}  # one cast of the scale per gradient dtype, so that no gradient changes dtype
     for p in with_grad:
-        p.grad = Variable(p.grad.data * scale)
+        g = p.grad.data
+        if g.dtype not in scales:
+            scales[g.dtype] = scale.astype(g.dtype)
+        p.grad = Variable(g * scales[g.dtype])
     return norm
+
+
+class GradientClipping:
+    """Optimizer hook: clip the global gradient norm to ``max_norm`` (``clip_grads``) before every update.
+
+    ``optimizer.add_hook(GradientClipping(0.25))``; ``Trainer(clip=0.25)`` adds it. The norm
+    before clipping stays on the device as ``norm`` (never read in the step), for whoever
+    records it.
+
+    Args:
+        max_norm (float): the largest allowed norm, finite and > 0.
+    Attributes:
+        max_norm (float): as given.
+        norm (ndarray | None): () the global norm before the last clipping, on the gradients'
+            device; None before the first update.
+    Raises:
+        TypeError, ValueError: ``max_norm`` is not a finite number > 0.
+    """
+
+    def __init__(self, max_norm):
+        self.max_norm = number("GradientClipping", "max_norm", max_norm, 0.0, low_open=True)
+        self.norm = None
+
+    def __call__(self, optimizer):
+        """Clip the gradients of ``optimizer.target``'s parameters.
+
+        Args:
+            optimizer (Optimizer): the optimizer about to update.
+        """
+        self.norm = clip_grads(optimizer.target.params(), self.max_norm)

@@ -29,6 +29,10 @@ Bit layout (a data-parallel split relies on it):
 - ``rows=(start, stop)`` returns ``full_draw[start:stop]``, elements ``start * R`` to
   ``stop * R - 1`` (``R = prod(S[1:])``), computed from their own words only. The counter still
   advances by the whole draw's blocks, so ranks that draw different rows stay in step.
+- ``set_part(rows, total)`` makes every later draw without ``rows`` a part of a combined draw: a
+  draw of shape ``(stop - start, *R)`` is rows ``rows = (start, stop)`` of the draw of shape
+  ``(total, *R)``. The data-parallel batch source sets it on the model's generators for each
+  part of a batch, so that P ranks draw together the dropout masks one process would.
 - ``keep_mask`` keeps an element where its uniform value ``u`` satisfies ``u >= p`` with ``p``
   rounded to the mask's dtype (as NumPy compares a float32 array with a Python float). It
   compares the element's integer (24 or 53 bits) with ``ceil(dtype(p) * 2**bits)``, which is the
@@ -160,7 +164,27 @@ class Generator:
             seed = int(low) | int(high) << 64
         self.seed = _check_int(seed, "Generator: seed", "an int, a numpy.random.Generator or None", bits=128)
         self.counter = 0
+        self.part = None  # ((start, stop), total) while this process holds rows of a combined batch
         self._lock = threading.Lock()
+
+    def set_part(self, rows=None, total=None):
+        """Make every draw without ``rows`` the rows ``rows`` of a combined draw of ``total`` rows.
+
+        Args:
+            rows (tuple, optional): ``(start, stop)``, this process's rows of the combined batch;
+                None (with ``total`` None) ends it: draws are whole again.
+            total (int, optional): the rows of the combined batch.
+        Raises:
+            ValueError: not ``0 <= start <= stop <= total``, or only one of the two given.
+        """
+        if rows is None and total is None:
+            self.part = None
+            return
+        if not (isinstance(rows, (tuple, list)) and len(rows) == 2 and _is_int(total)
+                and all(map(_is_int, rows)) and 0 <= rows[0] <= rows[1] <= total):
+            raise ValueError(f"Generator.set_part: rows must be (start, stop) with 0 <= start <= stop <= total, "
+                             f"got rows {rows!r} and total {total!r}")
+        self.part = ((int(rows[0]), int(rows[1])), int(total))
 
     def uniform(self, shape, dtype=np.float32, xp=np, rows=None):
         """Uniform samples in [0, 1) (see the module docstring for their bits).
@@ -250,6 +274,12 @@ class Generator:
         if not all(_is_int(side) and side >= 0 for side in shape):
             raise ValueError(f"{where}: shape must be non-negative ints, got {shape}")
         shape = tuple(int(side) for side in shape)
+        if rows is None and self.part is not None:
+            rows, total = self.part
+            if not shape or shape[0] != rows[1] - rows[0]:
+                raise ValueError(f"{where}: this generator draws rows {rows} of a combined batch of {total} "
+                                 f"(set_part), so the first axis must be their {rows[1] - rows[0]}; got shape {shape}")
+            shape = (total, *shape[1:])
         dtype = np.dtype(dtype)
         if dtype not in _LAYOUTS:
             raise TypeError(f"{where}: dtype must be float32 or float64, got {dtype}")

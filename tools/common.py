@@ -119,7 +119,7 @@ def device_mover(args):
 
 
 def extensions(args, out, monitor=None, mode="min", schedule=None, extra=()):
-    """The extensions of every training run, in the order they must run.
+    """The extensions of every training run (the trainer orders them by priority: the schedule first).
 
     Args:
         args (argparse.Namespace): the flags (``no_progress``).

@@ -33,7 +33,6 @@ from pathlib import Path
 
 from tinygrad_rnn.data import BPTTBatcher, Vocabulary, ptb
 from tinygrad_rnn.data.batching import CONVENTIONS
-from tinygrad_rnn.distributed import broadcast_parameters
 from tinygrad_rnn.models import build_model
 from tinygrad_rnn.optimizers import SGD
 from tinygrad_rnn.tools.common import (communicator, extensions, factor, fill_defaults, parser, positive_int,
@@ -113,10 +112,10 @@ def main(argv=None):
         scored = [r["valid_perplexity"] for r in history["epochs"]]
         result["valid_perplexity"] = min(scored, key=float)
         best = args.out / "best.npz"
-        if comm.bcast_obj(best.exists()):  # test the parameters that did best on validation, as the classic recipe does
-            if comm.is_root:  # only rank 0's host need hold the file
-                model.load_state_dict(checkpoint.read(best)[0])
-            broadcast_parameters(model, comm)
+        # test the parameters that did best on validation, as the classic recipe does; only rank 0 sees the file
+        params = comm.from_root(lambda: checkpoint.read(best)[0] if best.exists() else None)
+        if params is not None:
+            model.load_state_dict(params)
         result["test_perplexity"] = perplexity(model, test, comm=comm)["perplexity"]
     result.update(lr=opt.lr, history=str(args.out / "history.json"), plot=str(args.out / "history.png"),
                   checkpoint=str(args.out / "last.npz"))

@@ -10,9 +10,14 @@ A batch source is what the trainer loops over. Both here share one small protoco
 - ``source.carries_state``: whether row ``i`` of a batch continues row ``i`` of the last one (BPTT
   streams), so that a stateful model carries its state from batch to batch;
 - ``source.count(batch)`` and ``source.unit``: how many items a batch holds, for throughput
-  (``"words"`` or ``"samples"``);
+  (``"words"`` or ``"samples"``), and, data parallel, the weight of a part's loss unless the
+  model counts its terms itself (``model.loss_weight``; see ``distributed.Shard``);
 - ``source.spec()``: the settings, JSON-ready, which checkpoints keep so that a resume with
   another batch or window size is refused with a clear error.
+
+A source has no other state: a batch is a pure function of its epoch and iteration, which the
+trainer's own state holds. ``Trainer`` refuses, when it is built, a source that lacks part of
+this protocol.
 
 Data is validated once, here, where it enters: ids are integers, non-negative and, when the
 vocabulary size is given, below it. The training step then needs no check of its own (a

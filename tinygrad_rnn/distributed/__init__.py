@@ -8,8 +8,9 @@ the averaged gradient, so P ranks step exactly as one process on the combined ba
     trainer.fit(epochs=4)                            # mpirun -n 2 python -m mpi4py train.py
 
 One concern a module: ``comm`` (the communicators and fail-fast), ``collectives`` (layout check,
-broadcasts, the packed gradient reduction), ``optimizer`` (``DistributedOptimizer`` for
-hand-written loops) and ``data`` (sharding batch sources).
+broadcasts, the packed gradient reduction), ``optimizer`` (``DistributedOptimizer``: reduce, then
+the wrapped optimizer's hooks and update) and ``data`` (sharding batch sources: each part's rows,
+weight and dropout rows).
 """
 from tinygrad_rnn.distributed.collectives import (allreduce_grads, broadcast_optimizer_state, broadcast_parameters,
                                                   check_layout, gather_rows, layout)

@@ -7,9 +7,10 @@ extra) and returns an :class:`MpiComm` for NumPy arrays, or, with ``device="gpu"
 and moves CuPy arrays with NCCL, never through host memory. Single-process code therefore
 imports nothing more and runs exactly as without this module.
 
-Every communicator has ``rank``, ``size``, ``local_rank``, ``is_root`` and the collectives
+Every communicator has ``rank``, ``size``, ``local_rank``, ``is_root``, the collectives
 ``allreduce`` (in-place sum of an array), ``bcast`` (in place, from rank 0), ``allreduce_numbers``,
-``bcast_obj``, ``allgather_obj``, ``gather_obj``, ``barrier`` and ``abort``. Every rank must call
+``bcast_obj``, ``allgather_obj``, ``gather_obj`` and ``barrier``, and ``abort`` and ``leave`` (a
+rank that leaves the training loop early ends the job). Every rank must call
 the same collectives in the same order.
 
 An MPI job must fail as a whole, never hang (a rank that raises would otherwise leave the others
@@ -17,6 +18,8 @@ waiting in a collective forever):
 
 - ``init`` installs an excepthook that prints the traceback and calls ``MPI_Abort``, which ends
   every rank (launching with ``python -m mpi4py script.py`` does the same for the main thread);
+- ``Trainer.fit`` calls ``leave`` when anything, ``sys.exit`` included, ends it early on one rank:
+  the traceback is printed and the job aborted at once;
 - a watchdog (``timeout`` seconds, default ``TINYGRAD_RNN_DIST_TIMEOUT`` or 300; 0 turns it off)
   is armed around every collective: a rank that waits longer than that for the others (one of
   them is stuck or dead) prints every thread's stack and exits, and the launcher ends the job.
@@ -24,6 +27,7 @@ waiting in a collective forever):
 import faulthandler
 import os
 import sys
+import traceback
 
 import numpy as np
 
@@ -96,11 +100,41 @@ class SerialComm:
     def barrier(self):
         """Wait until every rank is here."""
 
+    def from_root(self, read, errors=(OSError, ValueError)):
+        """``read()`` on rank 0, its result on every rank (e.g. a file only rank 0 needs to see).
+
+        Args:
+            read (callable): no arguments; returns a picklable object.
+            errors (tuple): the exception types that are sent to every rank and raised there
+                (others end rank 0 alone, and the job through the excepthook).
+        Returns:
+            object: rank 0's ``read()``.
+        Raises:
+            Exception: rank 0's error of one of ``errors``, on every rank.
+        """
+        try:
+            result = read() if self.is_root else None
+        except errors as e:
+            result = e
+        result = self.bcast_obj(result)
+        if isinstance(result, errors):
+            raise result
+        return result
+
     def abort(self, code=1):
         """End the whole job now with exit status ``code``."""
         sys.stdout.flush()
         sys.stderr.flush()
         os._exit(code)
+
+    def leave(self, error):
+        """This rank is leaving the ranks' sequence of collectives because of ``error``.
+
+        One process has nobody waiting for it: nothing happens, and the caller re-raises.
+
+        Args:
+            error (BaseException): what ends this rank's part (``SystemExit`` included).
+        """
 
 
 class MpiComm(SerialComm):
@@ -181,6 +215,20 @@ class MpiComm(SerialComm):
         sys.stdout.flush()
         sys.stderr.flush()
         self._comm.Abort(code)
+
+    def leave(self, error):
+        """Print ``error``'s traceback and end the whole job: the other ranks would wait for this one.
+
+        A ``sys.exit`` reaches no excepthook and would leave the others waiting until their
+        watchdog fires; its status (1 for a status of 0 or None: the job did not finish) is the
+        job's.
+
+        Args:
+            error (BaseException): what ends this rank's part.
+        """
+        code = error.code if isinstance(error, SystemExit) and isinstance(error.code, int) and error.code else 1
+        traceback.print_exception(error)
+        self.abort(code)
 
 
 def _rank_device(local_rank, count):

@@ -1,19 +1,19 @@
 """``DistributedOptimizer``: an optimizer whose update first averages the gradients over the ranks.
 
-A hand-written loop takes three changes: the optimizer, the batches and the reduction before clipping::
+``update(weight)`` is reduce, then the wrapped optimizer's ``update``: its hooks (gradient
+clipping) run on the averaged gradients, the same on every rank. A hand-written loop takes two
+changes, the optimizer and the batches::
 
     comm = distributed.init()
     opt = distributed.DistributedOptimizer(SGD(lr=20.0), comm).setup(model)  # was: SGD(lr=20.0).setup(model)
-    for batch in distributed.Shard(batches, comm):
-        with functions.batch_rows(batch.rows):   # dropout: this part's rows of the full-batch masks
-            loss = model.loss(*batch)
+    opt.add_hook(GradientClipping(0.25))
+    for part in distributed.Shard(batches, comm, model):  # dropout draws this part's rows of the masks
+        loss = model.loss(*part)
         loss.backward()
-        opt.reduce_grads(batch[1].size)     # before clipping: clip the global gradient, the same on every rank
-        clip_grads(model.params(), 0.25)
-        opt.update()                        # reduces first if reduce_grads was not called
+        opt.update(part.weight)             # reduce, clip the global gradient, update
         model.cleargrads()
 
-``Trainer(..., comm=comm)`` does the same for the trainer's step.
+``Trainer(..., comm=comm)`` composes the same two for the trainer's step.
 """
 from tinygrad_rnn.distributed.collectives import (allreduce_grads, broadcast_optimizer_state, broadcast_parameters,
                                                   check_layout)
@@ -36,8 +36,6 @@ class DistributedOptimizer:
 
     def __init__(self, optimizer, comm):
         self.optimizer, self.comm = optimizer, comm
-        self.share = 1.0  # this rank's share of the last reduced loss
-        self._reduced = False
         if optimizer.target is not None:
             self.synchronize()
 
@@ -81,30 +79,45 @@ class DistributedOptimizer:
         broadcast_parameters(self.target, self.comm)
         broadcast_optimizer_state(self.optimizer, self.comm)
 
-    def reduce_grads(self, weight=None):
-        """Average the gradients over the ranks (``collectives.allreduce_grads``), once per step.
+    @property
+    def hooks(self):
+        """list: the wrapped optimizer's hooks, which run on the averaged gradients."""
+        return self.optimizer.hooks
+
+    def add_hook(self, hook):
+        """Add a hook to the wrapped optimizer (``Optimizer.add_hook``).
+
+        Returns:
+            DistributedOptimizer: self.
+        """
+        self.optimizer.add_hook(hook)
+        return self
+
+    def spec(self):
+        """The wrapped optimizer's ``spec()`` (a checkpoint fits a run at any process count)."""
+        return self.optimizer.spec()
+
+    def update(self, weight=None):
+        """Average the gradients over the ranks (``collectives.allreduce_grads``), then update (hooks first).
 
         Args:
-            weight (float, optional): the number of terms this rank's loss averages (tokens,
-                examples), for shards of different sizes; None on every rank: equal shares.
+            weight (float, optional): the weight of this rank's loss in the combined one: the
+                number of terms its mean covers (tokens, examples); None on every rank: equal
+                shares.
         Returns:
-            float: this rank's share of the combined loss.
+            float: this rank's share of the combined loss (``weight / sum of the weights``).
+        Raises:
+            ValueError: a weight on some ranks only, a negative weight, or weights summing to 0.
         """
-        if not self._reduced:
-            self.share = allreduce_grads(self.target, self.comm, weight)
-            self._reduced = True
-        return self.share
-
-    def update(self):
-        """Reduce the gradients (unless ``reduce_grads`` already did, this step), then update."""
-        self.reduce_grads()
+        share = allreduce_grads(self.target, self.comm, weight)
         self.optimizer.update()
-        self._reduced = False
+        return share
 
     def state_dict(self):
         """The wrapped optimizer's ``state_dict`` (the same on every rank)."""
         return self.optimizer.state_dict()
 
     def load_state_dict(self, arrays):
-        """The wrapped optimizer's ``load_state_dict``; call ``synchronize`` after loading on every rank."""
+        """The wrapped optimizer's ``load_state_dict``, then ``synchronize`` (collective: every rank calls it)."""
         self.optimizer.load_state_dict(arrays)
+        self.synchronize()

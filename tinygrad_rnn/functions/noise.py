@@ -2,36 +2,11 @@
 
 Masks come from a counter-based ``tinygrad_rnn.random.Generator``: the same bits on NumPy and
 CuPy for the same generator state, one kernel per mask on the GPU, and any rows of a mask can be
-drawn alone (a data-parallel rank draws its rows of the full-batch mask).
+drawn alone (a data-parallel rank draws its rows of the full-batch mask: ``Generator.set_part``).
 """
-import contextlib
-import contextvars
-
 from tinygrad_rnn import random
 from tinygrad_rnn.backend import get_array_module
 from tinygrad_rnn.core import Config, Function, Variable, as_variable
-
-_batch_rows = contextvars.ContextVar("tinygrad_rnn_batch_rows", default=None)
-
-
-@contextlib.contextmanager
-def batch_rows(rows):
-    """Inside, masks are drawn as rows of the combined batch: exact dropout in data parallelism.
-
-    A data-parallel rank holds rows ``start:stop`` of a combined batch of ``total`` rows; every
-    mask drawn inside (``dropout``, ``dropout_mask``, for one thread or task) is that part of
-    the combined batch's mask, so P ranks draw together the masks one process would, and every
-    generator advances as in one process.
-
-    Args:
-        rows (tuple | None): ``(start, stop, total)``; None changes nothing.
-    """
-    token = _batch_rows.set(rows)
-    try:
-        yield
-    finally:
-        _batch_rows.reset(token)
-
 
 class Dropout(Function):
     def __init__(self, scale):
@@ -54,19 +29,13 @@ def dropout_mask(shape, p, generator, like, rows=None):
             whole mask's draw.
         like (ndarray | Variable): array whose device and dtype the mask takes.
         rows (tuple, optional): ``(start, stop)``: only these rows of the first axis, the same
-            values as in the full mask. Inside ``batch_rows``, ``shape`` is this part's and the
-            rows are its rows of the combined batch.
+            values as in the full mask. Without it, a generator that holds a part of a combined
+            batch (``Generator.set_part``) draws ``shape``, its rows, as that part of the
+            combined batch's mask.
     Returns:
         ndarray: ``shape`` (or its rows), dtype of ``like``.
     """
     like = like.data if isinstance(like, Variable) else like
-    shard = _batch_rows.get()
-    if rows is None and shard is not None:
-        start, stop, total = shard
-        if not shape or shape[0] != stop - start:
-            raise ValueError(f"dropout_mask: inside batch_rows{shard} the first axis must be the {stop - start} "
-                             f"rows of this part of the batch, got a mask of shape {tuple(shape)}")
-        shape, rows = (total, *shape[1:]), (start, stop)
     return generator.keep_mask(shape, p, like.dtype, get_array_module(like), rows)
 
 

@@ -1,8 +1,8 @@
 """Evaluators: the perplexity of a language model on a token stream, and the exact match of decoded answers.
 
-An evaluator is called as ``evaluator(model)`` after an epoch and returns a dict of numbers;
-the trainer stores them in the epoch's record as ``<name>_<key>`` (``valid_perplexity``,
-``test_exact_match``). ``main`` names the number that logs and plots show. Evaluation runs
+An evaluator is called as ``evaluator(model, comm)`` after an epoch and returns a dict of numbers,
+one for each of its ``keys``; the trainer stores them in the epoch's record as ``<name>_<key>``
+(``valid_perplexity``, ``test_exact_match``). ``main`` names the number that logs and plots show. Evaluation runs
 under ``no_grad()`` and ``test_mode()``, from a fresh state; the state the model carried
 before is put back afterwards, so training continues its streams undisturbed.
 
@@ -138,6 +138,7 @@ class Perplexity:
     """
 
     main = "perplexity"
+    keys = ("loss", "tokens", "perplexity")
     higher_is_better = False
 
     def __init__(self, corpus, batch_size=10, time_size=35, name="valid"):
@@ -162,6 +163,7 @@ class ExactMatch:
     """
 
     main = "exact_match"
+    keys = ("correct", "total", "exact_match")
     higher_is_better = True
 
     def __init__(self, xs, ts, batch_size=1000, ignore_id=None, beam_width=1, name="test"):

@@ -1,8 +1,11 @@
 """Trainer extensions: a progress bar, a log line per epoch, the history as JSON and PNG, and checkpoints.
 
-An extension is called by ``Trainer.fit`` at fixed points, in the order of the trainer's
-``extensions`` list: ``on_start(trainer)`` when ``fit`` begins, ``on_iteration(trainer)`` after
-every step, ``on_log(trainer, entry)`` every ``log_every`` steps with the running loss,
+An extension is called by ``Trainer.fit`` at fixed points, by ``priority``, highest first
+(``PRIORITY_EDITOR`` for what changes the training, such as schedules, then ``PRIORITY_WRITER``
+for checkpoints, which so hold the next epoch's learning rate, then ``PRIORITY_READER`` for what
+only reports), in the order of the trainer's ``extensions`` list among equals:
+``on_start(trainer)`` when ``fit`` begins, ``on_iteration(trainer)`` after every step,
+``on_log(trainer, entry)`` every ``log_every`` steps with the running loss,
 ``on_epoch_end(trainer, record)`` after each epoch (or part of one, when ``max_iters`` stops
 it) once the evaluators have run, and ``on_end(trainer)``. Extensions with state (schedules,
 the best value a checkpoint tracks) return it from ``state_dict`` and the trainer's checkpoints
@@ -11,7 +14,7 @@ keep it under the extension's ``name``.
 In a data-parallel run every rank calls the extensions but those with ``root_only`` (the
 progress bar, the log lines, the history files), which only rank 0 runs. Schedules and
 ``Checkpoint`` run on every rank: a schedule changes every rank's learning rate, and writing a
-checkpoint is collective (rank 0 gathers the carried state, then writes alone).
+checkpoint is collective (``Trainer.state_dict`` gathers the carried state, then rank 0 writes alone).
 """
 import math
 import sys
@@ -21,14 +24,21 @@ from tinygrad_rnn.optional import require
 from tinygrad_rnn.serialization import atomic_write, write_json
 
 
+PRIORITY_EDITOR = 300  # changes the training (schedules): runs first
+PRIORITY_WRITER = 200  # writes the run's state (checkpoints): sees the editors' changes
+PRIORITY_READER = 100  # only reads and reports (progress, logs, history)
+
+
 class Extension:
     """Base class; every hook does nothing. ``name`` (default: the class name) keys the state in checkpoints.
 
     ``root_only`` (False here) makes a data-parallel run call the extension on rank 0 only: set it
     for extensions that only write or print, never for ones that change the training.
+    ``priority`` (``PRIORITY_READER`` here) orders the extensions, highest first.
     """
 
     root_only = False
+    priority = PRIORITY_READER
 
     @property
     def name(self):
@@ -198,9 +208,11 @@ class Checkpoint(Extension):
     Args:
         out_dir (str | Path): the folder (created when missing).
         monitor (str, optional): record key deciding ``best.npz`` (``"valid_perplexity"``);
-            None writes only ``last.npz``.
+            None writes only ``last.npz``. ``fit`` refuses a key the records will not have.
         mode (str): ``"min"`` or ``"max"``: which direction of ``monitor`` is better.
     """
+
+    priority = PRIORITY_WRITER
 
     def __init__(self, out_dir, monitor=None, mode="min"):
         if mode not in ("min", "max"):
@@ -209,7 +221,9 @@ class Checkpoint(Extension):
         self.best = None
 
     def on_start(self, trainer):
-        if trainer.comm.is_root:
+        if self.monitor is not None:
+            trainer.check_record_key("Checkpoint", "monitor", self.monitor)
+        if trainer.comm.is_root:  # only rank 0 writes the files
             self.out_dir.mkdir(parents=True, exist_ok=True)
 
     def on_epoch_end(self, trainer, record):

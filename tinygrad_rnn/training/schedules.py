@@ -11,11 +11,16 @@ the optimizer's at their first update).
 import math
 
 from tinygrad_rnn.checks import integer, number
-from tinygrad_rnn.training.extensions import Extension
+from tinygrad_rnn.training.extensions import PRIORITY_EDITOR, Extension
 
 
 class Schedule(Extension):
-    """Base class: ``update`` after each complete epoch; ``state_dict`` / ``load_state_dict``."""
+    """Base class: ``update`` after each complete epoch; ``state_dict`` / ``load_state_dict``.
+
+    Its ``priority`` (``PRIORITY_EDITOR``) makes the trainer call it before checkpoints.
+    """
+
+    priority = PRIORITY_EDITOR
 
     def update(self, optimizer, epoch, record=None):
         """Set ``optimizer.lr`` for the epoch after ``epoch`` complete ones.
@@ -117,7 +122,8 @@ class ReduceOnPlateau(Schedule):
     after every epoch whose validation perplexity is not below the best so far.
 
     Args:
-        monitor (str): the record key watched, e.g. ``"valid_perplexity"``.
+        monitor (str): the record key watched, e.g. ``"valid_perplexity"``; ``Trainer.fit`` refuses
+            a key the records will not have.
         factor (float): multiplier in (0, 1).
         patience (int): epochs without improvement tolerated before a reduction, >= 0.
         mode (str): ``"min"`` (lower is better) or ``"max"``.
@@ -132,6 +138,9 @@ class ReduceOnPlateau(Schedule):
         self.mode = mode
         self.best = None
         self.bad_epochs = 0
+
+    def on_start(self, trainer):
+        trainer.check_record_key("ReduceOnPlateau", "monitor", self.monitor)
 
     def update(self, optimizer, epoch, record=None):
         """Compare ``record[monitor]`` with the best so far; reduce the rate after too many bad epochs.

@@ -15,23 +15,39 @@ clipping, update, graph cut): the one function every loop, benchmark and wrapper
 never reads a device value back to the host; ``fit`` reads the loss only every ``log_every``
 steps and at the end of an epoch.
 
-With ``comm`` (``distributed.init()`` under ``mpirun``) the same trainer runs data parallel:
-each rank takes its rows of every batch, the step averages the gradients over the ranks before
-clipping, the running sums and the evaluators are reduced over the ranks, so that every rank
-records the same numbers and takes the same decisions, and only rank 0 writes (extensions
-with ``root_only``; checkpoints gather the other ranks' carried state first).
+With ``comm`` (``distributed.init()`` under ``mpirun``) the same trainer runs data parallel by
+composition: the optimizer is wrapped in a ``distributed.DistributedOptimizer`` (its ``update``
+averages the gradients over the ranks, then runs the clipping hook and the update) and the batch
+source in a ``distributed.Shard`` (each rank's rows of every batch, with their weight and the
+dropout rows), so ``step`` is the same few lines. The running sums and the evaluators are
+reduced over the ranks, so that every rank records the same numbers and takes the same
+decisions, and only rank 0 writes (extensions with ``root_only``, and checkpoint files).
+
+The trainer owns its state: ``state_dict()`` holds its counters, running sums and history and
+delegates to the model (parameters, carried state, random generators), the optimizer and the
+extensions; ``training.checkpoint`` only writes and reads the file.
 """
+import copy
 import time
 
 from tinygrad_rnn import backend
 from tinygrad_rnn.checks import integer, number
-from tinygrad_rnn.distributed import DistributedOptimizer, SerialComm, Shard
-from tinygrad_rnn.functions import batch_rows
-from tinygrad_rnn.optimizers import clip_grads
+from tinygrad_rnn.core import Variable
+from tinygrad_rnn.distributed import DistributedOptimizer, SerialComm, Shard, gather_rows, shard_rows
+from tinygrad_rnn.optimizers import GradientClipping
 from tinygrad_rnn.training import checkpoint
 from tinygrad_rnn.training.evaluation import exp
-from tinygrad_rnn.training.extensions import Checkpoint
-from tinygrad_rnn.training.schedules import Schedule
+
+# the running sums of an epoch: name -> zero; device scalars while running (no synchronization per step)
+_SUMS = {"loss": 0.0, "items": 0, "seconds": 0.0, "window_loss": 0.0, "window": 0}
+_SUMMED = ("loss", "window_loss", "items")  # per rank while running, totals over the ranks in a state
+# what the trainer reads of a batch source (tinygrad_rnn.data.batching)
+_SOURCE = ("__len__", "batches", "count", "spec", "unit", "device", "reset_each_epoch", "carries_state")
+_EVALUATOR = ("name", "main", "keys", "higher_is_better")
+# the entries of a state and their keys that a checkpoint must have; "model" and "carried" are arrays
+# only, and a file has none of them for a model without parameters or carried state
+_STATE = {"trainer": ("epoch", "iteration", "total_iterations", "sums"), "history": ("epochs", "iterations"),
+          "optimizer": ("class", "hyperparameters"), "batches": (), "clip": (), "generators": (), "extensions": ()}
 
 
 class Trainer:
@@ -42,27 +58,30 @@ class Trainer:
     (``reset_each_epoch``), at the start of every epoch. After each epoch (or the part of one
     that ``max_iters`` allows) the evaluators run and the extensions get the epoch's record.
 
-    Checkpoints (``save_checkpoint``; the ``Checkpoint`` extension writes them) hold the
-    parameters and carried state, the optimizer's state, every random generator of the model,
-    the trainer's counters and running sums, the history and each extension's state, so that
-    ``resume`` continues exactly, inside an epoch too: an interrupted and resumed run gives
-    the same parameters and numbers as an uninterrupted one.
+    Checkpoints (``save_checkpoint``; the ``Checkpoint`` extension writes them) hold
+    ``state_dict()``: the parameters and carried state, the optimizer's state, every random
+    generator of the model, the trainer's counters and running sums, the history and each
+    extension's state, so that ``resume`` continues exactly, inside an epoch too: an interrupted
+    and resumed run gives the same parameters and numbers as an uninterrupted one.
 
     Args:
         model (Layer): has ``loss(*batch)`` returning a () Variable; data parallel, a model whose
-            mean loss leaves some targets out also has ``loss_terms(*batch)``, the number of
-            terms it covers (a host number).
+            mean loss leaves some targets out also has ``loss_weight(*batch)``, the number of
+            terms it covers (a host number), which weights its rank's gradient.
         optimizer (Optimizer): already ``setup(model)``.
         batches (iterable | None): a batch source (``data.BPTTBatcher``, ``data.ShuffledBatcher``; see
             ``tinygrad_rnn.data.batching`` for the protocol) on the model's device; None for a
             trainer whose ``step`` is called by hand (``fit`` then refuses to run).
-        clip (float, optional): clip the global gradient norm to this (> 0).
+        clip (float, optional): clip the global gradient norm to this (> 0): the trainer adds
+            an ``optimizers.GradientClipping`` hook to the optimizer.
         evaluators (sequence): called as ``evaluator(model, comm)`` after each epoch
-            (``evaluation.Perplexity``, ``evaluation.ExactMatch``); each has ``name``, ``main``
-            and ``higher_is_better``, and returns numbers reduced over the ranks of ``comm``.
+            (``evaluation.Perplexity``, ``evaluation.ExactMatch``); each has ``name``, ``main``,
+            ``keys`` and ``higher_is_better``, and returns its ``keys``' numbers, reduced over
+            the ranks of ``comm``.
         extensions (sequence of Extension): progress, logs, history, checkpoints, schedules;
-            called in this order (schedules before checkpoints, so that a checkpoint holds
-            the next epoch's learning rate); those with ``root_only`` run on rank 0 only.
+            called by ``priority``, highest first, in the given order among equals (schedules
+            before checkpoints, so that a checkpoint holds the next epoch's learning rate); those
+            with ``root_only`` run on rank 0 only.
         log_every (int): read and record the running loss every this many steps.
         meta (dict, optional): JSON-ready information kept in checkpoints under ``"run"``
             (the model's spec for ``models.build_model``, the vocabulary, the settings).
@@ -70,10 +89,14 @@ class Trainer:
             optimizer is wrapped in a ``distributed.DistributedOptimizer`` (which gives every
             rank rank 0's parameters and optimizer state now) and ``batches`` in a
             ``distributed.Shard``. Every rank must build the same trainer.
+    Attributes:
+        optimizer: the optimizer ``step`` updates through (the wrapped one, data parallel).
+        batches: the batch source ``fit`` reads (the ``Shard``, data parallel).
     Raises:
+        TypeError: a batch source or an evaluator that lacks part of its protocol.
         ValueError: an optimizer set up for another model, a bad ``clip`` or ``log_every``, two
-            extensions of one name, a schedule listed after a checkpoint, or (with ``comm``)
-            ranks that hold different models or batches their number does not split.
+            extensions or evaluators of one name, or (with ``comm``) ranks that hold different
+            models or batch sources, or batches their number does not split.
     """
 
     def __init__(self, model, optimizer, batches, *, clip=None, evaluators=(), extensions=(), log_every=20,
@@ -82,23 +105,28 @@ class Trainer:
             target = "no model" if optimizer.target is None else f"another {type(optimizer.target).__name__}"
             raise ValueError(f"Trainer: the optimizer is set up for {target}, not this {type(model).__name__}: "
                              "call optimizer.setup(model) first")
-        self.comm = SerialComm() if comm is None else comm
-        distributed = self.comm.size > 1
-        self._reducer = DistributedOptimizer(optimizer, self.comm) if distributed else None
-        if distributed and batches is not None and not isinstance(batches, Shard):
-            batches = Shard(batches, self.comm)
-        self.model, self.optimizer, self.batches = model, optimizer, batches
+        if batches is not None:
+            missing = [a for a in _SOURCE if not hasattr(batches, a)]
+            if missing:
+                raise TypeError(f"Trainer: batches must be a batch source (see tinygrad_rnn.data.batching); a "
+                                f"{type(batches).__name__} has no {', '.join(missing)}")
         self.clip = None if clip is None else number("Trainer", "clip", clip, 0.0, low_open=True)
-        self.evaluators, self.extensions = list(evaluators), list(extensions)
         self.log_every = integer("Trainer", "log_every", log_every)
-        self.meta = meta or {}
+        self.evaluators = _checked_evaluators(evaluators)
+        self.extensions = sorted(extensions, key=lambda e: -e.priority)
         names = [e.name for e in self.extensions]
         if len(set(names)) != len(names):
             raise ValueError(f"Trainer: two extensions share a name ({', '.join(names)}); their states would mix")
-        kinds = [isinstance(e, Checkpoint) for e in self.extensions]
-        if True in kinds and any(isinstance(e, Schedule) for e in self.extensions[kinds.index(True):]):
-            raise ValueError("Trainer: list schedules before Checkpoint, so that checkpoints hold the next "
-                             "epoch's learning rate")
+        self.comm = SerialComm() if comm is None else comm
+        if self.comm.size > 1:  # compose the data-parallel parts once; step stays the same
+            if not isinstance(optimizer, DistributedOptimizer):
+                optimizer = DistributedOptimizer(optimizer, self.comm)
+            if batches is not None and not isinstance(batches, Shard):
+                batches = Shard(batches, self.comm, model)
+        if self.clip is not None:
+            optimizer.add_hook(GradientClipping(self.clip))
+        self.model, self.optimizer, self.batches = model, optimizer, batches
+        self.meta = meta or {}
         self._here = [e for e in self.extensions if self.comm.is_root or not e.root_only]
         backend.keep_freed_memory()  # each step frees and reallocates its activations
         self.epoch = 0  # epochs completed
@@ -110,16 +138,15 @@ class Trainer:
         self._open_epoch()
 
     def _open_epoch(self):
-        # sums of the current epoch; device scalars while running (no synchronization per step)
-        self.sums = {"loss": 0.0, "items": 0, "seconds": 0.0, "window_loss": 0.0, "window": 0}
+        self.sums = dict(_SUMS)
 
     def step(self, batch):
-        """One training iteration: loss, backward, clipping, update, graph cut.
+        """One training iteration: loss, backward, graph cut, update (the optimizer's hooks clip first).
 
-        Data parallel, the gradients are averaged over the ranks, each weighted by the terms its
-        loss covers (``model.loss_terms(*batch)`` where the model defines it, else
-        ``batches.count``), before clipping, and dropout draws this part's rows of the combined batch's masks
-        (``functions.batch_rows``), so the ranks update exactly as one process would.
+        Data parallel, the optimizer averages the gradients over the ranks, each weighted by its
+        part's ``weight`` (a ``distributed.Part``; a batch without one counts as much as any
+        other), before its hooks run, and dropout draws this part's rows of the combined
+        batch's masks, so the ranks update exactly as one process would.
 
         Args:
             batch (tuple): the arrays of ``model.loss(*batch)``, on the model's device (data
@@ -127,32 +154,18 @@ class Trainer:
         Returns:
             ndarray: () the loss, on the model's device (not read back); data parallel, this
             rank's share of the combined batch's loss (their sum over the ranks is that loss).
+        Raises:
+            TypeError: ``model.loss`` returned something other than a Variable.
         """
-        with batch_rows(getattr(batch, "rows", None)):
-            loss = self.model.loss(*batch)
+        loss = self.model.loss(*batch)
+        if not isinstance(loss, Variable):
+            raise TypeError(f"Trainer.step: {type(self.model).__name__}.loss returned a {type(loss).__name__}, "
+                            "not a Variable: it must be built from the model's Variables to have a gradient")
         loss.backward()
         loss.unchain_backward()  # a carried state must not lead back into this step's graph
-        share = 1.0
-        if self._reducer is not None:
-            share = self._reducer.reduce_grads(self._loss_terms(batch))
-        if self.clip is not None:
-            clip_grads(self.model.params(), self.clip)
-        (self.optimizer if self._reducer is None else self._reducer).update()
+        share = self.optimizer.update(getattr(batch, "weight", None))
         self.model.cleargrads()
         return loss.data if share == 1.0 else loss.data * loss.data.dtype.type(share)
-
-    def _loss_terms(self, batch):
-        """This rank's weight in the combined loss: the terms its mean covers.
-
-        A model whose loss leaves targets out (``ignore_label``) counts its terms itself with
-        ``loss_terms(*batch)``; otherwise the batch source's ``count`` is proportional to them
-        (the tokens of a BPTT window, the examples of fixed-length answers). Without a source
-        every rank counts the same.
-        """
-        count = getattr(self.model, "loss_terms", None)
-        if count is not None:
-            return count(*batch)
-        return None if self.batches is None else self.batches.count(batch)
 
     def fit(self, epochs, max_iters=None):
         """Train until ``epochs`` epochs are complete (counted from the start, resumes included).
@@ -166,6 +179,8 @@ class Trainer:
             ``_record``), and ``iterations``, the running loss every ``log_every`` steps.
         Raises:
             ValueError: bad ``epochs``/``max_iters``, or batches on another device than the model.
+            BaseException: what an extension, the model or the data raise; data parallel, the
+                rank prints it and ends the whole job instead (``comm.leave``), ``sys.exit`` too.
         """
         if self.batches is None:
             raise ValueError("Trainer.fit: the trainer has no batch source (built with batches=None)")
@@ -176,13 +191,17 @@ class Trainer:
         device = "gpu" if p is not None and backend.is_cupy_array(p.data) else "cpu"
         if self.batches.device != device:
             raise ValueError(f"Trainer.fit: the batches are on the {self.batches.device}, the model on the {device}")
-        for e in self._here:
-            e.on_start(self)
-        self.model.cleargrads()
-        while self.epoch < epochs and (max_iters is None or self.total_iterations < max_iters):
-            self._run_epoch(max_iters)
-        for e in self._here:
-            e.on_end(self)
+        try:
+            for e in self._here:
+                e.on_start(self)
+            self.model.cleargrads()
+            while self.epoch < epochs and (max_iters is None or self.total_iterations < max_iters):
+                self._run_epoch(max_iters)
+            for e in self._here:
+                e.on_end(self)
+        except BaseException as error:  # data parallel, the other ranks would wait for this one: end the job
+            self.comm.leave(error)
+            raise
         return self.history
 
     def _run_epoch(self, max_iters):
@@ -219,7 +238,7 @@ class Trainer:
         sums = self.sums
         window_loss, = self.comm.allreduce_numbers([sums["window_loss"]])
         entry = {"iteration": self.total_iterations, "epoch": self.epoch + 1, "loss": window_loss / sums["window"]}
-        sums["window_loss"], sums["window"] = 0.0, 0
+        sums.update({k: _SUMS[k] for k in ("window_loss", "window")})
         self.history["iterations"].append(entry)
         for e in self._here:
             e.on_log(self, entry)
@@ -242,10 +261,34 @@ class Trainer:
                   f"{self.batches.unit}_per_second": items / max(sums["seconds"], 1e-12)}
         began = time.perf_counter()
         for evaluator in self.evaluators:
-            record.update({f"{evaluator.name}_{k}": v for k, v in evaluator(self.model, self.comm).items()})
+            numbers = evaluator(self.model, self.comm)
+            if set(numbers) != set(evaluator.keys):
+                raise ValueError(f"Trainer: evaluator {evaluator.name!r} returned {sorted(numbers)}, its keys are "
+                                 f"{sorted(evaluator.keys)}")
+            record.update({f"{evaluator.name}_{k}": v for k, v in numbers.items()})
         record["eval_seconds"] = time.perf_counter() - began
         self.history["epochs"].append(record)
         return record
+
+    def check_record_key(self, who, what, key):
+        """Refuse, before training, a key that the epoch records of this trainer will not have.
+
+        Args:
+            who (str): the extension that asks (for the message).
+            what (str): its argument (``"monitor"``).
+            key (str): the record key.
+        Raises:
+            ValueError: ``key`` is neither a key of every record nor ``<evaluator name>_<key>``.
+        """
+        unit = "items" if self.batches is None else self.batches.unit
+        fixed = ("epoch", "iteration", "iterations", "complete", "train_loss", "train_perplexity", "lr", "seconds",
+                 f"{unit}_per_second", "eval_seconds")
+        evaluated = [f"{e.name}_{k}" for e in self.evaluators for k in e.keys]
+        if key in fixed or key in evaluated:
+            return
+        evaluated = ", ".join(evaluated) or "none: no evaluators"
+        raise ValueError(f"{who}: {what} {key!r} is not a key of the epoch records (evaluated: {evaluated}; "
+                         f"always: {', '.join(fixed)})")
 
     def summary(self):
         """Totals of the whole run (resumed parts included), from the history.
@@ -265,16 +308,153 @@ class Trainer:
             out["train_loss"] = records[-1]["train_loss"]
         return out
 
-    def save_checkpoint(self, path):
-        """Write everything ``resume`` needs into one ``.npz`` file (atomically, no pickle).
+    def state_dict(self):
+        """Everything a resumed run needs, the checkpoint one process would hold; every rank calls it.
+
+        The trainer writes its counters, running sums and history, and asks its parts for
+        theirs: the model (``state_dict``, ``carried_state``, ``generators``), the optimizer
+        (``spec``, ``state_dict``), the batch source (``spec``) and each extension with state.
+        Data parallel, the running sums are totals over the ranks and the carried state holds
+        the rows of every rank (gathered on rank 0, which alone gets them: elsewhere
+        ``carried`` is None).
+
+        Returns:
+            dict: JSON-ready values and, under ``model``, ``carried`` and ``optimizer``, arrays
+            (the layout of ``training.checkpoint``).
+        """
+        carried = gather_rows(self.model.carried_state(), self.comm)
+        sums = dict(self.sums)
+        sums.update(zip(_SUMMED, self.comm.allreduce_numbers([sums[k] for k in _SUMMED])))
+        sums = {k: type(zero)(round(sums[k]) if isinstance(zero, int) else sums[k]) for k, zero in _SUMS.items()}
+        return {
+            "trainer": {"epoch": self.epoch, "iteration": self.iteration, "total_iterations": self.total_iterations,
+                        "sums": sums},
+            "history": copy.deepcopy(self.history),
+            "model": self.model.state_dict(),
+            "carried": carried,
+            "optimizer": {**self.optimizer.spec(), **self.optimizer.state_dict()},
+            "batches": None if self.batches is None else self.batches.spec(),
+            "clip": self.clip,
+            "generators": {name: g.state_dict() for name, g in self.model.generators().items()},
+            "extensions": {name: e.state_dict() for name, e in self._stateful().items()},
+        }
+
+    def load_state_dict(self, state):
+        """Continue from ``state_dict()``'s result (of this run, at any process count); all or nothing.
 
         Args:
-            path (str | Path): the file.
+            state (dict): as returned by ``state_dict`` (or read by ``checkpoint.load``), of the
+                combined batch: data parallel, each rank takes its rows of the carried state and
+                rank 0 the totals of the running sums.
+        Raises:
+            ValueError: the state does not fit this run (another optimizer or its settings, other
+                batch or window sizes, other parameters, generators or extensions, missing or
+                out-of-range entries); one message lists every difference and nothing changes.
         """
-        checkpoint.save(self, path)
+        problems = self._differences(state)
+        if problems:
+            raise ValueError("Trainer.load_state_dict: the state does not fit this run: " + "; ".join(problems))
+        before = self._own_state()
+        try:
+            self._apply(state, split=True)
+        except BaseException:
+            self._apply(before, split=False)
+            raise
+
+    def _stateful(self):
+        return {e.name: e for e in self.extensions if e.state_dict()}
+
+    def _own_state(self):
+        """This rank's own state, as ``_apply`` takes it back after a failed load (no collective)."""
+        sums = {k: type(zero)(self.sums[k]) for k, zero in _SUMS.items()}
+        return {"trainer": {"epoch": self.epoch, "iteration": self.iteration,
+                            "total_iterations": self.total_iterations, "sums": sums},
+                "history": copy.deepcopy(self.history),
+                "model": {k: backend.as_numpy(v).copy() for k, v in self.model.state_dict().items()},
+                "carried": {k: backend.as_numpy(v).copy() for k, v in self.model.carried_state().items()},
+                "optimizer": self.optimizer.state_dict(),
+                "generators": {name: g.state_dict() for name, g in self.model.generators().items()},
+                "extensions": {name: e.state_dict() for name, e in self._stateful().items()}}
+
+    def _apply(self, state, split):
+        """Load ``state`` (``split``: of the combined batch, which each rank takes its part of)."""
+        self.model.load_state_dict(state.get("model", {}))
+        carried = state.get("carried", {})
+        if split:  # this rank's rows of the combined batch's state (all of it on one process)
+            carried = {k: a[slice(*shard_rows(len(a), self.comm))] for k, a in carried.items()}
+        self.model.load_carried_state(carried)
+        for name, g in self.model.generators().items():
+            g.load_state_dict(state["generators"][name])
+        for name, e in self._stateful().items():
+            e.load_state_dict(state["extensions"][name])
+        self.optimizer.load_state_dict({k: v for k, v in state["optimizer"].items() if k not in _STATE["optimizer"]})
+        mine = state["trainer"]
+        self.epoch, self.iteration, self.total_iterations = mine["epoch"], mine["iteration"], mine["total_iterations"]
+        self.sums = dict(mine["sums"])
+        if split and not self.comm.is_root:  # the totals are rank 0's to carry on
+            self.sums.update({k: _SUMS[k] for k in _SUMMED})
+        self.history = copy.deepcopy(state["history"])
+
+    def _differences(self, state):
+        """Every way ``state`` does not fit this run, as phrases (empty: it fits)."""
+        missing = [key for key in _STATE if key not in state]
+        missing += [f"{key}.{sub}" for key, subs in _STATE.items() if isinstance(state.get(key), dict)
+                    for sub in subs if sub not in state[key]]
+        sums = state.get("trainer", {}).get("sums")
+        missing += [f"trainer.sums.{k}" for k in _SUMS if isinstance(sums, dict) and k not in sums]
+        if missing:
+            return [f"no {', '.join(missing)} in the checkpoint"]
+        out = []
+        theirs, mine = state["optimizer"], self.optimizer.spec()
+        if theirs["class"] != mine["class"]:
+            out.append(f"optimizer {theirs['class']} in the checkpoint, {mine['class']} in this run")
+        else:
+            out += [f"optimizer {k} {v} in the checkpoint, {mine['hyperparameters'].get(k)} in this run"
+                    for k, v in theirs["hyperparameters"].items() if mine["hyperparameters"].get(k) != v]
+        spec = None if self.batches is None else self.batches.spec()
+        if (spec is None) != (state["batches"] is None):
+            out.append(f"batches {state['batches']} in the checkpoint, {spec} in this run")
+        elif spec is not None:
+            out += [f"batches {k} {v!r} in the checkpoint, {spec.get(k)!r} in this run"
+                    for k, v in state["batches"].items() if spec.get(k) != v]
+        if state["clip"] != self.clip:
+            out.append(f"clip {state['clip']} in the checkpoint, {self.clip} in this run")
+        try:
+            self.model.check_state_dict(state.get("model", {}))
+        except ValueError as e:
+            out.append(f"model parameters: {str(e).split(': ', 1)[1]}")
+        if self.batches is not None:  # the carried state is the combined batch's, which the ranks split
+            rows = self.batches.batch_size
+            out += [f"carried state {k} has {a.shape[0] if a.ndim else 0} rows, the batch {rows}"
+                    for k, a in state.get("carried", {}).items() if not a.ndim or a.shape[0] != rows]
+        for what, theirs, mine in (("generators", state["generators"], self.model.generators()),
+                                   ("extensions with state", state["extensions"], self._stateful())):
+            if set(theirs) != set(mine):
+                out.append(f"{what} {sorted(theirs)} in the checkpoint, {sorted(mine)} in this run")
+        counters = state["trainer"]
+        for key in ("epoch", "iteration", "total_iterations"):
+            if not isinstance(counters[key], int) or counters[key] < 0:
+                out.append(f"trainer {key} {counters[key]!r} in the checkpoint is not a count")
+        if self.batches is not None and isinstance(counters["iteration"], int) \
+                and counters["iteration"] >= len(self.batches):
+            out.append(f"trainer iteration {counters['iteration']} in the checkpoint, but an epoch of this run has "
+                       f"{len(self.batches)}")
+        return out
+
+    def save_checkpoint(self, path):
+        """Write ``state_dict()`` and ``meta`` into one ``.npz`` file (atomically, no pickle); every rank calls it.
+
+        Args:
+            path (str | Path): the file (written by rank 0 only).
+        """
+        state = self.state_dict()
+        if self.comm.is_root:  # one file: only rank 0 writes it
+            checkpoint.save(path, state, self.meta)
 
     def resume(self, path):
         """Continue from a checkpoint of this run; all or nothing.
+
+        Rank 0 reads the file and sends it to the other ranks, so only rank 0 needs to see it.
 
         Args:
             path (str | Path): a file written by ``save_checkpoint``.
@@ -283,10 +463,26 @@ class Trainer:
         Raises:
             ValueError: the file is not a tinygrad_rnn checkpoint, or it does not fit this run
                 (another optimizer or its settings, other batch or window sizes, other
-                parameters, generators or extensions); one message lists every difference and
-                nothing is changed.
+                parameters, generators or extensions); one message names the file, lists every
+                difference, and nothing is changed.
         """
-        run = checkpoint.load(self, path)
-        if self._reducer is not None:  # every rank read rank 0's file; make sure they agree
-            self._reducer.synchronize()
+        state, run = checkpoint.load(path, self.comm)
+        problems = self._differences(state)
+        if problems:
+            raise ValueError(f"Trainer.resume: {path} does not fit this run: " + "; ".join(problems))
+        self.load_state_dict(state)
         return run
+
+
+def _checked_evaluators(evaluators):
+    """The evaluators as a list, refused now (not after the first epoch) when one lacks part of its protocol."""
+    evaluators = list(evaluators)
+    for e in evaluators:
+        missing = [a for a in _EVALUATOR if not hasattr(e, a)] + ([] if callable(e) else ["__call__"])
+        if missing:
+            raise TypeError(f"Trainer: evaluator {e!r} has no {', '.join(missing)} (an evaluator is called as "
+                            "evaluator(model, comm) and has name, main, keys and higher_is_better)")
+    names = [e.name for e in evaluators]
+    if len(set(names)) != len(names):
+        raise ValueError(f"Trainer: two evaluators share a name ({', '.join(names)}); their record keys would mix")
+    return evaluators
