@@ -12,16 +12,18 @@ from tinygrad_rnn import layers as L
 class _LanguageModel(L.Layer):
     """Shared parts (``loss``); subclasses implement ``forward``."""
 
-    def loss(self, xs, ts):
-        """Mean cross-entropy of the next-token scores.
+    def loss(self, xs, ts, ignore_label=None):
+        """Mean cross-entropy of the next-token scores: the one contract of training and evaluation.
 
         Args:
             xs (ndarray): (N, T) integer ids.
             ts (ndarray): (N, T) integer target ids.
+            ignore_label (int, optional): targets holding it are left out of the mean (the
+                padding after the end of an evaluated text).
         Returns:
             Variable: () float.
         """
-        return F.softmax_cross_entropy(self(xs), ts)
+        return F.softmax_cross_entropy(self(xs), ts, ignore_label=ignore_label)
 
 
 class SimpleRNNLM(_LanguageModel):

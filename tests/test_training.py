@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 from conftest import untimed
 
+from tinygrad_rnn import functions as F
 from tinygrad_rnn import layers as L
 from tinygrad_rnn.data import BPTTBatcher, ShuffledBatcher, toy_seq
 from tinygrad_rnn.models import LSTMLM, BetterLSTMLM, PeekySeq2seq
@@ -236,6 +237,9 @@ class Bigram(L.Layer):
     def forward(self, xs):
         return self.table(xs)
 
+    def loss(self, xs, ts, ignore_label=None):
+        return F.softmax_cross_entropy(self(xs), ts, ignore_label=ignore_label)
+
 
 def test_perplexity_counts_every_target_token_exactly_once():
     model = Bigram()
@@ -248,6 +252,16 @@ def test_perplexity_counts_every_target_token_exactly_once():
             assert result["tokens"] == len(corpus) - 1
             assert result["loss"] == pytest.approx(expected, rel=1e-6)
             assert result["perplexity"] == pytest.approx(math.exp(expected), rel=1e-6)
+
+
+def test_perplexity_scores_through_the_models_loss_and_names_a_model_without_one():
+    class Halved(Bigram):
+        def loss(self, xs, ts, ignore_label=None):
+            return super().loss(xs, ts, ignore_label) * 0.5
+
+    assert perplexity(Halved(), VALID, 3, 4)["loss"] == pytest.approx(perplexity(Bigram(), VALID, 3, 4)["loss"] / 2)
+    with pytest.raises(TypeError, match=r"perplexity: the Embedding has no loss\(xs, ts, ignore_label\)"):
+        perplexity(L.Embedding(V, V, seed=0), VALID)
 
 
 def test_perplexity_leaves_the_carried_training_state_in_place():

@@ -15,7 +15,6 @@ import math
 import numpy as np
 
 from tinygrad_rnn import backend
-from tinygrad_rnn import functions as F
 from tinygrad_rnn.core import no_grad, test_mode
 from tinygrad_rnn.data.batching import check_ids
 from tinygrad_rnn.distributed import SerialComm, shard_rows
@@ -44,7 +43,8 @@ def perplexity(model, corpus, batch_size=10, time_size=35, comm=None):
     exactly once (cutting the remainder off, as fixed-size batches do, would drop up to N*T - 1).
 
     Args:
-        model (Layer): maps (N, T) int ids to (N, T, V) scores; stateful models carry their
+        model (Layer): has ``loss(xs, ts, ignore_label=...)``, the mean cross-entropy of (N, T)
+            int ids against (N, T) targets, as the trainer calls it; stateful models carry their
             state from window to window.
         corpus (ndarray): (L,) int ids, L >= 2.
         batch_size (int): N parallel streams.
@@ -54,8 +54,12 @@ def perplexity(model, corpus, batch_size=10, time_size=35, comm=None):
         dict: ``loss`` (mean cross-entropy, nats), ``tokens`` (L - 1) and ``perplexity``
         (exp of the loss; ``inf`` for a diverged model).
     Raises:
+        TypeError: the model has no ``loss``.
         ValueError: fewer than two tokens, sizes below 1, ids that are negative.
     """
+    if not callable(getattr(model, "loss", None)):
+        raise TypeError(f"perplexity: the {type(model).__name__} has no loss(xs, ts, ignore_label), "
+                        "the mean cross-entropy it is trained and evaluated with")
     corpus = backend.as_numpy(corpus)
     check_ids("perplexity", "corpus", corpus)
     if corpus.ndim != 1 or len(corpus) < 2:
@@ -78,8 +82,8 @@ def perplexity(model, corpus, batch_size=10, time_size=35, comm=None):
         for k in range(0, length if stop > start else 0, time_size):
             window = slice(k, k + time_size)
             counted = int((ts[:, window] != _PAD).sum())  # known on the host: no device read
-            loss = F.softmax_cross_entropy(model(_on_device_of(model, xs[:, window])),
-                                           _on_device_of(model, ts[:, window]), ignore_label=_PAD)
+            loss = model.loss(_on_device_of(model, xs[:, window]), _on_device_of(model, ts[:, window]),
+                              ignore_label=_PAD)
             total = total + loss.data * counted
     model.load_carried_state(carried)
     mean = comm.allreduce_numbers([total])[0] / targets
