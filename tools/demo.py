@@ -99,8 +99,8 @@ def main(argv=None):
         ids = generate(model, [vocab.word_to_id[start]], 25, skip_ids=skip, seed=args.seed + k)
         print("sample:", vocab.decode(ids).replace(" <eos>", "."))
 
-    # the graph of one short window (3 steps) of the trained model, every gate of every step
-    # (training ran the fused LSTM op), one cluster per step
+    # the graph of one short window (3 steps) of the trained model composed from primitives
+    # (training ran the fused LSTM op): every gate of the first step, the other steps boxed
     model.reset_state()
     with using_config("fused_cells", False):
         loss = model.loss(valid[None, :3], valid[None, 1:4])
