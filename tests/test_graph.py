@@ -202,6 +202,32 @@ def test_only_neighbours_with_the_same_ops_are_repeats():
     assert to_dot(_steps("t", "s", "t", "s")) == to_dot(_steps("t", "s", "t", "s"), expand_all=True)
 
 
+def test_look_alike_siblings_that_do_not_feed_each_other_are_not_repeats():
+    x = Variable(_zeros(N, H), name="x")
+    with name_scope("b0"):
+        y0 = F.tanh(x)
+    with name_scope("b1"):
+        y1 = F.tanh(x)  # parallel to b0
+    with name_scope("drop0"):
+        z = F.tanh(y0 + y1)
+    with name_scope("layer"):
+        z = F.sigmoid(z)
+    with name_scope("drop1"):
+        z = F.tanh(z)  # like drop0, but fed by layer
+    assert to_dot(z) == to_dot(z, expand_all=True)
+
+
+def test_stacked_layers_separated_by_dropout_are_drawn_apart():
+    from tinygrad_rnn.models import BetterLSTMLM
+    model = BetterLSTMLM(7, 4, 4, seed=0)
+    ids = np.arange(2 * 6).reshape(2, 6) % 7
+    with using_config("fused_cells", False):
+        nodes, _, labels = _parse(to_dot(model.loss(ids[:, :5], ids[:, 1:])))
+    boxes = sorted(_label(nodes[k][0]).split("\\n")[0] for k in nodes if k.startswith("s"))
+    assert boxes == ["t1 … t4", "t1 … t4"]
+    assert {"lstm1", "lstm2", "drop0", "drop1", "drop2"} <= set(labels.values())
+
+
 def test_scopes_without_a_number_are_never_repeats():
     h = Variable(_zeros(N, H))
     for name in ("a", "b", "step"):

@@ -5,8 +5,8 @@ Nodes are numbered in the order a breadth-first walk back from the outputs meets
 repeated scopes, ``l0`` for the gradient legend), so the same graph always gives the
 same text. Functions created under ``name_scope`` are drawn inside nested
 ``subgraph cluster_...`` blocks, one per scope. Sibling scopes named ``<stem><number>`` that
-hold the same ops (the time steps ``t0, t1, ...`` of a sequence layer) are repeats: the first
-is drawn in full, the rest as one box.
+hold the same ops, each fed by the one before (the time steps ``t0, t1, ...`` of a sequence
+layer), are repeats: the first is drawn in full, the rest as one box.
 """
 import collections
 import functools
@@ -45,7 +45,8 @@ def to_dot(*outputs, verbose=True, expand_all=False, grads=False):
     A Variable is drawn in the cluster of the scope its creator ran in; leaves stay outside.
 
     Repeats: sibling scopes named by one stem and a number (``t0, t1, ...``, ``cell0, cell1``)
-    that hold the same ops (same classes, same counts, same sub-scopes) form a run. Unless
+    that hold the same ops (same classes, same counts, same sub-scopes), each taking an input
+    from the one before (as step t+1 takes the state of step t), form a run. Unless
     ``expand_all``, the first scope of a run is drawn in full and the others as one box labelled
     e.g. ``t1 … t34`` / ``34 repeats of t0`` / ``12 ops each``, with one edge per neighbour in
     and out. The ``outputs`` are always drawn.
@@ -196,6 +197,7 @@ class _Repeats:
         self.peaks = [None] * len(names)  # per scope: the largest gradient RMS of its Variables
 
     def label(self):
+        """The lines of the box's label: span, count, size."""
         span = self.names[0] if len(self.names) == 1 else f"{self.names[0]} … {self.names[-1]}"
         count = len(self.names)
         return [span, f"{count} repeat{'s' if count != 1 else ''} of {self.first}",
@@ -206,17 +208,28 @@ def _repeats(functions):
     """Find the runs of repeated sibling scopes among the scopes of ``functions``.
 
     Two scopes are repeats when they share a parent, their names are one stem plus a number
-    (``t3``) and they hold the same multiset of (sub-scope path, Function class). A run is a
-    maximal sequence of repeats in number order; only runs of two or more are boxed.
+    (``t3``), they hold the same multiset of (sub-scope path, Function class), and the one with
+    the next number takes an input made in the other, as step t+1 takes the state of step t.
+    A run is a maximal chain of repeats in number order; only runs of two or more are boxed.
+    Siblings that merely look alike (two dropouts around a layer, parallel branches) stay apart,
+    since boxing them together would draw edges that go back and forth.
 
     Returns:
         dict: boxed scope path -> its ``_Repeats`` (one object per run).
     """
     contents = collections.defaultdict(collections.Counter)  # scope path -> (sub-path, class) -> count
+    feeds = set()  # (sibling scope path, sibling scope path it sends an input to)
     for f in functions:
         name = type(f).__name__
         for k in range(1, len(f.scope) + 1):
             contents[f.scope[:k]][(f.scope[k:], name)] += 1
+        for x in f.inputs:
+            if x.creator is None:
+                continue
+            src, dst = x.creator.scope, f.scope
+            k = next((k for k, (a, b) in enumerate(zip(src, dst)) if a != b), None)
+            if k is not None:  # first level where the two scopes part: there they are siblings
+                feeds.add((src[:k + 1], dst[:k + 1]))
     families = collections.defaultdict(list)  # (parent, stem) -> [(number, name)], in walk order
     for path in contents:
         m = _NUMBERED.fullmatch(path[-1])
@@ -224,15 +237,15 @@ def _repeats(functions):
             families[path[:-1], m.group(1)].append((int(m.group(2)), path[-1]))
     boxed = {}
     for (parent, _), members in families.items():
-        names = [name for _, name in sorted(members)]
+        paths = [parent + (name,) for _, name in sorted(members)]
         start = 0
-        for j in range(1, len(names) + 1):
-            if j < len(names) and contents[parent + (names[j],)] == contents[parent + (names[start],)]:
+        for j in range(1, len(paths) + 1):
+            if j < len(paths) and contents[paths[j]] == contents[paths[start]] and (paths[j - 1], paths[j]) in feeds:
                 continue
             if j - start >= 2:
-                run = _Repeats(parent, names[start], names[start + 1:j],
-                               sum(contents[parent + (names[start],)].values()))
-                boxed.update((parent + (name,), run) for name in run.names)
+                run = _Repeats(parent, paths[start][-1], [p[-1] for p in paths[start + 1:j]],
+                               sum(contents[paths[start]].values()))
+                boxed.update((path, run) for path in paths[start + 1:j])
             start = j
     return boxed
 
@@ -319,8 +332,9 @@ class _DotWriter:
                 self._new_id(id(run), "s")
                 members[run.parent].append(run)
             if is_var and id(node) in self.rms:
-                peak = run.peaks[k]
-                run.peaks[k] = self.rms[id(node)] if peak is None else max(peak, self.rms[id(node)])
+                rms, peak = self.rms[id(node)], run.peaks[k]
+                if peak is None or not math.isfinite(rms) or rms > peak:  # a NaN or inf stays the peak
+                    run.peaks[k] = rms
             if is_var and id(node) in roots:
                 members[run.parent].append(self._node_line(node))
         lines = ["digraph tinygrad_rnn {", '  graph [fontname="Helvetica"]',
@@ -412,7 +426,7 @@ class _DotWriter:
                         f'bgcolor="{"white" if peak is None else self.scale.color(peak)}"></td>'
                         for peak in run.peaks)
         rows.append(f"<tr>{cells}</tr>")
-        known = [p for p in run.peaks if p is not None]
+        known = [p for p in run.peaks if p is not None and math.isfinite(p)]
         if known:
             text = f"grad RMS {min(known):.2g} … {max(known):.2g}"
             rows.append(f'<tr><td colspan="{width}">{_html(text)}</td></tr>')
