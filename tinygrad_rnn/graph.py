@@ -419,7 +419,8 @@ class _DotWriter:
         """The box of a run; in the gradient view an HTML label adds one coloured cell per scope."""
         node = f"{self.ids[id(run)]} [shape=box3d, style=filled, fillcolor=\"#fdf3d0\""
         if not self.grads:
-            return f"{node}, label={_quote(chr(10).join(run.label()))}]"
+            label = "\n".join(run.label())
+            return f"{node}, label={_quote(label)}]"
         width = len(run.names)
         rows = [f'<tr><td colspan="{width}">{_html(text)}</td></tr>' for text in run.label()]
         cells = "".join(f'<td width="8" height="14" border="1" color="#bdbdbd" '
