@@ -98,8 +98,8 @@ def main(argv=None):
         ids = generate(model, [vocab.word_to_id[start]], 25, skip_ids=skip, seed=args.seed + k)
         print("sample:", vocab.decode(ids).replace(" <eos>", "."))
 
-    # the graph of one short window (3 steps) of the trained weights, every gate of every step
-    # (training ran the fused LSTM op): a composed copy of the model, one cluster per step
+    # the graph of one short window (3 steps) of the trained weights (training ran the fused LSTM
+    # op): a composed copy of the model, every gate of the first step, the other steps boxed
     composed = LSTMLM(len(vocab), 100, 100, fused=False)
     composed.load_state_dict(model.state_dict())
     loss = composed.loss(valid[None, :3], valid[None, 1:4])

@@ -1,10 +1,11 @@
-"""Render the example graphs of docs/graph.md: a tanh-RNN step, an LSTM step and a 3-step unrolled RNN.
+"""Render the example graphs of docs/graph.md: RNN and LSTM steps, unrolls, a 35-step LSTM, a gradient view.
 
 Usage (once installed, e.g. by ``make``)::
 
     tinygrad-rnn-render-graph --out docs/img --format svg   (or python tools/render_graph.py ...)
 
-Only shapes reach the drawings, so the inputs are zeros and no seed is needed.
+Only shapes reach the drawings of the forward graph, so their inputs are zeros; the gradient
+view draws the gradients of a seeded random RNN (``--seed``).
 """
 import argparse
 import os
@@ -13,9 +14,11 @@ import numpy as np
 
 from tinygrad_rnn import Parameter, Variable, name_scope
 from tinygrad_rnn import functions as F
+from tinygrad_rnn import layers as L
 from tinygrad_rnn.graph import render
 
-N, D, H, T = 2, 3, 4, 3  # batch, input size, hidden size, time steps
+N, D, H, T = 2, 3, 4, 3  # batch, input size, hidden size, time steps of the hand-written unroll
+LONG_T = 35  # time steps of the layer graphs: the textbook's BPTT window
 
 
 def _zeros(*shape):
@@ -83,15 +86,47 @@ def unrolled_rnn():
     return [h]
 
 
+def lstm_layer():
+    """An ``L.LSTM`` layer over ``LONG_T`` steps, composed from primitives (``fused=False``).
+
+    Returns:
+        list of Variable: ``[hs]``, (N, LONG_T, H) float32.
+    """
+    lstm = L.LSTM(D, H, seed=0, fused=False)
+    hs = lstm(_zeros(N, LONG_T, D))
+    hs.name = "hs"
+    return [hs]
+
+
+def rnn_gradients(seed):
+    """A tanh ``L.RNN`` over ``LONG_T`` steps whose loss reads the last step only, after a backward
+    that keeps the graph and every gradient, so that the gradient view can draw them.
+
+    Args:
+        seed (int): seeds the weights and the inputs.
+    Returns:
+        list of Variable: ``[loss]``, a float32 scalar holding its gradient.
+    """
+    rng = np.random.default_rng(seed)
+    rnn = L.RNN(D, H, seed=rng)
+    hs = rnn(rng.standard_normal((N, LONG_T, D)).astype(np.float32))
+    loss = F.sum(hs[:, -1] * rng.standard_normal((N, H)).astype(np.float32))
+    loss.name = "loss"
+    loss.backward(retain_grad=True, retain_graph=True)
+    return [loss]
+
+
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--out", default=os.path.join("docs", "img"), help="output directory (created if missing)")
     parser.add_argument("--format", default="svg", choices=["svg", "png", "pdf"], help="image format")
+    parser.add_argument("--seed", type=int, default=0, help="seed of the gradient view's weights and inputs")
     args = parser.parse_args(argv)
     os.makedirs(args.out, exist_ok=True)
     unrolled = unrolled_rnn()
     jobs = [("rnn_step", tanh_rnn_step(), {}), ("lstm_step", lstm_step(), {}),
-            ("rnn_unrolled", unrolled, {}), ("rnn_unrolled_collapsed", unrolled, {"collapse_scopes": 2})]
+            ("rnn_unrolled", unrolled, {"expand_all": True}), ("rnn_unrolled_collapsed", unrolled, {}),
+            ("lstm_layer", lstm_layer(), {}), ("rnn_gradients", rnn_gradients(args.seed), {"grads": True})]
     for name, outputs, options in jobs:
         path = os.path.join(args.out, f"{name}.{args.format}")
         render(*outputs, path=path, format=args.format, **options)

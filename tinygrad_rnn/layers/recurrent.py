@@ -205,7 +205,9 @@ class RNNCell(_Cell):
 
     def _gates(self, xw, state, bn):
         (h,) = state
-        return (F.tanh(xw + F.matmul(h, self.Wh)),)
+        h = F.tanh(xw + F.matmul(h, self.Wh))
+        h.name = "h"  # the book's name, drawn by tinygrad_rnn.graph
+        return (h,)
 
 
 class LSTMCell(_Cell):
@@ -274,8 +276,12 @@ class LSTMCell(_Cell):
             h, c = F.lstm(xw + F.matmul(h, self.Wh), c)
             return h, c
         a_i, a_f, a_g, a_o = F.split(xw + F.matmul(h, self.Wh), 4, axis=1)
-        c = F.sigmoid(a_f) * c + F.sigmoid(a_i) * F.tanh(a_g)
-        return F.sigmoid(a_o) * F.tanh(c), c
+        i, f, g, o = F.sigmoid(a_i), F.sigmoid(a_f), F.tanh(a_g), F.sigmoid(a_o)
+        c = f * c + i * g
+        h = o * F.tanh(c)
+        for v, name in ((i, "i"), (f, "f"), (g, "g"), (o, "o"), (c, "c"), (h, "h")):
+            v.name = name  # the book's names, drawn by tinygrad_rnn.graph
+        return h, c
 
 
 class GRUCell(_Cell):
@@ -340,7 +346,10 @@ class GRUCell(_Cell):
         h_rz, h_n = F.split(F.matmul(h, self.Wh), cut, axis=1)
         r, z = F.split(F.sigmoid(x_rz + h_rz), 2, axis=1)
         n = F.tanh(x_n + r * (h_n + bn))
-        return (n + z * (h - n),)  # (1 - z) * n + z * h with one op fewer
+        h = n + z * (h - n)  # (1 - z) * n + z * h with one op fewer
+        for v, name in ((r, "r"), (z, "z"), (n, "n"), (h, "h")):
+            v.name = name  # the book's names, drawn by tinygrad_rnn.graph
+        return (h,)
 
 
 class _Recurrent(Layer):
