@@ -31,6 +31,7 @@ from tinygrad_rnn.optimizers import clip_grads
 from tinygrad_rnn.training import checkpoint
 from tinygrad_rnn.training.evaluation import exp
 from tinygrad_rnn.training.extensions import Checkpoint
+from tinygrad_rnn.training.phases import END, mark
 from tinygrad_rnn.training.schedules import Schedule
 
 
@@ -128,17 +129,23 @@ class Trainer:
             ndarray: () the loss, on the model's device (not read back); data parallel, this
             rank's share of the combined batch's loss (their sum over the ranks is that loss).
         """
+        mark("forward")
         with batch_rows(getattr(batch, "rows", None)):
             loss = self.model.loss(*batch)
+        mark("backward")
         loss.backward()
         loss.unchain_backward()  # a carried state must not lead back into this step's graph
         share = 1.0
         if self._reducer is not None:
+            mark("reduce")
             share = self._reducer.reduce_grads(self._loss_terms(batch))
         if self.clip is not None:
+            mark("clip")
             clip_grads(self.model.params(), self.clip)
+        mark("update")
         (self.optimizer if self._reducer is None else self._reducer).update()
         self.model.cleargrads()
+        mark(END)
         return loss.data if share == 1.0 else loss.data * loss.data.dtype.type(share)
 
     def _loss_terms(self, batch):
