@@ -112,6 +112,14 @@ def test_bench_phases_prints_every_phase_of_the_step_and_the_launch_costs():
     assert all(r["host_us"] > 0 and r["shape"] == [20, 100, 400] for r in launches)
 
 
+def test_bench_engine_prints_the_header_each_op_for_each_side_and_the_import_time():
+    header, *results = _lines("bench_engine.py", "--chain", "50", "--rounds", "1")
+    assert header["command"] == "python tools/bench_engine.py --chain 50 --rounds 1" and HEADER <= header.keys()
+    ours = [r for r in results if r.get("impl") == "tinygrad_rnn" and "op" in r]
+    assert [r["op"] for r in ours] == ["tanh", "mul", "add"] and all(r["us_per_op"] > 0 for r in ours)
+    assert results[-1]["import_seconds"] > 0
+
+
 def test_bench_lm_times_trainer_step_itself(monkeypatch, capsys):
     calls = _counting_step(monkeypatch)
     bench_lm.main(["--worker", "tinygrad_rnn", "--models", "lstm", "--iters", "3", "--warmup", "2",

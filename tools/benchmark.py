@@ -48,10 +48,11 @@ def _model_list(choices):
     return parse
 
 
-def parser(doc, *, rounds, models=None, iters=None, warmup=None, devices=("cpu", "gpu"), workers=True):
+def parser(doc, *, rounds, models=None, iters=None, warmup=None, devices=("cpu", "gpu"), workers=True,
+           seed=True):
     """An ArgumentParser with the flags every benchmark has.
 
-    Flags: ``--rounds``, ``--device``, ``--seed`` (weights and batches), and where asked for
+    Flags: ``--rounds``, ``--device``, and where asked for ``--seed`` (weights and batches),
     ``--models`` (comma-separated), ``--iters`` and ``--warmup``, ``--threads`` (BLAS and
     PyTorch threads of every measurement; default: the libraries' own) and ``--worker`` (hidden:
     run one measurement, ``run_worker``).
@@ -66,6 +67,7 @@ def parser(doc, *, rounds, models=None, iters=None, warmup=None, devices=("cpu",
         workers (bool): every measurement is a fresh process (``run_worker``): offer ``--worker``
             and ``--threads`` (BLAS reads its thread count when it loads, so only a fresh
             process can take it).
+        seed (bool): offer ``--seed`` (a benchmark with random weights or batches).
     Returns:
         argparse.ArgumentParser.
     """
@@ -79,7 +81,8 @@ def parser(doc, *, rounds, models=None, iters=None, warmup=None, devices=("cpu",
         p.add_argument("--warmup", type=nonnegative_int, default=warmup, help="untimed steps before them")
     p.add_argument("--rounds", type=positive_int, default=rounds, help="measurements of each side, alternating")
     p.add_argument("--device", choices=devices, default="cpu")
-    p.add_argument("--seed", type=nonnegative_int, default=0, help="seed of the weights and the batches")
+    if seed:
+        p.add_argument("--seed", type=nonnegative_int, default=0, help="seed of the weights and the batches")
     if workers:
         p.add_argument("--threads", type=positive_int,
                        help="BLAS and PyTorch threads of every measurement (default: the libraries' own)")

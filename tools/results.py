@@ -259,7 +259,7 @@ def engine(folder):
     lines = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
     ops = [line for line in lines if "us_per_op" in line]
     out = ["## Engine overhead", "", "`python tools/bench_engine.py`: microseconds per forward + backward of one op on "
-           "a (1,) array in a chain, best of the repeats; the backward also releases the graph it walked:", ""]
+           "a (1,) array in a chain, best of the rounds; the backward also releases the graph it walked:", ""]
     rows = []
     for op in dict.fromkeys(line["op"] for line in ops):
         sides = {line["impl"]: line["us_per_op"] for line in ops if line["op"] == op}
