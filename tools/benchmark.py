@@ -103,13 +103,20 @@ def _version(distribution):
         return None
 
 
-def _torch_kernels(device):
-    """What PyTorch's side runs on: its CPU kernels (oneDNN or not) or cuDNN."""
-    import torch
+_TORCH_KERNELS = """
+import sys, torch
+if sys.argv[1] == "gpu":
+    print(f"PyTorch CUDA {torch.version.cuda}, cuDNN {torch.backends.cudnn.version()}")
+else:
+    print(f"PyTorch ATen CPU (oneDNN {'on' if torch.backends.mkldnn.is_available() else 'off'})")
+"""
 
-    if device == "gpu":
-        return f"PyTorch CUDA {torch.version.cuda}, cuDNN {torch.backends.cudnn.version()}"
-    return f"PyTorch ATen CPU (oneDNN {'on' if torch.backends.mkldnn.is_available() else 'off'})"
+
+def _torch_kernels(device):
+    """What PyTorch's side runs on (its CPU kernels with or without oneDNN, or cuDNN), asked in a fresh
+    interpreter, so that the process that prints the header (and may measure) never loads torch."""
+    done = subprocess.run([sys.executable, "-c", _TORCH_KERNELS, device], capture_output=True, text=True, check=True)
+    return done.stdout.strip()
 
 
 def _cpu_name():
