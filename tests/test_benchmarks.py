@@ -10,7 +10,7 @@ import pytest
 
 from tinygrad_rnn.training import Trainer
 from tinygrad_rnn.training.phases import mark
-from tinygrad_rnn.tools import bench_lm, bench_phases
+from tinygrad_rnn.tools import bench_lm, bench_phases, benchmark
 
 TOOLS = Path(__file__).resolve().parent.parent / "tools"
 HEADER = {"command", "machine", "blas", "threads", "versions", "kernels"}
@@ -146,3 +146,17 @@ def test_bench_phases_reads_the_phases_the_step_marks(monkeypatch, capsys):
 def test_bench_flags_are_checked_before_any_work(script, flags, message):
     done = _run(script, *flags)
     assert done.returncode == 2 and message in done.stderr
+
+
+def test_a_worker_gets_the_shared_flags_and_its_thread_count(tmp_path, capsys):
+    script = tmp_path / "echo.py"
+    script.write_text("import json, os, sys\n"
+                      "print(json.dumps({'argv': sys.argv[1:], 'threads': [os.environ.get(v) for v in "
+                      f"{benchmark.THREAD_VARIABLES!r}]}}))\n")
+    args = benchmark.parser(bench_lm.__doc__, rounds=1, models=("lstm",), iters=4, warmup=2).parse_args(
+        ["--threads", "3", "--seed", "7"])
+    result = benchmark.run_worker(str(script), args, "torch", "lstm", "--memory-iters", "0", round=1)
+    assert result["argv"] == ["--worker", "torch", "--models", "lstm", "--iters", "4", "--warmup", "2",
+                              "--device", "cpu", "--seed", "7", "--memory-iters", "0"]
+    assert result["threads"] == ["3"] * 3 and result["round"] == 1
+    assert json.loads(capsys.readouterr().out) == result  # printed as well
