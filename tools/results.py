@@ -205,8 +205,8 @@ def scaling(folder):
     out += ["The LSTMLM step (V 10,000, D = H 100, T 35, SGD, clip 0.25) by the phases `Trainer.step` marks, in "
             "ms: `wait` is a barrier where the reduction begins (the faster rank waiting for the slower), "
             "`reduce` packs, reduces and unpacks the gradients, of which `allreduce` is the bare reduction of a "
-            "buffer of their size (one process has neither); `step` is `Trainer.step` with no recorder, timed "
-            "on the steps in between:", ""]
+            "buffer of their size (one process has no wait and no reduce); `step` is `Trainer.step` with no "
+            "recorder, timed on the steps in between:", ""]
     out += _table(["ranks", "streams a rank", "forward", "backward", "wait", "reduce", "allreduce", "clip + update",
                    "step", "words/s"],
                   [[r["ranks"], r["batch_per_rank"], _num(r["forward_ms"], 2), _num(r["backward_ms"], 2),
@@ -219,7 +219,7 @@ def scaling(folder):
                 f"{_pct(r['weak_efficiency'])}.", ""]
     for r in kinds.get("cost_model", []):
         out += [f"Ring model fitted to {r['impl']}'s allreduce times: α = {r['alpha_us']:.1f} µs, "
-                f"B = {r['bandwidth_gbps']:.2f} GB/s (rms relative error {r['rms_relative_error']:.2f}).", ""]
+                f"B = {_num(r['bandwidth_gbps'], 2)} GB/s (rms relative error {r['rms_relative_error']:.2f}).", ""]
     predictions = kinds.get("prediction", [])
     if predictions:
         out += ["Predicted weak-scaling efficiency of the classic models (`python tools/bench_dist.py --from "
