@@ -4,6 +4,7 @@ import threading
 import numpy as np
 import pytest
 
+from tinygrad_rnn import backend
 from tinygrad_rnn.models import LSTMLM
 from tinygrad_rnn.optimizers import SGD
 from tinygrad_rnn.training import Trainer, phases
@@ -74,3 +75,20 @@ def test_recorder_refuses_an_open_phase_a_nested_start_and_an_unknown_device():
         recorder.phases()
     with pytest.raises(ValueError, match="device must be 'cpu' or 'gpu', got 'tpu'"):
         PhaseRecorder("tpu")
+
+
+@pytest.mark.skipif(backend.gpu_available(), reason="needs a process without a GPU")
+def test_a_gpu_recorder_without_a_gpu_is_refused():
+    with pytest.raises(RuntimeError, match="device 'gpu' needs CuPy and a GPU"):
+        PhaseRecorder("gpu")
+
+
+@pytest.mark.gpu
+def test_a_gpu_step_records_the_device_time_of_its_phases(cupy):
+    trainer = _trainer(1.0)
+    trainer.model.to_gpu()
+    batch = tuple(cupy.asarray(a) for a in _batch())
+    with PhaseRecorder("gpu") as recorder:
+        trainer.step(batch)
+    recorded = recorder.phases()  # waits for the last event
+    assert list(recorded) == ["forward", "backward", "clip", "update"] and all(ms >= 0 for ms in recorded.values())

@@ -44,12 +44,14 @@ class PhaseRecorder:
         device (str): ``"cpu"`` or ``"gpu"`` (the device the marked work runs on).
     Raises:
         ValueError: another ``device``.
-        RuntimeError: ``"gpu"`` without CuPy.
+        RuntimeError: ``"gpu"`` without CuPy or a GPU.
     """
 
     def __init__(self, device="cpu"):
         if device not in ("cpu", "gpu"):
             raise ValueError(f"PhaseRecorder: device must be 'cpu' or 'gpu', got {device!r}")
+        if device == "gpu" and not backend.gpu_available():
+            raise RuntimeError("PhaseRecorder: device 'gpu' needs CuPy and a GPU, and this process has neither")
         self.cupy = backend._cupy() if device == "gpu" else None
         self.marks = []
         self._token = None
