@@ -1,6 +1,6 @@
 """Data parallelism on this machine: allreduce bandwidth, the LSTMLM step by phase, and a cost model.
 
-Every measurement is one ``mpirun -n P python -m mpi4py tools/bench_dist.py --worker ...`` job in a
+Every measurement is one ``mpirun -n P python -m mpi4py tools/bench_dist.py --job ...`` job in a
 new process group, ended on a bounded timeout, with one BLAS thread a rank (P = 1 runs the same
 way, so that both sides of a ratio have the same settings). Times are the median over steps or
 repetitions of the slowest rank's time; only rank 0 prints.
