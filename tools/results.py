@@ -48,6 +48,12 @@ def _table(header, rows):
     return lines
 
 
+def _machine(header):
+    """Where a benchmark ran, from its header line: the load tells a busy machine's figures apart."""
+    m = header.get("machine")  # files written before the shared header have none
+    return "" if m is None else f", {m['cores']} cores at load average {m['loadavg'][0]:.1f}"
+
+
 def _epochs(history):
     return [r for r in history["epochs"] if r["complete"]]
 
@@ -140,7 +146,7 @@ def throughput(folder):
         lines = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
         command = next((line["command"] for line in lines if "command" in line), f"python tools/{file[:-6]}.py")
         timed = [line for line in lines if unit in line]
-        out += [f"`{command}` ({unit.replace('_', ' ')}, float32, CPU):", ""]
+        out += [f"`{command}` ({unit.replace('_', ' ')}, float32, CPU{_machine(lines[0])}):", ""]
         rows = []
         for model in dict.fromkeys(line["model"] for line in timed):
             for r in sorted({line["round"] for line in timed if line["model"] == model}):
@@ -190,7 +196,7 @@ def scaling(folder):
         kinds.setdefault(line.get("kind"), []).append(line)
     command = lines[0]["command"]
     out = ["## Data parallel: allreduce, the step by phase, and the cost model", "",
-           f"`{command}`: two MPI ranks (Open MPI, shared memory) on this 2-core machine, one BLAS thread a "
+           f"`{command}`{_machine(lines[0])}: two MPI ranks (Open MPI, shared memory), one BLAS thread a "
            "rank; the median of the slower rank. Allreduce of float32 buffers, in milliseconds and bus "
            "bandwidth (GB/s), each side twice, alternating (PyTorch's gloo, where installed):", ""]
     rows = {}
@@ -235,7 +241,8 @@ def phases(folder):
     lines = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
     steps = [line for line in lines if line.get("kind") == "phases"]
     out = ["## One training step, phase by phase", "",
-           f"`{lines[0]['command']}` (device {steps[0]['device'] if steps else '—'}, N {BATCH_LM} x T {TIME_LM}, "
+           f"`{lines[0]['command']}` (device {steps[0]['device'] if steps else '—'}{_machine(lines[0])}, "
+           f"N {BATCH_LM} x T {TIME_LM}, "
            "float32): the median milliseconds of each phase `Trainer.step` marks, recorded around real steps, "
            "and of `Trainer.step` with no recorder on the steps in between:", ""]
     for step in steps:
