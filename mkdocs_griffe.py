@@ -47,8 +47,12 @@ class PackageDirs(griffe.Extension):
         for name, folder in _mapped_packages().items():
             parent, _, child = name.rpartition(".")
             if parent == pkg.path:
-                # griffe has no public call that loads a folder under a given parent module
-                pkg.set_member(child, loader._load_module(child, folder / "__init__.py", parent=pkg))
+                # load the folder as a package of its own, then hang it under its installed name; its
+                # members' paths follow their parent, so it must not stay a top-level package as well
+                module = loader.load(folder, submodules=True, try_relative_path=False)
+                del loader.modules_collection[module.name]
+                module.name = child  # the folder's name need not be the installed one
+                pkg.set_member(child, module)
 
 
 class CompactSections(griffe.Extension):

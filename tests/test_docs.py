@@ -1,5 +1,6 @@
 """The documentation: the site builds strictly, the API reference covers every public module, and the
 README and the guides stand alone (their links resolve inside the repository, they cite nothing else)."""
+import ast
 import configparser
 import importlib
 import importlib.metadata
@@ -92,6 +93,14 @@ def test_docs_build_strict_without_warnings(tmp_path):
     html = "".join(page.read_text() for page in (site / "api").rglob("*.html"))
     unrendered = [name for name in sorted(_documented_modules()) if f'id="{name}"' not in html]
     assert not unrendered, f"modules without a heading in the built API reference: {unrendered}"
+
+
+def test_the_docs_build_uses_only_public_names_of_its_tools():
+    # a private name of griffe or mkdocstrings can change in any release and break the build silently
+    tree = ast.parse((ROOT / "mkdocs_griffe.py").read_text())
+    private = sorted({f"{node.lineno}: .{node.attr}" for node in ast.walk(tree) if isinstance(node, ast.Attribute)
+                      and node.attr.startswith("_") and not node.attr.endswith("__")})
+    assert not private, f"mkdocs_griffe.py uses private attributes: {private}"
 
 
 def test_every_public_module_is_in_the_api_reference():

@@ -19,6 +19,7 @@ import numpy as np
 from tinygrad_rnn.backend import as_cupy, as_numpy, device_of, get_array_module
 from tinygrad_rnn.checks import number
 from tinygrad_rnn.core import Variable
+from tinygrad_rnn.phases import mark
 
 
 class Optimizer:
@@ -124,6 +125,7 @@ class Optimizer:
             raise RuntimeError(f"{type(self).__name__}.update: call setup(model) first")
         for hook in self.hooks:
             hook(self)
+        mark("update")
         self._begin_step()
         for name, p in self.target.namedparams():
             if p.grad is None:
@@ -401,4 +403,5 @@ class GradientClipping:
         Args:
             optimizer (Optimizer): the optimizer about to update.
         """
+        mark("clip")
         self.norm = clip_grads(optimizer.target.params(), self.max_norm)

@@ -1,6 +1,6 @@
 """Data parallelism on this machine: allreduce bandwidth, the LSTMLM step by phase, and a cost model.
 
-Every measurement is one ``mpirun -n P python -m mpi4py tools/bench_dist.py --worker ...`` job in a
+Every measurement is one ``mpirun -n P python -m mpi4py tools/bench_dist.py --job ...`` job in a
 new process group, ended on a bounded timeout, with one BLAS thread a rank (P = 1 runs the same
 way, so that both sides of a ratio have the same settings). Times are the median over steps or
 repetitions of the slowest rank's time; only rank 0 prints.
@@ -12,52 +12,45 @@ repetitions of the slowest rank's time; only rank 0 prints.
    definition: the bandwidth a ring needs on each link).
 2. The LSTMLM step (V 10000, D = H 100, float32, SGD lr 20, clip 0.25, T 35; ``kind: "step"``) at
    P = 1 with N 20 and 10, and at P = 2 with 10 streams a rank (strong scaling) and 20 (weak), by
-   phase: ``forward`` (``model.loss``), ``backward`` (with ``unchain_backward``), ``wait`` (a
-   barrier: the time the faster rank waits for the slower one, which the reduction's first
-   collective would otherwise absorb), ``reduce`` (``distributed.allreduce_grads``: pack,
-   allreduce, unpack), ``update`` (clip, SGD, cleargrads), and ``allreduce``, a bare
-   ``comm.allreduce`` of a buffer of all the gradients' bytes, so that ``pack_unpack = reduce -
-   allreduce``. ``phases_ms`` adds up the step's phases (not the bare allreduce); ``step_ms`` is
-   ``Trainer.step`` itself (no barrier), timed on the steps between the phased ones. Then
-   ``kind: "scaling"``: strong speedup ``S = t1(N 20) / t2(10 a rank)``, strong efficiency
-   ``S / 2``, weak efficiency ``t1(N 20) / t2(20 a rank)``.
+   the phases ``Trainer.step`` marks itself (``tinygrad_rnn.phases``): ``forward`` (``model.loss``),
+   ``backward`` (with ``unchain_backward``), with P > 1 ``wait`` (a barrier the recorder puts
+   where ``reduce`` begins: the time the faster rank waits for the slower one, which the
+   reduction's first collective would otherwise absorb) and ``reduce`` (pack, allreduce, unpack),
+   ``clip`` and ``update`` (the update and ``cleargrads``); then ``allreduce``, a bare
+   ``comm.allreduce`` of a buffer of all the gradients' bytes after the step, so that
+   ``pack_unpack = reduce - allreduce``. ``phases_ms`` adds up the step's phases (not the bare
+   allreduce); ``step_ms`` is ``Trainer.step`` with no recorder (no barrier), timed on the steps
+   between the recorded ones. Then ``kind: "scaling"``: strong speedup ``S = t1(N 20) / t2(10 a
+   rank)``, strong efficiency ``S / 2``, weak efficiency ``t1(N 20) / t2(20 a rank)``.
 3. The cost model of weak scaling (``kind: "cost_model"``, then ``kind: "prediction"``):
    ``t_step(P) = t_compute + t_allreduce(S, P)`` with the ring bound ``t_allreduce = 2 (P - 1) alpha
    + 2 (P - 1) / P * S / B``. alpha and B of this machine are fitted to the 2-rank allreduce times
    (least squares on relative errors, so the small sizes count as much as the large ones; both
    terms >= 0). The predicted efficiency ``t_compute / t_step(P)`` covers LSTMLM and BetterLSTMLM
    (650 x 2, tied) with fp32 gradients, for P = 2 to 1024, on this machine's fit and on assumed
-   networks (``NETWORKS``), with ``t_compute`` the CPU step measured here at N 20 and an assumed
-   GPU step (flags).
+   networks, with ``t_compute`` the CPU step measured here at N 20 and an assumed GPU step: the
+   assumed figures, with their sources, are read from ``docs/results/assumed.json`` (``--assumed``).
 
     python tools/bench_dist.py [--sizes 8192,...,67108864] [--reps 20] [--rounds 2] [--iters 100]
-        [--warmup 20] [--better-iters 4] [--gpu-lstm-ms 11] [--gpu-better-ms 23] [--markdown]
+        [--warmup 20] [--better-iters 4] [--assumed docs/results/assumed.json] [--markdown] [--seed 0]
     python tools/bench_dist.py --from docs/results/bench_dist.jsonl --markdown   # predictions only
 """
 import argparse
 import importlib.util
 import json
-import os
-import shlex
 import shutil
-import sys
 import tempfile
 import time
 from pathlib import Path
 
 import numpy as np
 
-from tinygrad_rnn.tools.common import alternating, nonnegative_int, positive_float, positive_int, run_mpi
+from tinygrad_rnn.tools.benchmark import (ASSUMED, CLIP, LM_SPECS, LR, TIME, VOCAB, alternating, parser,
+                                          print_header)
+from tinygrad_rnn.tools.common import nonnegative_int, positive_float, positive_int, run_mpi
 
-VOCAB, TIME, LR, CLIP = 10000, 35, 20.0, 0.25
-MODELS = {"lstm": "LSTMLM", "better": "BetterLSTMLM"}
 SIZES = [8192 * 2**k for k in range(14)]  # 8 KiB to 64 MiB
 PREDICTED_RANKS = [2**k for k in range(1, 11)]
-# Assumed networks: (name, bus bandwidth B in bytes/s, latency alpha in s). 10 GbE: the line rate,
-# alpha of kernel TCP; InfiniBand: 100 Gb/s EDR with RDMA; NVLink: NCCL's bus bandwidth on an
-# 8 x H100 node (as if one NVLink domain held all P GPUs, which only an NVL72-class system does).
-NETWORKS = [("10 GbE", 1.25e9, 30e-6), ("100 Gb InfiniBand", 12.5e9, 3e-6), ("NVLink (H100)", 360e9, 5e-6)]
-PHASES = ("forward", "backward", "wait", "reduce", "update", "allreduce")
 
 
 def mpirun(ranks, args, timeout, **extra):
@@ -74,7 +67,7 @@ def mpirun(ranks, args, timeout, **extra):
         RuntimeError: the job failed; the message holds its output.
         TimeoutError: it ran out of time.
     """
-    done = run_mpi(ranks, ["-m", "mpi4py", __file__, "--worker", *args], timeout)
+    done = run_mpi(ranks, ["-m", "mpi4py", __file__, "--job", *args], timeout)
     if done.returncode:
         raise RuntimeError(f"bench_dist.py: mpirun -n {ranks} {' '.join(args)} failed ({done.returncode}):\n"
                            f"{done.stdout}{done.stderr}")
@@ -142,90 +135,82 @@ def allreduce_worker(impl, sizes, reps, warmup, store):
         tdist.destroy_process_group()  # its rendezvous file goes with it
 
 
-def _model(name):
-    from tinygrad_rnn.models import LSTMLM, BetterLSTMLM
-
-    if name == "lstm":
-        return LSTMLM(VOCAB, 100, 100, seed=0)
-    return BetterLSTMLM(VOCAB, 650, 650, dropout=0.5, seed=0)
-
-
-def _phased_step(trainer, part, buffer):
-    """``Trainer.step`` with a clock between its phases, then the bare allreduce; (6,) seconds (``PHASES``).
-
-    The same calls as ``Trainer.step``, in its order (that one call has no clock inside), and a
-    barrier before the reduction, so that ``reduce`` starts with the ranks together.
-    """
-    from tinygrad_rnn import distributed
-    from tinygrad_rnn.functions import batch_rows
-    from tinygrad_rnn.optimizers import clip_grads
-
-    model, comm = trainer.model, trainer.comm
-    clock = [time.perf_counter()]
-    with batch_rows(getattr(part, "rows", None)):
-        loss = model.loss(*part)
-    clock.append(time.perf_counter())
-    loss.backward()
-    loss.unchain_backward()
-    clock.append(time.perf_counter())
-    comm.barrier()
-    clock.append(time.perf_counter())
-    distributed.allreduce_grads(model, comm, trainer.batches.count(part))
-    clock.append(time.perf_counter())
-    clip_grads(model.params(), CLIP)
-    trainer.optimizer.update()  # the wrapped optimizer: the gradients are already reduced
-    model.cleargrads()
-    clock.append(time.perf_counter())
-    comm.allreduce(buffer)
-    clock.append(time.perf_counter())
-    return np.diff(clock)
-
-
-def step_worker(model_name, batch_size, iters, warmup):
-    """Run on every rank: time the training step by phase and as a whole; rank 0 prints one JSON line.
-
-    Steps alternate between the phased copy and ``Trainer.step``, so that a slow phase of the
-    machine hits both.
+def _recorder(comm):
+    """A ``PhaseRecorder`` (CPU clock) that begins a ``wait`` phase, a barrier, where the step's ``reduce`` begins.
 
     Args:
-        model_name (str): ``"lstm"`` or ``"better"``.
-        batch_size (int): N of the combined batch; each of the P ranks trains on N / P streams.
-        iters (int): timed steps of each kind.
-        warmup (int): untimed ``Trainer.step`` calls first.
+        comm: the communicator of the ranks.
+    Returns:
+        PhaseRecorder.
+    """
+    from tinygrad_rnn.phases import PhaseRecorder
+
+    class WaitBeforeReduce(PhaseRecorder):
+        def mark(self, name):
+            if name == "reduce":  # so that the reduction starts with the ranks together
+                super().mark("wait")
+                comm.barrier()
+            super().mark(name)
+
+    return WaitBeforeReduce("cpu")
+
+
+def step_worker(args):
+    """Run on every rank: time ``Trainer.step`` by phase and as a whole; rank 0 prints one JSON line.
+
+    Recorded steps (each followed by the bare allreduce) alternate with unrecorded ones, so that
+    a slow phase of the machine hits both.
+
+    Args:
+        args (argparse.Namespace): ``model`` (``"lstm"`` or ``"better"``), ``batch_size`` (N of the
+            combined batch; each of the P ranks trains on N / P streams), ``iters`` (timed steps of
+            each kind), ``warmup`` (untimed steps first), ``seed``.
     """
     from tinygrad_rnn import distributed
     from tinygrad_rnn.data import BPTTBatcher
+    from tinygrad_rnn.models import build_model
     from tinygrad_rnn.optimizers import SGD
     from tinygrad_rnn.training import Trainer
 
     comm = distributed.init()
-    model = _model(model_name)
-    steps = warmup + 2 * iters
-    corpus = np.random.default_rng(0).integers(0, VOCAB, batch_size * TIME * steps + 1)  # speed ignores the words
-    trainer = Trainer(model, SGD(LR).setup(model), BPTTBatcher(corpus, batch_size, TIME), clip=CLIP, comm=comm)
+    model = build_model(LM_SPECS[args.model], seed=args.seed)
+    steps = args.warmup + 2 * args.iters
+    # random words: the speed does not depend on them
+    corpus = np.random.default_rng(args.seed).integers(0, VOCAB, args.batch_size * TIME * steps + 1)
+    trainer = Trainer(model, SGD(LR).setup(model), BPTTBatcher(corpus, args.batch_size, TIME), clip=CLIP, comm=comm)
     parts = list(trainer.batches.batches())
     model.reset_state()
-    for part in parts[:warmup]:
+    for part in parts[:args.warmup]:
         trainer.step(part)
     buffer = np.zeros(sum(p.data.size for p in model.params()), dtype=np.float32)
+    recorder = _recorder(comm)
     phased, whole = [], []
-    for k in range(iters):
-        phased.append(_phased_step(trainer, parts[warmup + 2 * k], buffer))
+    for k in range(args.warmup, steps, 2):
+        with recorder:
+            trainer.step(parts[k])
+        phases = recorder.phases()
         began = time.perf_counter()
-        trainer.step(parts[warmup + 2 * k + 1])
+        comm.allreduce(buffer)
+        phased.append({**phases, "allreduce": 1e3 * (time.perf_counter() - began)})
+        began = time.perf_counter()
+        trainer.step(parts[k + 1])
         whole.append(time.perf_counter() - began)
-    gathered = comm.gather_obj((np.array(phased), whole))
+    gathered = comm.gather_obj((phased, whole))
     if not comm.is_root:
         return
-    phases = np.max([g[0] for g in gathered], axis=0)  # (iters, 6): the slowest rank's time of each phase
-    ms = {f"{name}_ms": 1e3 * float(np.median(phases[:, i])) for i, name in enumerate(PHASES)}
-    ms["pack_unpack_ms"] = ms["reduce_ms"] - ms["allreduce_ms"]
-    ms["phases_ms"] = 1e3 * float(np.median(np.max([g[0][:, :-1].sum(axis=1) for g in gathered], axis=0)))
+    names = list(phased[0])
+    # (ranks, iters, phases) ms; the slowest rank's time of each phase, and of the step's phases together
+    ms = np.array([[[step[name] for name in names] for step in g[0]] for g in gathered])
+    out = {f"{name}_ms": float(np.median(ms[:, :, i].max(axis=0))) for i, name in enumerate(names)}
+    if "reduce_ms" in out:
+        out["pack_unpack_ms"] = out["reduce_ms"] - out["allreduce_ms"]
+    out["phases_ms"] = float(np.median(ms[:, :, :-1].sum(axis=2).max(axis=0)))
     step = float(np.median(np.max([g[1] for g in gathered], axis=0)))
-    print(json.dumps({"kind": "step", "model": MODELS[model_name], "ranks": comm.size, "batch_size": batch_size,
-                      "batch_per_rank": batch_size // comm.size, "parameters": int(buffer.size),
-                      "gradient_bytes": int(buffer.nbytes), **ms, "step_ms": 1e3 * step,
-                      "words_per_second": batch_size * TIME / step, "iterations": iters}), flush=True)
+    print(json.dumps({"kind": "step", "model": type(model).__name__, "ranks": comm.size,
+                      "batch_size": args.batch_size, "batch_per_rank": args.batch_size // comm.size,
+                      "parameters": int(buffer.size), "gradient_bytes": int(buffer.nbytes), **out,
+                      "step_ms": 1e3 * step, "words_per_second": args.batch_size * TIME / step,
+                      "iterations": args.iters}), flush=True)
 
 
 def fit_ring(points, ranks):
@@ -262,16 +247,17 @@ def ring_seconds(nbytes, ranks, alpha, bandwidth):
     return 2 * (ranks - 1) * alpha + 2 * (ranks - 1) / ranks * nbytes / bandwidth
 
 
-def predictions(results, gpu_ms):
+def predictions(results, assumed):
     """The weak-scaling efficiency the cost model predicts, one row a (model, step, network).
 
     Args:
         results (list of dict): the measured lines (``allreduce`` of ``tinygrad_rnn``, ``step``).
-        gpu_ms (dict): assumed GPU step in ms by model name (``LSTMLM``, ``BetterLSTMLM``).
+        assumed (dict): ``docs/results/assumed.json``: ``networks`` (name, ``bandwidth_bytes_per_s``,
+            ``latency_s``) and ``gpu_step_ms`` (``ms`` by model name: ``LSTMLM``, ``BetterLSTMLM``).
     Returns:
         list of dict: the ``cost_model`` lines (one per allreduce impl), then the ``prediction`` rows.
     """
-    from tinygrad_rnn.models import LSTMLM, BetterLSTMLM  # the exact parameter counts, not measured ones
+    from tinygrad_rnn.models import build_model  # the exact parameter counts, not measured ones
 
     out = []
     for impl in dict.fromkeys(r["impl"] for r in results if r.get("kind") == "allreduce"):
@@ -280,14 +266,15 @@ def predictions(results, gpu_ms):
         out.append({"kind": "cost_model", "impl": impl, "ranks": measured[0]["ranks"], **fit,
                     "sizes": len({r["size_bytes"] for r in measured}), "points": len(measured)})
     networks = [("this machine, fitted", fit["bandwidth_gbps"] * 1e9, fit["alpha_us"] * 1e-6)
-                for fit in out if fit["impl"] == "tinygrad_rnn" and fit["bandwidth_gbps"]] + NETWORKS
+                for fit in out if fit["impl"] == "tinygrad_rnn" and fit["bandwidth_gbps"]]
+    networks += [(n["name"], n["bandwidth_bytes_per_s"], n["latency_s"]) for n in assumed["networks"]]
     cpu = {r["model"]: r["step_ms"] for r in results
            if r.get("kind") == "step" and r["ranks"] == 1 and r["batch_size"] == 20}
-    counts = {"LSTMLM": LSTMLM(VOCAB, 100, 100, seed=0), "BetterLSTMLM": BetterLSTMLM(VOCAB, 650, 650, seed=0)}
-    for model, layer in counts.items():
-        params = sum(p.data.size for p in layer.params())
+    for spec in LM_SPECS.values():
+        layer = build_model(spec, seed=0)
+        model, params = type(layer).__name__, sum(p.data.size for p in layer.params())
         steps = [("CPU, measured here", cpu[model])] if model in cpu else []
-        steps.append(("GPU, assumed", gpu_ms[model]))
+        steps.append(("GPU, assumed", assumed["gpu_step_ms"][model]["ms"]))
         for step_name, step_ms in steps:
             for network, bandwidth, alpha in networks:
                 ar = {str(p): 1e3 * ring_seconds(4 * params, p, alpha, bandwidth) for p in PREDICTED_RANKS}
@@ -309,8 +296,8 @@ def markdown(rows):
                      + " | ".join(f"{100 * r['efficiency'][str(p)]:.0f} %" for p in PREDICTED_RANKS) + " |")
     lines += ["", "Predicted weak-scaling efficiency t_compute / (t_compute + t_allreduce), N 20 streams a rank, "
               "t_allreduce = 2 (P - 1) α + 2 (P - 1) / P · S / B (ring bound, no overlap, no pack/unpack); "
-              "S = 4 bytes a parameter. The GPU steps are assumed (eager step on an H100); the networks' B and α "
-              "are assumed, but for this machine's, fitted to its 2-rank allreduce times."]
+              "S = 4 bytes a parameter. The GPU steps and the networks' B and α are assumed (docs/results/assumed.json "
+              "says where each comes from), but for this machine's, fitted to its 2-rank allreduce times."]
     return "\n".join(lines)
 
 
@@ -348,13 +335,14 @@ def _measure(args):
             results += mpirun(2, ["allreduce", "--impl", impl, "--sizes", ",".join(sizes), "--reps", str(args.reps),
                                   "--ar-warmup", str(args.ar_warmup), "--store", str(Path(folder) / "store")],
                               args.timeout, round=r)
-    steps = []
-    for ranks, batch_size in ((1, 20), (2, 20), (1, 10), (2, 40)):  # P = 1 and P = 2 take turns
-        steps += mpirun(ranks, ["step", "--models", "lstm", "--batch-size", str(batch_size), "--iters",
-                                str(args.iters), "--warmup", str(args.warmup)], args.timeout)
+    runs = [(ranks, "lstm", batch_size, args.iters, args.warmup)  # P = 1 and P = 2 take turns
+            for ranks, batch_size in ((1, 20), (2, 20), (1, 10), (2, 40))]
     if args.better_iters:
-        steps += mpirun(1, ["step", "--models", "better", "--batch-size", "20", "--iters", str(args.better_iters),
-                            "--warmup", str(args.better_warmup)], args.timeout)
+        runs.append((1, "better", 20, args.better_iters, args.better_warmup))
+    steps = []
+    for ranks, model, batch_size, iters, warmup in runs:
+        steps += mpirun(ranks, ["step", "--model", model, "--batch-size", str(batch_size), "--iters", str(iters),
+                                "--warmup", str(warmup), "--seed", str(args.seed)], args.timeout)
     scaling = _scaling(steps)
     print(json.dumps(scaling), flush=True)
     return results + steps + [scaling]
@@ -367,48 +355,45 @@ def _sizes(text):
     return sizes
 
 
-def main():
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0], epilog=__doc__.split("\n\n", 1)[1],
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--sizes", type=_sizes, default=SIZES, help="comma-separated allreduce sizes in bytes")
-    parser.add_argument("--reps", type=positive_int, default=20, help="timed allreduce repetitions a size")
-    parser.add_argument("--ar-warmup", type=nonnegative_int, default=3, help="untimed allreduce repetitions first")
-    parser.add_argument("--rounds", type=positive_int, default=2, help="allreduce jobs per side, alternating")
-    parser.add_argument("--iters", type=positive_int, default=100, help="timed LSTMLM steps of each kind a run")
-    parser.add_argument("--warmup", type=nonnegative_int, default=20, help="untimed LSTMLM steps first")
-    parser.add_argument("--better-iters", type=nonnegative_int, default=4,
-                        help="timed BetterLSTMLM CPU steps for the model's CPU row (0: no CPU row)")
-    parser.add_argument("--better-warmup", type=nonnegative_int, default=1, help="untimed BetterLSTMLM steps first")
-    parser.add_argument("--gpu-lstm-ms", type=positive_float, default=11.0,
-                        help="assumed GPU step of LSTMLM (default: eager step on an H100)")
-    parser.add_argument("--gpu-better-ms", type=positive_float, default=23.0,
-                        help="assumed GPU step of BetterLSTMLM (default: eager step on an H100)")
-    parser.add_argument("--timeout", type=positive_float, default=600.0, help="seconds an mpirun job may take")
-    parser.add_argument("--markdown", action="store_true", help="also print the prediction table as Markdown")
-    parser.add_argument("--from", dest="source", help="predict from the lines of an earlier run instead of measuring")
-    parser.add_argument("--worker", choices=("allreduce", "step"), help=argparse.SUPPRESS)
-    parser.add_argument("--impl", choices=("tinygrad_rnn", "torch"), help=argparse.SUPPRESS)
-    parser.add_argument("--models", choices=tuple(MODELS), help=argparse.SUPPRESS)
-    parser.add_argument("--batch-size", type=positive_int, help=argparse.SUPPRESS)
-    parser.add_argument("--store", help=argparse.SUPPRESS)
-    args = parser.parse_args()
-    if args.worker == "allreduce":
+def main(argv=None):
+    p = parser(__doc__, rounds=2, iters=100, warmup=20, devices=("cpu",), workers=False)
+    p.add_argument("--sizes", type=_sizes, default=SIZES, help="comma-separated allreduce sizes in bytes")
+    p.add_argument("--reps", type=positive_int, default=20, help="timed allreduce repetitions a size")
+    p.add_argument("--ar-warmup", type=nonnegative_int, default=3, help="untimed allreduce repetitions first")
+    p.add_argument("--better-iters", type=nonnegative_int, default=4,
+                   help="timed BetterLSTMLM CPU steps for the model's CPU row (0: no CPU row)")
+    p.add_argument("--better-warmup", type=nonnegative_int, default=1, help="untimed BetterLSTMLM steps first")
+    p.add_argument("--assumed", type=Path, default=ASSUMED,
+                   help="the assumed figures: networks and GPU steps (default: docs/results/assumed.json)")
+    p.add_argument("--timeout", type=positive_float, default=600.0, help="seconds an mpirun job may take")
+    p.add_argument("--markdown", action="store_true", help="also print the prediction table as Markdown")
+    p.add_argument("--from", dest="source", help="predict from the lines of an earlier run instead of measuring")
+    p.add_argument("--job", choices=("allreduce", "step"), help=argparse.SUPPRESS)
+    p.add_argument("--impl", choices=("tinygrad_rnn", "torch"), help=argparse.SUPPRESS)
+    p.add_argument("--model", choices=tuple(LM_SPECS), help=argparse.SUPPRESS)
+    p.add_argument("--batch-size", type=positive_int, help=argparse.SUPPRESS)
+    p.add_argument("--store", help=argparse.SUPPRESS)
+    args = p.parse_args(argv)
+    if args.job == "allreduce":
         allreduce_worker(args.impl, args.sizes, args.reps, args.ar_warmup, args.store)
         return
-    if args.worker == "step":
-        step_worker(args.models, args.batch_size, args.iters, args.warmup)
+    if args.job == "step":
+        step_worker(args)
         return
     missing = [name for name, found in (("mpirun", shutil.which("mpirun")),
                                         ("mpi4py", importlib.util.find_spec("mpi4py"))) if found is None]
     if missing and not args.source:
-        parser.error(f"needs {' and '.join(missing)} (apt-get install openmpi-bin; pip install mpi4py)")
-    command = shlex.join(["python", f"tools/{Path(__file__).name}", *sys.argv[1:]])
-    print(json.dumps({"command": command, "loadavg": os.getloadavg()}), flush=True)
+        p.error(f"needs {' and '.join(missing)} (apt-get install openmpi-bin; pip install mpi4py)")
+    try:
+        assumed = json.loads(args.assumed.read_text())
+    except (OSError, ValueError) as e:
+        p.error(f"--assumed: cannot read {args.assumed}: {e}")
+    print_header(args, threads=1)  # common.MPI_ENV: one BLAS thread a rank
     if args.source:
         results = [json.loads(line) for line in Path(args.source).read_text().splitlines() if line.strip()]
     else:
         results = _measure(args)
-    rows = predictions(results, {"LSTMLM": args.gpu_lstm_ms, "BetterLSTMLM": args.gpu_better_ms})
+    rows = predictions(results, assumed)
     for row in rows:
         print(json.dumps(row), flush=True)
     if args.markdown:

@@ -1,14 +1,14 @@
 """Per-op overhead of the engine: microseconds per forward + backward of a tiny op in a long chain.
 
-Prints one JSON object a line: ``impl``, ``op``, ``chain``, ``us_per_op`` (best of ``--repeats``),
+Prints one JSON object a line: the header (``benchmark.header``), then ``impl``, ``op``, ``chain``,
+``us_per_op`` (best of ``--rounds``),
 for tinygrad_rnn and, where torch is importable, for PyTorch's eager mode on the same chain
 (``mul`` and ``add`` combine the running value with a second (1,) leaf, as an LSTM step does).
 The two sides alternate, so a slow phase of the machine hits both. A last line gives the
 time to import tinygrad_rnn in a fresh interpreter.
 
-    python tools/bench_engine.py [--chain 10000] [--repeats 5]
+    python tools/bench_engine.py [--chain 10000] [--rounds 5]
 """
-import argparse
 import json
 import subprocess
 import sys
@@ -18,6 +18,8 @@ import numpy as np
 
 import tinygrad_rnn as tg
 from tinygrad_rnn import functions as F
+from tinygrad_rnn.tools.benchmark import parser, print_header
+from tinygrad_rnn.tools.common import positive_int
 
 
 def _ours(op, chain):
@@ -48,17 +50,17 @@ def _import_seconds():
                                     check=True).stdout) for _ in range(3))
 
 
-def main():
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--chain", type=int, default=10_000, help="ops in the chain")
-    parser.add_argument("--repeats", type=int, default=5, help="timed runs per side; the best is reported")
-    args = parser.parse_args()
+def main(argv=None):
+    p = parser(__doc__, rounds=5, devices=("cpu",), workers=False, seed=False)
+    p.add_argument("--chain", type=positive_int, default=10_000, help="ops in the chain")
+    args = p.parse_args(argv)
     try:
         import torch
 
         torch.set_num_threads(1)  # a (1,) op: threads only add overhead
     except ImportError:
         torch = None
+    print_header(args, threads=1)
     ops = {
         "tanh": (lambda v, w: F.tanh(v), lambda t, w: t.tanh()),
         "mul": (lambda v, w: v * w, lambda t, w: t * w),
@@ -67,7 +69,7 @@ def main():
     for name, (ours, theirs) in ops.items():
         best = {"tinygrad_rnn": float("inf"), "pytorch": float("inf")}
         _ours(ours, 100)
-        for _ in range(args.repeats):
+        for _ in range(args.rounds):
             best["tinygrad_rnn"] = min(best["tinygrad_rnn"], _ours(ours, args.chain))
             if torch is not None:
                 best["pytorch"] = min(best["pytorch"], _torch(torch, theirs, args.chain))

@@ -1,142 +1,69 @@
-"""Where one eager training step of a language model spends its time, phase by phase, and what a launch costs.
+"""Where one training step of a language model spends its time, phase by phase, and what a launch costs.
 
-The step runs as stages whose outputs are cut into new leaves, so that each stage's forward and
-backward can be timed alone: embedding, each dropout, each LSTM layer, the output projection,
-the loss, then backward stage by stage in reverse, clipping and the update. On the GPU every
-boundary is a CUDA event on the current stream (device time, nothing synchronizes inside the
-step); on the CPU, where every op is synchronous, a clock. The staged step does the same
-arithmetic as ``Trainer.step``; ``step_ms`` times ``Trainer.step`` itself on alternate steps,
-so that the cost of the cuts shows.
+The phases are those ``Trainer.step`` marks itself (``tinygrad_rnn.phases``: forward, backward, clip,
+update), recorded by a ``PhaseRecorder`` around real steps: on the GPU every mark is a CUDA
+event on the current stream (device time, nothing synchronizes inside the step); on the CPU,
+where every op is synchronous, a clock. ``step_ms`` times ``Trainer.step`` with no recorder on,
+on alternate steps, so that the cost of recording shows.
 
 Then the cost per call of what a step launches (``kind: "launch"``): the recurrent product at
 the model's shape (``matmul``), the fused LSTM cell, and on the GPU an empty RawKernel and a
 direct cuBLAS call (``cublas_sgemm``): host microseconds to issue one call (``host_us``) and
 device microseconds per call (``device_us``, from events around many calls).
 
-Prints one JSON object a line (a header with ``command`` first): ``kind: "phases"`` with
+Prints one JSON object a line: the header (``benchmark.header``), then ``kind: "phases"`` with
 ``<phase>_ms`` (median over steps), ``phases_ms`` and ``step_ms``; then the launch lines.
+``--rounds`` repeats the whole measurement.
 
     python tools/bench_phases.py [--models lstm,better] [--device cpu|gpu] [--iters 20] [--warmup 3]
+        [--calls 1000] [--rounds 1] [--seed 0]
 """
-import argparse
 import json
-import shlex
-import sys
 import time
-from pathlib import Path
 
 import numpy as np
 
-from tinygrad_rnn.tools.common import nonnegative_int, positive_int
-
-VOCAB, BATCH, TIME, LR, CLIP = 10000, 20, 35, 20.0, 0.25
-SIZES = {"lstm": 100, "better": 650}
-
-
-class Clock:
-    """Marks between phases: CUDA events on the GPU (read once, after the step), a clock on the CPU."""
-
-    def __init__(self, cupy):
-        self.cupy, self.marks = cupy, []
-
-    def mark(self, name):
-        if self.cupy is None:
-            self.marks.append((name, time.perf_counter()))
-        else:
-            event = self.cupy.cuda.Event()
-            event.record()
-            self.marks.append((name, event))
-
-    def phases(self):
-        """{phase: ms} from each mark to the next (the last mark only ends the previous phase)."""
-        if self.cupy is not None:
-            self.marks[-1][1].synchronize()
-            elapsed = [self.cupy.cuda.get_elapsed_time(a, b) for (_, a), (_, b) in zip(self.marks, self.marks[1:])]
-        else:
-            elapsed = [1e3 * (b - a) for (_, a), (_, b) in zip(self.marks, self.marks[1:])]
-        out = {}
-        for (name, _), ms in zip(self.marks, elapsed):
-            out[name] = out.get(name, 0.0) + ms
-        self.marks = []
-        return out
+from tinygrad_rnn.tools.benchmark import (BATCH, CLIP, LM_SPECS, LR, hand_trainer, lm_batches, parser,
+                                          print_header, stepper)
+from tinygrad_rnn.tools.common import positive_int
 
 
-def _stages(model, kind):
-    """The model's forward as (name, function) stages, each taking the previous stage's output."""
-    if kind == "lstm":
-        return [("embed", model.embed), ("lstm", model.lstm), ("projection", model.fc)]
-    return [("embed", model.embed), ("dropout0", model.drop0), ("lstm1", model.lstm1), ("dropout1", model.drop1),
-            ("lstm2", model.lstm2), ("dropout2", model.drop2), ("projection", model.fc)]
+def phases(model, args):
+    """One JSON line: the median of every phase of ``Trainer.step`` over ``args.iters`` recorded steps,
+    and the median unrecorded step.
 
-
-def staged_step(model, kind, optimizer, batch, clock):
-    """``Trainer.step``'s arithmetic, stage by stage, with a clock mark at every boundary."""
-    from tinygrad_rnn import Variable
-    from tinygrad_rnn import functions as F
-    from tinygrad_rnn.optimizers import clip_grads
-
-    xs, ts = batch
-    x, cuts = xs, []
-    for name, stage in _stages(model, kind):
-        clock.mark(f"{name}_forward")
-        y = stage(x)
-        cuts.append((name, x, y))
-        x = Variable(y.data)  # a new leaf: its gradient is what backward hands the stage before
-    clock.mark("loss_forward")
-    loss = F.softmax_cross_entropy(x, ts)
-    clock.mark("loss_backward")
-    loss.backward()
-    grad = x.grad
-    for name, inputs, y in reversed(cuts):
-        clock.mark(f"{name}_backward")
-        y.backward(grad=grad)
-        y.unchain_backward()
-        grad = inputs.grad if isinstance(inputs, Variable) else None
-    clock.mark("clip")
-    clip_grads(model.params(), CLIP)
-    clock.mark("update")
-    optimizer.update()
-    model.cleargrads()
-    clock.mark("end")
-    return loss.data
-
-
-def phases(kind, device, iters, warmup):
-    """One JSON line: the median of every phase over ``iters`` staged steps, and ``Trainer.step``'s time."""
-    from tinygrad_rnn import backend
-    from tinygrad_rnn.models import LSTMLM, BetterLSTMLM
+    Args:
+        model (str): ``"lstm"`` or ``"better"``.
+        args (argparse.Namespace): ``iters``, ``warmup``, ``device``, ``seed``.
+    Returns:
+        dict: ``kind``, ``model``, ``device``, ``batch``, ``time``, ``<phase>_ms``, ``phases_ms``,
+        ``step_ms``, ``iterations``.
+    """
     from tinygrad_rnn.optimizers import SGD
-    from tinygrad_rnn.training import Trainer
+    from tinygrad_rnn.phases import PhaseRecorder
 
-    size = SIZES[kind]
-    model = LSTMLM(VOCAB, size, size, seed=0) if kind == "lstm" else BetterLSTMLM(VOCAB, size, size, seed=0)
-    cupy = backend.cupy() if device == "gpu" else None
-    if device == "gpu":
-        model.to_gpu()
-    optimizer = SGD(LR).setup(model)
-    trainer = Trainer(model, optimizer, None, clip=CLIP)
-    move = backend.as_cupy if device == "gpu" else np.asarray
-    ids = np.random.default_rng(0).integers(0, VOCAB, (warmup + 2 * iters, BATCH, TIME + 1)).astype(np.int32)
-    batches = [(move(b[:, :-1]), move(b[:, 1:])) for b in ids]
-    clock = Clock(cupy)
+    trainer = hand_trainer(LM_SPECS[model], SGD(LR), args, CLIP)
+    step = stepper(trainer, args)
+    batches = lm_batches(args.warmup + 2 * args.iters, args.seed)
+    recorder = PhaseRecorder(args.device)
 
     def sync(value):
         return float(value)  # reads the loss: waits for the device
 
-    for batch in batches[:warmup]:
-        sync(trainer.step(batch))
-    staged, whole = [], []
-    for k in range(iters):
-        sync(staged_step(model, kind, optimizer, batches[warmup + 2 * k], clock))
-        staged.append(clock.phases())
+    for batch in batches[:args.warmup]:
+        sync(step(batch))
+    recorded, whole = [], []
+    for k in range(args.warmup, len(batches), 2):
+        with recorder:
+            sync(step(batches[k]))
+        recorded.append(recorder.phases())
         began = time.perf_counter()
-        sync(trainer.step(batches[warmup + 2 * k + 1]))
+        sync(step(batches[k + 1]))
         whole.append(1e3 * (time.perf_counter() - began))
-    names = list(staged[0])
-    out = {f"{name}_ms": float(np.median([s[name] for s in staged])) for name in names}
-    return {"kind": "phases", "model": type(model).__name__, "device": device, "batch": BATCH, "time": TIME,
-            **out, "phases_ms": float(np.median([sum(s.values()) for s in staged])),
-            "step_ms": float(np.median(whole)), "iterations": iters}
+    out = {f"{name}_ms": float(np.median([r[name] for r in recorded])) for name in recorded[0]}
+    return {"kind": "phases", "model": type(trainer.model).__name__, "device": args.device, "batch": BATCH,
+            "time": batches[0][0].shape[1], **out, "phases_ms": float(np.median([sum(r.values()) for r in recorded])),
+            "step_ms": float(np.median(whole)), "iterations": args.iters}
 
 
 def _per_call(call, cupy, count):
@@ -160,12 +87,21 @@ def _per_call(call, cupy, count):
     return host, 1e3 * cupy.cuda.get_elapsed_time(start, stop) / count
 
 
-def launches(kind, device, count):
-    """One JSON line a launch: host and device microseconds per call at the model's recurrent shape."""
+def launches(model, device, count):
+    """One JSON line a launch: host and device microseconds per call at the model's recurrent shape.
+
+    Args:
+        model (str): ``"lstm"`` or ``"better"`` (its hidden size H).
+        device (str): ``"cpu"`` or ``"gpu"``.
+        count (int): calls a measurement.
+    Returns:
+        list of dict: ``kind: "launch"``, ``call``, ``device``, ``shape`` (N, H, 4H), ``host_us``,
+        ``device_us``, ``calls``.
+    """
     from tinygrad_rnn import backend
     from tinygrad_rnn.functions.rnn import _cell_forward
 
-    size = SIZES[kind]
+    size = LM_SPECS[model]["hidden_size"]
     cupy = backend.cupy() if device == "gpu" else None
     xp = np if cupy is None else cupy
     h = xp.ones((BATCH, size), dtype=np.float32)
@@ -193,23 +129,16 @@ def launches(kind, device, count):
     return out
 
 
-def main():
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0], epilog=__doc__.split("\n\n", 1)[1],
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--models", default="lstm,better", help="comma-separated: lstm, better")
-    parser.add_argument("--device", choices=("cpu", "gpu"), default="cpu")
-    parser.add_argument("--iters", type=positive_int, default=20, help="timed steps of each kind")
-    parser.add_argument("--warmup", type=nonnegative_int, default=3, help="untimed Trainer.step calls first")
-    parser.add_argument("--calls", type=positive_int, default=1000, help="calls per launch measurement")
-    args = parser.parse_args()
-    kinds = args.models.split(",")
-    if any(k not in SIZES for k in kinds):
-        parser.error(f"--models takes {', '.join(SIZES)}, got {args.models}")
-    print(json.dumps({"command": shlex.join(["python", f"tools/{Path(__file__).name}", *sys.argv[1:]])}), flush=True)
-    for kind in kinds:
-        print(json.dumps(phases(kind, args.device, args.iters, args.warmup)), flush=True)
-        for line in launches(kind, args.device, args.calls):
-            print(json.dumps(line), flush=True)
+def main(argv=None):
+    p = parser(__doc__, rounds=1, models=tuple(LM_SPECS), iters=20, warmup=3, workers=False)
+    p.add_argument("--calls", type=positive_int, default=1000, help="calls per launch measurement")
+    args = p.parse_args(argv)
+    print_header(args)
+    for _ in range(args.rounds):
+        for model in args.models:
+            print(json.dumps(phases(model, args)), flush=True)
+            for line in launches(model, args.device, args.calls):
+                print(json.dumps(line), flush=True)
 
 
 if __name__ == "__main__":

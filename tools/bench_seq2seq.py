@@ -2,39 +2,39 @@
 
 The classic setting: V 13, D 16, H 128, batch 128, questions of 7 and answers of 5 characters
 (the decoder runs 4 steps), Adam lr 0.001, gradient clipping at 5.0. One iteration is forward,
-backward, clipping and update on a batch of generated addition questions. Each measurement
-runs in a fresh process with a few untimed warm-up iterations, and the two sides alternate
-round by round, so that a slow phase of the machine hits both. PyTorch is measured only
-where it is importable (it is never a dependency), with the same models built from
-``nn.Embedding``, the fused ``nn.LSTM`` and ``nn.Linear``, trained the same way.
+backward, clipping and update on a batch of generated addition questions: ``Trainer.step`` on a
+model from ``build_model`` for tinygrad_rnn. Each measurement runs in a fresh process with a few
+untimed warm-up iterations, and the two sides alternate round by round, so that a slow phase of
+the machine hits both. PyTorch is measured only where it is importable (it is never a
+dependency), with the same models built from ``nn.Embedding``, the fused ``nn.LSTM`` and
+``nn.Linear``, trained the same way.
 
-Prints one JSON object a line: ``impl``, ``model``, ``samples_per_second`` (and round,
-iterations, seconds).
+Prints one JSON object a line: the header (``benchmark.header``), then ``impl``, ``model``,
+``samples_per_second`` (and round, iterations, seconds).
 
     python tools/bench_seq2seq.py [--models seq2seq,peeky] [--iters 300] [--warmup 5] [--rounds 3]
+        [--device cpu|gpu] [--threads N] [--seed 0]
 """
 import argparse
 import json
 import os
 import tempfile
-import shlex
-import sys
-from pathlib import Path
 
 import numpy as np
 
-from tinygrad_rnn.tools.common import alternating, run_worker, time_training, torch_update
+from tinygrad_rnn.tools.benchmark import (alternating, hand_trainer, parser, print_header, run_worker, stepper,
+                                          time_training, torch_update)
 
 VOCAB, WORDVEC, HIDDEN, BATCH, LR, CLIP = 13, 16, 128, 128, 0.001, 5.0
-NAMES = {"seq2seq": "Seq2seq", "peeky": "PeekySeq2seq"}
+KINDS = ("seq2seq", "peeky")  # build_model's kinds
 
 
-def _write_batches(count, path):
+def _write_batches(count, seed, path):
     """Generate ``count`` batches of reversed addition questions into an .npz file, so that both
     workers train on the same batches."""
     from tinygrad_rnn.data import toy_seq
 
-    data = toy_seq.load_task("addition", count=count * BATCH, test_size=0, reverse=True)
+    data = toy_seq.load_task("addition", count=count * BATCH, test_size=0, seed=seed, reverse=True)
     np.savez(path, xs=data.x_train, ts=data.t_train)
 
 
@@ -44,24 +44,22 @@ def _read_batches(path):
     return [(xs[i:i + BATCH], ts[i:i + BATCH]) for i in range(0, len(xs), BATCH)]
 
 
-def _ours(model_name):
+def _ours(args):
     """tinygrad_rnn's ``Trainer.step`` on the model, and a function that waits for the result."""
-    from tinygrad_rnn.models import PeekySeq2seq, Seq2seq
     from tinygrad_rnn.optimizers import Adam
-    from tinygrad_rnn.training import Trainer
 
-    model = {"seq2seq": Seq2seq, "peeky": PeekySeq2seq}[model_name](VOCAB, WORDVEC, HIDDEN, seed=0)
-    trainer = Trainer(model, Adam(LR).setup(model), None, clip=CLIP)  # the benchmark feeds step its own batches
-    return trainer.step, float
+    spec = {"kind": args.models[0], "vocab_size": VOCAB, "wordvec_size": WORDVEC, "hidden_size": HIDDEN}
+    return stepper(hand_trainer(spec, Adam(LR), args, CLIP), args), float
 
 
-def _torch(model_name):
+def _torch(args):
     """The same as ``_ours`` with PyTorch."""
     import torch
     from torch import nn
 
-    torch.manual_seed(0)
-    peeky = model_name == "peeky"
+    torch.manual_seed(args.seed)
+    peeky = args.models[0] == "peeky"
+    dev = torch.device("cuda" if args.device == "gpu" else "cpu")
 
     class Model(nn.Module):
         def __init__(self):
@@ -84,12 +82,12 @@ def _torch(model_name):
                 out = torch.cat([out, code], dim=2)
             return self.fc(out)
 
-    model = Model().train()
+    model = Model().to(dev).train()
     opt = torch.optim.Adam(model.parameters(), lr=LR)
     loss_fn = nn.CrossEntropyLoss()
 
     def step(batch):
-        xs, ts = (torch.from_numpy(a).long() for a in batch)
+        xs, ts = (torch.from_numpy(a).long().to(dev) for a in batch)
         scores = model(xs, ts[:, :-1])
         loss = loss_fn(scores.reshape(-1, VOCAB), ts[:, 1:].reshape(-1))
         return torch_update(loss, model, opt, CLIP)
@@ -97,39 +95,33 @@ def _torch(model_name):
     return step, lambda loss: float(loss.item())
 
 
-def worker(impl, model_name, data, warmup):
+def worker(args):
     """Run in a child process: time one implementation on one model and print one JSON line."""
-    step, sync = (_ours if impl == "tinygrad_rnn" else _torch)(model_name)
-    batches = _read_batches(data)
-    seconds = time_training(step, sync, batches, warmup)
-    iters = len(batches) - warmup
-    print(json.dumps({"impl": impl, "model": NAMES[model_name], "samples_per_second": round(iters * BATCH / seconds),
-                      "iterations": iters, "seconds": round(seconds, 3)}))
+    from tinygrad_rnn.models import MODELS
+
+    step, sync = (_ours if args.worker == "tinygrad_rnn" else _torch)(args)
+    batches = _read_batches(args.data)
+    seconds = time_training(step, sync, batches, args.warmup)
+    iters = len(batches) - args.warmup
+    print(json.dumps({"impl": args.worker, "model": MODELS[args.models[0]].__name__, "device": args.device,
+                      "samples_per_second": round(iters * BATCH / seconds), "iterations": iters,
+                      "seconds": round(seconds, 3)}), flush=True)
 
 
-def main():
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--models", default="seq2seq,peeky", help="comma-separated: seq2seq, peeky")
-    parser.add_argument("--iters", type=int, default=300, help="timed iterations per measurement")
-    parser.add_argument("--warmup", type=int, default=5, help="untimed iterations before them")
-    parser.add_argument("--rounds", type=int, default=3, help="measurements per side and model, alternating")
-    parser.add_argument("--worker", choices=("tinygrad_rnn", "torch"), help=argparse.SUPPRESS)
-    parser.add_argument("--data", help=argparse.SUPPRESS)
-    args = parser.parse_args()
-    models = args.models.split(",")
-    if not args.worker:  # the header line: how to reproduce what follows
-        command = shlex.join(["python", f"tools/{Path(__file__).name}", *sys.argv[1:]])
-        print(json.dumps({"command": command}), flush=True)
+def main(argv=None):
+    p = parser(__doc__, rounds=3, models=KINDS, iters=300, warmup=5)
+    p.add_argument("--data", help=argparse.SUPPRESS)
+    args = p.parse_args(argv)
     if args.worker:
-        worker(args.worker, models[0], args.data, args.warmup)
+        worker(args)
         return
+    print_header(args)
     with tempfile.TemporaryDirectory() as tmp:
         data = os.path.join(tmp, "batches.npz")
-        _write_batches(args.warmup + args.iters, data)
-        for model_name in models:
+        _write_batches(args.warmup + args.iters, args.seed, data)
+        for model in args.models:
             for r, impl in alternating(args.rounds):
-                run_worker(__file__, [impl, "--models", model_name, "--data", data, "--warmup", str(args.warmup)],
-                           round=r)
+                run_worker(__file__, args, impl, model, "--data", data, round=r)
 
 
 if __name__ == "__main__":

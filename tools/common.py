@@ -1,14 +1,8 @@
 """What the tools share: the common command-line flags and their range checks, the extensions every
-training run gets, one summary writer, the right/wrong marks, and the benchmarks' runner.
-
-Benchmarks take one measurement per fresh process, the sides alternating. A measurement runs
-``SCRIPT --worker IMPL ...`` in a new interpreter, so that its memory figures are its own and no
-side inherits another's state (PyTorch's threads, tinygrad_rnn's ``malloc`` settings). Rounds
-alternate the order of the sides, so that a slow phase of the machine hits both. PyTorch is
-measured only where it is importable; it is never a dependency.
+training run gets, one summary writer, the command line that reproduces a run, the right/wrong marks,
+and the MPI launcher. What only the benchmarks share is in ``benchmark.py``.
 """
 import argparse
-import importlib.util
 import json
 import math
 import os
@@ -16,7 +10,6 @@ import shlex
 import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import numpy as np
@@ -182,14 +175,28 @@ def write_summary(out, result, ranks=1):
         result (dict): the numbers; non-finite ones are written as ``"inf"``/``"nan"``.
         ranks (int): the processes of a data-parallel run (its command starts with ``mpirun``).
     """
+    result = {"command": command_line(ranks), **result}
+    write_json(Path(out) / "summary.json", result)
+    print(json.dumps(json_ready(result), allow_nan=False), flush=True)
+
+
+def command_line(ranks=1):
+    """The command that reproduces this process's run, as one shell-quoted string.
+
+    ``python tools/<script>.py <its arguments>`` for a script, the installed command's name
+    otherwise; a data-parallel run starts with ``mpirun -n <ranks>``.
+
+    Args:
+        ranks (int): the processes of a data-parallel run.
+    Returns:
+        str: e.g. ``"mpirun -n 2 python -m mpi4py tools/train_lm.py --distributed"``.
+    """
     name = Path(sys.argv[0]).name
     script = name.endswith(".py")  # a script, or the installed command
     program = ["python", f"tools/{name}"] if script else [name]
     if ranks > 1:
         program = ["mpirun", "-n", str(ranks), *(["python", "-m", "mpi4py", f"tools/{name}"] if script else [name])]
-    result = {"command": shlex.join([*program, *sys.argv[1:]]), **result}
-    write_json(Path(out) / "summary.json", result)
-    print(json.dumps(json_ready(result), allow_nan=False), flush=True)
+    return shlex.join([*program, *sys.argv[1:]])
 
 
 def marks():
@@ -234,62 +241,3 @@ def run_mpi(ranks, arguments, timeout, env=None):
         out, err = job.communicate()
         raise TimeoutError(f"{shlex.join(command)} did not end within {timeout} s:\n{out}{err}") from None
     return subprocess.CompletedProcess(command, job.returncode, out, err)
-
-
-def alternating(rounds):
-    """Yield (round, impl) pairs: every side once a round, in reversed order every other round."""
-    impls = ["tinygrad_rnn"] + (["torch"] if importlib.util.find_spec("torch") is not None else [])
-    for r in range(rounds):
-        for impl in impls if r % 2 == 0 else impls[::-1]:
-            yield r, impl
-
-
-def run_worker(script, args, **extra):
-    """Run ``script --worker *args`` in a fresh interpreter; print and return its last JSON line.
-
-    Args:
-        script (str): the benchmark script (its ``__file__``).
-        args (list of str): the worker's arguments.
-        **extra: fields added to the result (e.g. ``round``).
-    Returns:
-        dict: the worker's result with ``extra``.
-    Raises:
-        RuntimeError: the worker failed; the message holds its stderr.
-    """
-    done = subprocess.run([sys.executable, script, "--worker", *args], capture_output=True, text=True,
-                          env=dict(os.environ))
-    if done.returncode:
-        raise RuntimeError(f"{Path(script).name} worker {' '.join(args)} failed:\n{done.stderr}")
-    result = dict(json.loads(done.stdout.strip().splitlines()[-1]), **extra)
-    print(json.dumps(result), flush=True)
-    return result
-
-
-def time_training(step, sync, batches, warmup):
-    """Seconds taken by ``step`` on ``batches[warmup:]``, after untimed steps on the first ``warmup``.
-
-    Args:
-        step: one training iteration on a batch tuple; returns the loss.
-        sync: waits for a loss (for asynchronous devices) and returns it as a float.
-        batches (list of tuple): the batches.
-        warmup (int): untimed iterations.
-    """
-    for batch in batches[:warmup]:
-        sync(step(batch))
-    began = time.perf_counter()
-    for batch in batches[warmup:]:
-        loss = step(batch)
-    sync(loss)
-    return time.perf_counter() - began
-
-
-def torch_update(loss, model, optimizer, max_norm):
-    """PyTorch's end of a training iteration, as tinygrad_rnn's trainer does it: backward, clip the
-    global gradient norm to ``max_norm``, step. Returns the loss, detached (not synchronized)."""
-    from torch import nn
-
-    optimizer.zero_grad()
-    loss.backward()
-    nn.utils.clip_grad_norm_(model.parameters(), max_norm)
-    optimizer.step()
-    return loss.detach()

@@ -5,7 +5,8 @@
 Each run's folder under ``--results`` holds the ``summary.json`` and ``history.json`` its tool
 wrote (copied from the run's ``--out``); ``bench_*.jsonl`` hold the lines the benchmarks printed.
 Reproduce a figure with the command its table shows; copy the new files over the old ones and
-run this script again.
+run this script again. The figures the page quotes rather than measures (the textbook's) come
+from ``assumed.json`` in the same folder.
 """
 import argparse
 import json
@@ -14,13 +15,6 @@ from pathlib import Path
 
 from tinygrad_rnn.serialization import atomic_write
 
-# Figures of the classic textbook's own NumPy implementation on a 2-core machine of this kind,
-# the yardstick of the lessons these runs reproduce.
-TEXTBOOK = {
-    "lm-lstm": "test perplexity 134.1 after 4 epochs (about 8,400 words/s)",
-    "lm-rnn": "train perplexity 417 (epoch 1), 189 (10), 92 (50), 6.8 (100)",
-    "addition": {"seq2seq": 10.0, "seq2seq-reverse": 54.1, "peeky-reverse": 98.1},
-}
 BATCH_LM, TIME_LM = 20, 35  # the classic language-model batch of the benchmarks
 LM_RUNS = [("lm-rnn", "SimpleRNNLM, first 1,000 words"), ("lm-lstm", "LSTMLM, the classic recipe"),
            ("lm-better-200", "BetterLSTMLM, the first 200 iterations")]
@@ -54,11 +48,17 @@ def _table(header, rows):
     return lines
 
 
+def _machine(header):
+    """Where a benchmark ran, from its header line: the load tells a busy machine's figures apart."""
+    m = header.get("machine")  # files written before the shared header have none
+    return "" if m is None else f", {m['cores']} cores at load average {m['loadavg'][0]:.1f}"
+
+
 def _epochs(history):
     return [r for r in history["epochs"] if r["complete"]]
 
 
-def language_models(runs):
+def language_models(runs, textbook):
     out = ["## Language models on Penn Treebank", ""]
     rows = []
     for name, title in LM_RUNS:
@@ -71,7 +71,7 @@ def language_models(runs):
                      _num(s["words_per_second"], 0)])
     out += _table(["run", "command", "test ppl", "best valid ppl", "train ppl (last epoch)", "iterations",
                    "training s", "words/s"], rows)
-    out += ["", f"The textbook's LSTMLM: {TEXTBOOK['lm-lstm']}; its SimpleRNNLM: {TEXTBOOK['lm-rnn']}.", ""]
+    out += ["", f"The textbook's LSTMLM: {textbook['lm-lstm']}; its SimpleRNNLM: {textbook['lm-rnn']}.", ""]
     if "lm-lstm" in runs:
         _, h = runs["lm-lstm"]
         out += ["LSTMLM per epoch:", ""]
@@ -95,13 +95,13 @@ def language_models(runs):
     return out
 
 
-def seq2seq(runs):
+def seq2seq(runs, textbook):
     out = ["## Seq2seq on generated addition questions", ""]
     present = [(name, title) for name, title in ADDITION_RUNS if name in runs]
     rows = []
     for name, title in present:
         s, _ = runs[name]
-        reference = TEXTBOOK["addition"][name.removeprefix("addition-")]
+        reference = textbook["addition"][name.removeprefix("addition-")]
         beam = _pct(s.get("test_exact_match_beam")) if "test_exact_match_beam" in s else "—"
         rows.append([title, f"`{s['command']}`", _pct(s["test_exact_match"]), beam, f"{reference} %",
                      _num(s["train_seconds"], 0), _num(s["samples_per_second"], 0)])
@@ -146,7 +146,7 @@ def throughput(folder):
         lines = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
         command = next((line["command"] for line in lines if "command" in line), f"python tools/{file[:-6]}.py")
         timed = [line for line in lines if unit in line]
-        out += [f"`{command}` ({unit.replace('_', ' ')}, float32, CPU):", ""]
+        out += [f"`{command}` ({unit.replace('_', ' ')}, float32, CPU{_machine(lines[0])}):", ""]
         rows = []
         for model in dict.fromkeys(line["model"] for line in timed):
             for r in sorted({line["round"] for line in timed if line["model"] == model}):
@@ -196,7 +196,7 @@ def scaling(folder):
         kinds.setdefault(line.get("kind"), []).append(line)
     command = lines[0]["command"]
     out = ["## Data parallel: allreduce, the step by phase, and the cost model", "",
-           f"`{command}`: two MPI ranks (Open MPI, shared memory) on this 2-core machine, one BLAS thread a "
+           f"`{command}`{_machine(lines[0])}: two MPI ranks (Open MPI, shared memory), one BLAS thread a "
            "rank; the median of the slower rank. Allreduce of float32 buffers, in milliseconds and bus "
            "bandwidth (GB/s), each side twice, alternating (PyTorch's gloo, where installed):", ""]
     rows = {}
@@ -208,15 +208,16 @@ def scaling(folder):
                    + [" / ".join(_num(1e3 * r[key] if key == "seconds" else r[key], 3 if key == "seconds" else 2)
                                  for r in by[impl]) for impl in impls for key in ("seconds", "busbw_gbps")]
                    for size, by in rows.items()]) + [""]
-    out += ["The LSTMLM step (V 10,000, D = H 100, T 35, SGD, clip 0.25) by phase, in ms: `wait` is a barrier "
-            "before the reduction (the faster rank waiting for the slower), `reduce` packs, reduces and "
-            "unpacks the gradients, of which `allreduce` is the bare reduction of a buffer of their size; "
-            "`step` is `Trainer.step` itself, timed on the steps in between:", ""]
+    out += ["The LSTMLM step (V 10,000, D = H 100, T 35, SGD, clip 0.25) by the phases `Trainer.step` marks, in "
+            "ms: `wait` is a barrier where the reduction begins (the faster rank waiting for the slower), "
+            "`reduce` packs, reduces and unpacks the gradients, of which `allreduce` is the bare reduction of a "
+            "buffer of their size (one process has no wait and no reduce); `step` is `Trainer.step` with no "
+            "recorder, timed on the steps in between:", ""]
     out += _table(["ranks", "streams a rank", "forward", "backward", "wait", "reduce", "allreduce", "clip + update",
                    "step", "words/s"],
                   [[r["ranks"], r["batch_per_rank"], _num(r["forward_ms"], 2), _num(r["backward_ms"], 2),
-                    _num(r["wait_ms"], 2), _num(r["reduce_ms"], 2), _num(r["allreduce_ms"], 2),
-                    _num(r["update_ms"], 2), _num(r["step_ms"], 2), _num(r["words_per_second"], 0)]
+                    _num(r.get("wait_ms"), 2), _num(r.get("reduce_ms"), 2), _num(r["allreduce_ms"], 2),
+                    _num(r["clip_ms"] + r["update_ms"], 2), _num(r["step_ms"], 2), _num(r["words_per_second"], 0)]
                    for r in kinds.get("step", []) if r["model"] == "LSTMLM"]) + [""]
     for r in kinds.get("scaling", []):
         out += [f"Strong scaling (20 streams split): speedup {r['strong_speedup']:.2f}, efficiency "
@@ -224,7 +225,7 @@ def scaling(folder):
                 f"{_pct(r['weak_efficiency'])}.", ""]
     for r in kinds.get("cost_model", []):
         out += [f"Ring model fitted to {r['impl']}'s allreduce times: α = {r['alpha_us']:.1f} µs, "
-                f"B = {r['bandwidth_gbps']:.2f} GB/s (rms relative error {r['rms_relative_error']:.2f}).", ""]
+                f"B = {_num(r['bandwidth_gbps'], 2)} GB/s (rms relative error {r['rms_relative_error']:.2f}).", ""]
     predictions = kinds.get("prediction", [])
     if predictions:
         out += ["Predicted weak-scaling efficiency of the classic models (`python tools/bench_dist.py --from "
@@ -240,9 +241,10 @@ def phases(folder):
     lines = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
     steps = [line for line in lines if line.get("kind") == "phases"]
     out = ["## One training step, phase by phase", "",
-           f"`{lines[0]['command']}` (device {steps[0]['device'] if steps else '—'}, N {BATCH_LM} x T {TIME_LM}, "
-           "float32): the median milliseconds of each phase of a step run stage by stage, and of `Trainer.step` "
-           "itself on the steps in between:", ""]
+           f"`{lines[0]['command']}` (device {steps[0]['device'] if steps else '—'}{_machine(lines[0])}, "
+           f"N {BATCH_LM} x T {TIME_LM}, "
+           "float32): the median milliseconds of each phase `Trainer.step` marks, recorded around real steps, "
+           "and of `Trainer.step` with no recorder on the steps in between:", ""]
     for step in steps:
         names = [k[:-3] for k in step if k.endswith("_ms") and k not in ("phases_ms", "step_ms")]
         out += [f"{step['model']}: " + ", ".join(f"{name.replace('_', ' ')} {_num(step[name + '_ms'], 2)}"
@@ -264,7 +266,7 @@ def engine(folder):
     lines = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
     ops = [line for line in lines if "us_per_op" in line]
     out = ["## Engine overhead", "", "`python tools/bench_engine.py`: microseconds per forward + backward of one op on "
-           "a (1,) array in a chain, best of the repeats; the backward also releases the graph it walked:", ""]
+           "a (1,) array in a chain, best of the rounds; the backward also releases the graph it walked:", ""]
     rows = []
     for op in dict.fromkeys(line["op"] for line in ops):
         sides = {line["impl"]: line["us_per_op"] for line in ops if line["op"] == op}
@@ -281,12 +283,14 @@ def main(argv=None):
     args = parser.parse_args(argv)
     folder = Path(args.results)
     runs = {p.name: run for p in sorted(folder.iterdir()) if p.is_dir() and (run := _load(p)) is not None}
+    textbook = json.loads((folder / "assumed.json").read_text())["textbook"]
     lines = ["# Results", "",
              "Generated by `python tools/results.py` from the JSON files under `docs/results/`, which the",
              "commands below wrote (`summary.json`, `history.json`) or printed (the benchmarks). Measured on a",
              "2-core CPU machine in float32; such a machine has slow phases, so throughput compares only",
              "within one benchmark run, where the sides alternate.", ""]
-    lines += (language_models(runs) + data_parallel(runs) + seq2seq(runs) + captioning(runs) + throughput(folder)
+    lines += (language_models(runs, textbook) + data_parallel(runs) + seq2seq(runs, textbook) + captioning(runs)
+              + throughput(folder)
               + phases(folder) + scaling(folder) + engine(folder))
     with atomic_write(args.out, "w") as f:
         f.write("\n".join(lines).rstrip() + "\n")

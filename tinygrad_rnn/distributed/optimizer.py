@@ -17,6 +17,7 @@ changes, the optimizer and the batches::
 """
 from tinygrad_rnn.distributed.collectives import (allreduce_grads, broadcast_optimizer_state, broadcast_parameters,
                                                   check_layout)
+from tinygrad_rnn.phases import mark
 
 
 class DistributedOptimizer:
@@ -109,6 +110,7 @@ class DistributedOptimizer:
         Raises:
             ValueError: a weight on some ranks only, a negative weight, or weights summing to 0.
         """
+        mark("reduce")
         share = allreduce_grads(self.target, self.comm, weight)
         self.optimizer.update()
         return share

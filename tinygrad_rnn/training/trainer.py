@@ -37,6 +37,7 @@ from tinygrad_rnn.distributed import DistributedOptimizer, SerialComm, Shard, ga
 from tinygrad_rnn.optimizers import GradientClipping
 from tinygrad_rnn.training import checkpoint
 from tinygrad_rnn.training.evaluation import exp
+from tinygrad_rnn.phases import END, mark
 
 # the running sums of an epoch: name -> zero; device scalars while running (no synchronization per step)
 _SUMS = {"loss": 0.0, "items": 0, "seconds": 0.0, "window_loss": 0.0, "window": 0}
@@ -157,14 +158,17 @@ class Trainer:
         Raises:
             TypeError: ``model.loss`` returned something other than a Variable.
         """
+        mark("forward")
         loss = self.model.loss(*batch)
         if not isinstance(loss, Variable):
             raise TypeError(f"Trainer.step: {type(self.model).__name__}.loss returned a {type(loss).__name__}, "
                             "not a Variable: it must be built from the model's Variables to have a gradient")
+        mark("backward")
         loss.backward()
         loss.unchain_backward()  # a carried state must not lead back into this step's graph
-        share = self.optimizer.update(getattr(batch, "weight", None))
+        share = self.optimizer.update(getattr(batch, "weight", None))  # marks reduce, clip and update
         self.model.cleargrads()
+        mark(END)
         return loss.data if share == 1.0 else loss.data * loss.data.dtype.type(share)
 
     def fit(self, epochs, max_iters=None):
