@@ -54,7 +54,7 @@ class PhaseRecorder:
             raise ValueError(f"PhaseRecorder: device must be 'cpu' or 'gpu', got {device!r}")
         if device == "gpu" and not backend.gpu_available():
             raise RuntimeError("PhaseRecorder: device 'gpu' needs CuPy and a GPU, and this process has neither")
-        self.cupy = backend._cupy() if device == "gpu" else None
+        self.cupy = backend.cupy() if device == "gpu" else None
         self.marks = []
         self._token = None
 
