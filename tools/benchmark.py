@@ -21,6 +21,7 @@ from pathlib import Path
 
 import numpy as np
 
+from tinygrad_rnn import backend
 from tinygrad_rnn.tools.common import command_line, device_mover, nonnegative_int, positive_int
 
 IMPLS = ("tinygrad_rnn", "torch")
@@ -140,9 +141,7 @@ def header(args, threads=None):
     """
     torch = importlib.util.find_spec("torch") is not None
     if args.device == "gpu":
-        import cupy
-
-        ours = f"CuPy {cupy.__version__}: cuBLAS and its own kernels"
+        ours = f"CuPy {backend.cupy().__version__}: cuBLAS and its own kernels"
     else:
         ours = f"NumPy with {_blas()}"
     return {"command": command_line(),
