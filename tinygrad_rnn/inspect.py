@@ -138,7 +138,7 @@ def plot_gradient_flow(flows, path, title=None):
                              "(num_layers, T)")
         rows = [values] if values.ndim == 1 else list(values)
         curves += [(label if len(rows) == 1 else f"{label} [{k}]", row) for k, row in enumerate(rows)]
-    figure = require("matplotlib.figure", "plot_gradient_flow").Figure(figsize=(6.4, 4.0))
+    figure = require("matplotlib.figure", "plot_gradient_flow").Figure(figsize=(6.4, 4.0), layout="constrained")
     ax = figure.subplots()
     for label, row in curves:
         ax.semilogy(np.arange(len(row)), row, label=label)
@@ -148,7 +148,6 @@ def plot_gradient_flow(flows, path, title=None):
         ax.set_title(title)
     ax.legend()
     ax.grid(True, which="major", alpha=0.3)
-    figure.tight_layout()
     figure.savefig(path)
 
 
@@ -174,7 +173,7 @@ def plot_gates(activations, path, example=0, title=None):
     if not -n <= example < n:
         raise IndexError(f"plot_gates: example {example} is outside a batch of N={n}")
     figure = require("matplotlib.figure", "plot_gates").Figure(
-        figsize=(2.0 + 0.12 * steps * len(activations), 1.0 + 0.25 * hidden + 1.0))
+        figsize=(len(activations) * (1.8 + 0.06 * steps), 2.2 + 0.12 * hidden), layout="constrained")
     axes = figure.subplots(1, len(activations), squeeze=False)[0]
     for ax, (name, a) in zip(axes, activations.items()):
         values = np.asarray(as_numpy(a))[:, example].T  # (H, T): time runs left to right
@@ -189,7 +188,6 @@ def plot_gates(activations, path, example=0, title=None):
     axes[0].set_ylabel("hidden unit")
     if title:
         figure.suptitle(title)
-    figure.tight_layout()
     figure.savefig(path)
 
 
