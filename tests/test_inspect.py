@@ -1,4 +1,7 @@
 """tinygrad_rnn.inspect: the gradient norm through time and the gates of every step, fused or composed."""
+import re
+from pathlib import Path
+
 import numpy as np
 import pytest
 from hypothesis import given, settings
@@ -6,7 +9,7 @@ from hypothesis import strategies as st
 
 import tinygrad_rnn as tg
 from tinygrad_rnn import functions as F
-from tinygrad_rnn import inspect
+from tinygrad_rnn import initializers, inspect
 from tinygrad_rnn import layers as L
 from tinygrad_rnn.graph import _walk
 from tinygrad_rnn.models import BetterLSTMLM, Seq2seq
@@ -229,3 +232,21 @@ def test_plots_are_written_and_bad_input_is_named(tmp_path):
         inspect.plot_gates({"i": np.ones((2, 3, 4)), "f": np.ones((2, 3))}, tmp_path / "x.png")
     with pytest.raises(IndexError, match="plot_gates: example 2 is outside a batch of N=2"):
         inspect.plot_gates(inspect.gates(layer, xs)["."][0], tmp_path / "x.png", example=2)
+
+
+@pytest.mark.parametrize("gain", [0.5, 1.5])
+def test_a_linear_rnn_scales_the_gradient_by_the_gain_of_an_orthogonal_wh_per_step(gain):
+    # zero inputs and state keep h at 0 and tanh's slope at 1: dL/dh_t = (Wh^T)^(T-1-t) dL/dh_{T-1}
+    layer = L.RNN(5, 6, seed=0, dtype=np.float64, Wh_init=initializers.Orthogonal(gain))
+    w = np.random.default_rng(0).standard_normal((3, 6))
+    flow = inspect.gradient_flow(layer, np.zeros((3, 8, 5)), loss=lambda xs: F.sum(layer(xs)[:, -1] * w))["."][0]
+    np.testing.assert_allclose(flow, np.linalg.norm(w) * gain ** np.arange(7, -1, -1.0), rtol=1e-9)
+
+
+def test_the_guides_code_runs(tmp_path, monkeypatch):
+    pytest.importorskip("matplotlib")
+    guide = (Path(__file__).resolve().parent.parent / "docs" / "inspect.md").read_text()
+    blocks = re.findall(r"^```python\n(.*?)^```", guide, re.MULTILINE | re.DOTALL)
+    monkeypatch.chdir(tmp_path)
+    exec(compile("\n".join(blocks), "docs/inspect.md", "exec"), {})
+    assert {p.name for p in tmp_path.iterdir()} == {"rnn_gradient_flow.svg", "lstm_gradient_flow.svg", "lstm_gates.svg"}
