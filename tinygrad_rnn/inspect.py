@@ -60,7 +60,7 @@ def gradient_flow(model, *batch, loss=None):
 
     Args:
         model (Layer): a model, or a recurrent layer itself.
-        *batch: the arguments of the loss.
+        *batch (object): the arguments of the loss (arrays, usually).
         loss (callable, optional): ``loss(*batch) -> scalar Variable``; default ``model.loss``.
     Returns:
         dict: layer path (``"encoder/lstm"``; ``"."`` for ``model`` itself) -> float64 ndarray
@@ -91,7 +91,7 @@ def gates(model, *inputs, run=None):
 
     Args:
         model (Layer): a model, or a recurrent layer itself.
-        *inputs: the arguments of ``run``.
+        *inputs (object): the arguments of ``run``.
         run (callable, optional): ``run(*inputs) -> Variable``; default ``model.loss`` when the
             model has one, else the model itself (``gates(lstm, xs)``).
     Returns:
