@@ -196,6 +196,8 @@ def test_errors_name_the_function_and_the_mistake():
         inspect.gradient_flow(lstm, xs, loss=lstm)
     with pytest.raises(TypeError, match="gates: run must return a Variable, got tuple"):
         inspect.gates(lstm, xs, run=lstm.sequence)
+    with tg.no_grad(), pytest.raises(ValueError, match="gates: the result has no graph"):
+        inspect.gates(lstm, xs)
 
 
 @pytest.mark.parametrize("fused", [True, False])

@@ -68,8 +68,8 @@ def gradient_flow(model, *batch, loss=None):
     Raises:
         TypeError: ``model`` is not a Layer, it has no ``loss`` and none is given, or the loss
             is not a Variable.
-        ValueError: the model holds no recurrent layer, the loss is not a scalar, it does not
-            depend on one of the layers, or a layer ran more than once in it.
+        ValueError: the model holds no recurrent layer, the loss is not a scalar, it has no graph
+            (``no_grad``), it does not depend on one of the layers, or a layer ran more than once in it.
     """
     where = "gradient_flow"
     layers = _recurrent_layers(where, model)
@@ -101,8 +101,8 @@ def gates(model, *inputs, run=None):
         ``h`` for an RNN.
     Raises:
         TypeError: ``model`` is not a Layer, or ``run`` does not return a Variable.
-        ValueError: the model holds no recurrent layer, the result does not depend on one of
-            the layers, or a layer ran more than once in it.
+        ValueError: the model holds no recurrent layer, the result has no graph (``no_grad``), it
+            does not depend on one of the layers, or a layer ran more than once in it.
     """
     where = "gates"
     layers = _recurrent_layers(where, model)
@@ -244,6 +244,8 @@ def _runs(where, output, layers):
     """(layer path, k) -> the run of the k-th cell in ``output``'s graph: the fused op, or
     {t: {name: Variable}} for the composed steps."""
     cell_of = {id(cell.Wh): (path, k) for path, cells in layers.items() for k, cell in enumerate(cells)}
+    if output.creator is None:
+        raise ValueError(f"{where}: the result has no graph (computed under no_grad, or from no parameter)")
     found = {}  # (path, k) -> list of runs
     steps, owner = {}, {}  # the scope of one composed call -> its steps, and its (path, k)
     nodes, _ = _walk([output], grads=False)
@@ -266,14 +268,12 @@ def _runs(where, output, layers):
         for ref in f.outputs:
             y = ref()
             if y is not None and y.name:
-                named = steps.setdefault(call, {}).setdefault(t, {})
-                # the same layer run twice in one scope: counted as a second run below
-                named.setdefault(y.name, []).append(y)
+                steps.setdefault(call, {}).setdefault(t, {}).setdefault(y.name, []).append(y)
     for call, key in owner.items():
+        run = {t: {name: v[0] for name, v in step.items()} for t, step in sorted(steps[call].items())}
+        # a layer run twice in one scope names every step's Variables twice: each is a run
         runs = max(len(v) for step in steps[call].values() for v in step.values())
-        found.setdefault(key, []).extend(
-            {t: {name: v[r] for name, v in step.items()} for t, step in sorted(steps[call].items())}
-            for r in range(runs))
+        found.setdefault(key, []).extend([run] * runs)
     for path, cells in layers.items():
         for k in range(len(cells)):
             count = len(found.get((path, k), ()))
