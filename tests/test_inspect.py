@@ -252,3 +252,20 @@ def test_the_guides_code_runs(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     exec(compile("\n".join(blocks), "docs/inspect.md", "exec"), {})
     assert {p.name for p in tmp_path.iterdir()} == {"rnn_gradient_flow.svg", "lstm_gradient_flow.svg", "lstm_gates.svg"}
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("cls", [L.LSTM, L.GRU])
+def test_gradient_flow_and_gates_on_the_gpu_equal_the_cpus(cls, cupy):
+    xs = np.random.default_rng(0).standard_normal((2, 5, 3))
+    results = []
+    for gpu in (False, True):
+        layer = cls(3, 4, num_layers=2, seed=0, dtype=np.float64)
+        inputs = cupy.asarray(xs) if gpu else xs
+        if gpu:
+            layer.to_gpu()
+        flows = inspect.gradient_flow(layer, inputs, loss=lambda xs: F.sum(layer(xs)[:, -1]))["."]
+        results.append([flows] + [a for layer_gates in inspect.gates(layer, inputs)["."] for a in layer_gates.values()])
+    for cpu, gpu in zip(*results):
+        assert isinstance(gpu, np.ndarray)
+        np.testing.assert_allclose(gpu, cpu, rtol=1e-4, atol=1e-5)
