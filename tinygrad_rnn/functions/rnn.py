@@ -228,6 +228,20 @@ class LSTMSequence(Function):
         dWh = h_prev.reshape(-1, h_prev.shape[2]).T @ da.reshape(-1, da.shape[2])
         return da, gh, gc, dWh
 
+    def activations(self):
+        """What forward saved, by the book's names: ``i, f, g, o`` (after their sigmoid or tanh),
+        ``c`` and ``h``, each (T, N, H) (views; used by ``tinygrad_rnn.inspect``).
+
+        Raises:
+            RuntimeError: a backward without ``retain_graph`` freed them.
+        """
+        if self.freed:
+            raise RuntimeError(f"{self.op}: activations asked after backward freed them; ask before, "
+                               "or pass retain_graph=True to backward")
+        size = self.hs.shape[2]
+        blocks = {name: self.gates[..., k * size:(k + 1) * size] for k, name in enumerate("ifgo")}
+        return {**blocks, "c": self.cs, "h": self.hs}
+
 
 def lstm_sequence(xw, h, c, Wh):
     """A whole LSTM layer over T steps as one op: the T steps of ``lstm`` with ``a_t = xw_t + h_{t-1} @ Wh``.
@@ -371,6 +385,20 @@ class GRUSequence(Function):
         h_prev = xp.concatenate([h0[None], self.hs[:-1]])  # Wh's gradient over all steps as one product
         dWh = h_prev.reshape(-1, h_prev.shape[2]).T @ dhw.reshape(-1, dhw.shape[2])
         return dxw, gh, dWh, dhw[:, :, 2 * gh.shape[1]:].sum(axis=(0, 1))
+
+    def activations(self):
+        """What forward saved, by the book's names: ``r, z, n`` and ``h``, each (T, N, H) (views;
+        used by ``tinygrad_rnn.inspect``).
+
+        Raises:
+            RuntimeError: a backward without ``retain_graph`` freed them.
+        """
+        if self.freed:
+            raise RuntimeError(f"{self.op}: activations asked after backward freed them; ask before, "
+                               "or pass retain_graph=True to backward")
+        size = self.hs.shape[2]
+        blocks = {name: self.gates[..., k * size:(k + 1) * size] for k, name in enumerate("rzn")}
+        return {**blocks, "h": self.hs}
 
 
 def gru_sequence(xw, h, Wh, bh):
