@@ -31,6 +31,7 @@ class _Settings(typing.NamedTuple):
     debug: bool = False
     scope: tuple = ()
     fused_cells: bool = True
+    compiled_kernels: bool = True
 
 
 # One value per thread and per asyncio task (contextvars), as in Chainer and PyTorch: a thread
@@ -75,7 +76,9 @@ def using_config(name, value):
 
     Args:
         name (str): one of ``enable_backprop``, ``train``, ``anomaly``, ``debug``, ``scope``,
-            ``fused_cells`` (False: LSTM cells record every gate instead of one fused op).
+            ``fused_cells`` (False: LSTM cells record every gate instead of one fused op),
+            ``compiled_kernels`` (False: the fused LSTM and GRU layers run their NumPy backward
+            even where the ``cpu`` extra's compiled one is installed; the two give the same bits).
         value (object): the value inside the block.
     Raises:
         AttributeError: an unknown setting.
