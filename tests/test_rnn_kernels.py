@@ -1,4 +1,4 @@
-"""The compiled backward steps of lstm_sequence and gru_sequence (the ``cpu`` extra) against the NumPy path."""
+"""The compiled steps of lstm_sequence and gru_sequence (the ``cpu`` extra) against the NumPy path."""
 import importlib.util
 
 import numpy as np
@@ -60,19 +60,19 @@ def _assert_same_bits(compiled, numpy):
 
 
 @given(arrays=_lstm_arrays(), seed=seeds())
-def test_compiled_lstm_sequence_backward_equals_the_numpy_path_in_float64(kernels, arrays, seed):
+def test_compiled_lstm_sequence_equals_the_numpy_path_in_float64(kernels, arrays, seed):
     _assert_same_bits(_values_and_gradients(F.lstm_sequence, arrays, seed, True),
                       _values_and_gradients(F.lstm_sequence, arrays, seed, False))
 
 
 @given(arrays=_gru_arrays(), seed=seeds())
-def test_compiled_gru_sequence_backward_equals_the_numpy_path_in_float64(kernels, arrays, seed):
+def test_compiled_gru_sequence_equals_the_numpy_path_in_float64(kernels, arrays, seed):
     _assert_same_bits(_values_and_gradients(F.gru_sequence, arrays, seed, True),
                       _values_and_gradients(F.gru_sequence, arrays, seed, False))
 
 
 @given(arrays=_lstm_arrays(np.float32), gru=_gru_arrays(np.float32), seed=seeds())
-def test_compiled_backward_equals_the_numpy_path_in_float32(kernels, arrays, gru, seed):
+def test_compiled_path_equals_the_numpy_path_in_float32(kernels, arrays, gru, seed):
     _assert_same_bits(_values_and_gradients(F.lstm_sequence, arrays, seed, True),
                       _values_and_gradients(F.lstm_sequence, arrays, seed, False))
     _assert_same_bits(_values_and_gradients(F.gru_sequence, gru, seed, True),
@@ -93,3 +93,16 @@ def test_compiled_steps_run_where_numba_is_installed_unless_switched_off(kernels
     assert len(calls) == 3  # one call a step
     _values_and_gradients(op, arrays, 0, False)
     assert len(calls) == 3
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_compiled_path_equals_the_numpy_path_at_a_real_layer_size(kernels, dtype):
+    # wide rows, where NumPy's SIMD loops run whole vectors and the compiled loops vectorize
+    rng = np.random.default_rng(3)
+    steps, n, size = 3, 20, 100
+    lstm = [rng.standard_normal(s).astype(dtype) for s in ((steps, n, 4 * size), (n, size), (n, size))]
+    lstm.append((rng.standard_normal((size, 4 * size)) / 10).astype(dtype))
+    gru = [rng.standard_normal(s).astype(dtype) for s in ((steps, n, 3 * size), (n, size))]
+    gru += [(rng.standard_normal((size, 3 * size)) / 10).astype(dtype), rng.standard_normal(size).astype(dtype)]
+    for op, arrays in [(F.lstm_sequence, lstm), (F.gru_sequence, gru)]:
+        _assert_same_bits(_values_and_gradients(op, arrays, 0, True), _values_and_gradients(op, arrays, 0, False))

@@ -1,15 +1,78 @@
-"""Compiled backward steps of the fused LSTM and GRU on the CPU: the optional ``cpu`` extra (Numba).
+"""Compiled steps of the fused LSTM and GRU layers on the CPU: the optional ``cpu`` extra (Numba).
 
-Each kernel does the element-wise work of one backward step in one pass over the arrays, where
-NumPy's version in rnn.py makes about fifteen passes through temporaries; the formulas and the
-order of every operation are those of rnn.py, so both give the same bits (tests/test_rnn_kernels.py).
-The forward stays NumPy's: it is mostly tanh, and NumPy's SIMD tanh is far faster than the scalar
-libm tanh a compiled loop calls.
+Each backward kernel does the element-wise work of one backward step in one pass over the arrays,
+where NumPy's version in rnn.py makes about fifteen passes through temporaries. The forward keeps
+NumPy's tanh, which is SIMD and far faster than the scalar libm tanh a compiled loop calls: its
+kernels do the arithmetic between the tanh calls, a pass each. The formulas and the order of every
+operation are those of rnn.py, so both paths give the same bits (tests/test_rnn_kernels.py).
 
-rnn.py imports this module at the first backward of a sequence op, never with the package; it
-needs Numba, and the first call for each dtype compiles (cached on disk afterwards).
+rnn.py imports this module at the first call of a sequence op, never with the package; it needs
+Numba, and the first call for each dtype and memory layout compiles (cached on disk afterwards).
 """
 import numba
+
+
+@numba.njit(cache=True)
+def lstm_forward_scale(hw, xw, a):
+    """``a`` (N, 4H) = ``hw + xw``, halved in the i, f and o blocks: tanh of that gives the sigmoid."""
+    n, width = a.shape
+    size = width // 4
+    half = a.dtype.type(0.5)
+    for row in range(n):  # block by block: loops without a branch, which the compiler vectorizes
+        for j in range(2 * size):
+            a[row, j] = (hw[row, j] + xw[row, j]) * half
+        for j in range(2 * size, 3 * size):
+            a[row, j] = hw[row, j] + xw[row, j]
+        for j in range(3 * size, width):
+            a[row, j] = (hw[row, j] + xw[row, j]) * half
+
+
+@numba.njit(cache=True)
+def lstm_forward_gates(gates, c, c_next):
+    """Turn the i, f and o blocks of ``gates`` (N, 4H, their tanh) into sigmoids in place; fill ``c_next`` (N, H)."""
+    n, size = c.shape
+    half = gates.dtype.type(0.5)
+    for row in range(n):
+        for j in range(2 * size):
+            gates[row, j] = gates[row, j] * half + half
+        for j in range(3 * size, 4 * size):
+            gates[row, j] = gates[row, j] * half + half
+        for j in range(size):
+            c_next[row, j] = gates[row, size + j] * c[row, j] + gates[row, j] * gates[row, 2 * size + j]
+
+
+@numba.njit(cache=True)
+def gru_forward_scale(xw, hw, bh, gates, hn):
+    """``gates``' r and z blocks = ``(xw + hw) / 2`` (tanh of that gives the sigmoid); ``hn`` = ``hw_n + bh``."""
+    n, size = hn.shape
+    half = gates.dtype.type(0.5)
+    for row in range(n):
+        for j in range(2 * size):
+            gates[row, j] = (xw[row, j] + hw[row, j]) * half
+        for j in range(size):
+            hn[row, j] = hw[row, 2 * size + j] + bh[j]
+
+
+@numba.njit(cache=True)
+def gru_forward_reset(xw, hn, gates):
+    """Turn ``gates``' r and z blocks (their tanh) into sigmoids in place; its n block = ``r * hn + xw_n``."""
+    n, size = hn.shape
+    half = gates.dtype.type(0.5)
+    for row in range(n):
+        for j in range(2 * size):
+            gates[row, j] = gates[row, j] * half + half
+        for j in range(size):
+            gates[row, 2 * size + j] = gates[row, j] * hn[row, j] + xw[row, 2 * size + j]
+
+
+@numba.njit(cache=True)
+def gru_forward_mix(gates, h, h_next):
+    """``h_next`` (N, H) = ``(h - n) * z + n``, that is ``(1 - z) * n + z * h``, with ``n`` already its tanh."""
+    n, size = h.shape
+    for row in range(n):
+        for j in range(size):
+            nn = gates[row, 2 * size + j]
+            h_next[row, j] = (h[row, j] - nn) * gates[row, size + j] + nn
 
 
 @numba.njit(cache=True)

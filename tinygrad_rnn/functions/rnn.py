@@ -218,10 +218,18 @@ def _lstm_steps_forward(xw, h, c, Wh, gates, tanh_c, hs, cs):
     """The T steps of an LSTM layer's forward, into the given (T, N, 4H) and (T, N, H) arrays."""
     xp = get_array_module(xw)
     a = xp.empty(xw.shape[1:], dtype=xw.dtype)  # one workspace for every step's pre-activations
+    kernels = _compiled_kernels(xw)
     for t in range(len(xw)):
         xp.matmul(h, Wh, out=a)
-        a += xw[t]
-        _cell_forward(a, c, gates[t], tanh_c[t], hs[t], cs[t])
+        if kernels is None:
+            a += xw[t]
+            _cell_forward(a, c, gates[t], tanh_c[t], hs[t], cs[t])
+        else:
+            kernels.lstm_forward_scale(a, xw[t], gates[t])  # a new array: in place would defeat vectorizing
+            xp.tanh(gates[t], out=gates[t])
+            kernels.lstm_forward_gates(gates[t], c, cs[t])
+            xp.tanh(cs[t], out=tanh_c[t])
+            xp.multiply(gates[t, :, 3 * c.shape[1]:], tanh_c[t], out=hs[t])
         h, c = hs[t], cs[t]
 
 
@@ -404,9 +412,18 @@ def _gru_steps_forward(xw, h, Wh, bh, gates, hn, hs):
     """The T steps of a GRU layer's forward, into the given (T, N, 3H) and (T, N, H) arrays."""
     xp = get_array_module(xw)
     hw = xp.empty(xw.shape[1:], dtype=xw.dtype)  # one workspace for every step's recurrent projection
+    kernels = _compiled_kernels(xw)
+    size = h.shape[1]
     for t in range(len(xw)):
         xp.matmul(h, Wh, out=hw)
-        _gru_forward(xw[t], hw, h, bh, gates[t], hn[t], hs[t])
+        if kernels is None:
+            _gru_forward(xw[t], hw, h, bh, gates[t], hn[t], hs[t])
+        else:
+            kernels.gru_forward_scale(xw[t], hw, bh, gates[t], hn[t])
+            xp.tanh(gates[t, :, :2 * size], out=gates[t, :, :2 * size])
+            kernels.gru_forward_reset(xw[t], hn[t], gates[t])
+            xp.tanh(gates[t, :, 2 * size:], out=gates[t, :, 2 * size:])
+            kernels.gru_forward_mix(gates[t], h, hs[t])
         h = hs[t]
 
 
