@@ -77,8 +77,8 @@ def using_config(name, value):
     Args:
         name (str): one of ``enable_backprop``, ``train``, ``anomaly``, ``debug``, ``scope``,
             ``fused_cells`` (False: LSTM cells record every gate instead of one fused op),
-            ``compiled_kernels`` (False: the fused LSTM and GRU layers run their NumPy backward
-            even where the ``cpu`` extra's compiled one is installed; the two give the same bits).
+            ``compiled_kernels`` (False: the fused LSTM and GRU layers run the NumPy path of their
+            steps even where the ``cpu`` extra compiled them; the two give the same bits).
         value (object): the value inside the block.
     Raises:
         AttributeError: an unknown setting.

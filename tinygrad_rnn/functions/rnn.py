@@ -8,7 +8,9 @@ same values and gradients in one forward and one backward; ``lstm_sequence`` and
 ``nn.LSTM``; time-major, as cuDNN), and take the gradient of ``Wh`` as one product over all
 steps. The cells and sequence layers use them unless the graph is recorded under
 ``using_config("fused_cells", False)``, which shows every gate of every step. None of them is
-twice differentiable: record the composed graph for higher derivatives.
+twice differentiable: record the composed graph for higher derivatives. On the CPU, the ``cpu``
+extra (Numba) compiles the element-wise work of the sequence ops' steps (``_cpu_kernels``), with
+the same formulas in the same order, so the same bits.
 
 Gate blocks are ordered i, f, g, o for the LSTM and r, z, n for the GRU, as everywhere in tinygrad_rnn.
 """
@@ -225,7 +227,7 @@ def _lstm_steps_forward(xw, h, c, Wh, gates, tanh_c, hs, cs):
             a += xw[t]
             _cell_forward(a, c, gates[t], tanh_c[t], hs[t], cs[t])
         else:
-            kernels.lstm_forward_scale(a, xw[t], gates[t])  # a new array: in place would defeat vectorizing
+            kernels.lstm_forward_scale(a, xw[t], gates[t])  # not into a: in place, the loop would not vectorize
             xp.tanh(gates[t], out=gates[t])
             kernels.lstm_forward_gates(gates[t], c, cs[t])
             xp.tanh(cs[t], out=tanh_c[t])
@@ -255,14 +257,14 @@ def _lstm_steps_backward(gates, tanh_c, cs, c0, Wh, ghs, gh, gc, da):
 
 @functools.cache
 def _cpu_kernels():
-    """The module of compiled backward steps, or None where Numba is not installed (the ``cpu`` extra)."""
+    """The module of compiled steps, or None where Numba (the ``cpu`` extra) is not installed."""
     if importlib.util.find_spec("numba") is None:
         return None
     return importlib.import_module("tinygrad_rnn.functions._cpu_kernels")
 
 
 def _compiled_kernels(x):
-    """The compiled backward steps for the arrays of ``x``'s kind, or None: the NumPy path runs instead.
+    """The compiled steps for arrays of ``x``'s kind, or None: the NumPy path runs instead.
 
     They serve float32 and float64 NumPy arrays where Numba is installed, unless the current context
     says ``using_config("compiled_kernels", False)``.
