@@ -30,6 +30,7 @@ class _Settings(typing.NamedTuple):
     anomaly: bool = False
     debug: bool = False
     scope: tuple = ()
+    compiled_kernels: bool = True
 
 
 # One value per thread and per asyncio task (contextvars), as in Chainer and PyTorch: a thread
@@ -74,7 +75,9 @@ def using_config(name, value):
 
     Args:
         name (str): one of ``enable_backprop``, ``train`` (False: dropout is the identity, as
-            under ``test_mode()``), ``anomaly``, ``debug``, ``scope``.
+            under ``test_mode()``), ``anomaly``, ``debug``, ``scope``, ``compiled_kernels`` (False:
+            the fused LSTM and GRU layers run the NumPy path of their steps even where the ``cpu``
+            extra compiled them; the two give the same bits).
         value (object): the value inside the block.
     Raises:
         AttributeError: an unknown setting.

@@ -259,6 +259,34 @@ def phases(folder):
     return out
 
 
+def recurrent_layer(folder):
+    """bench_rnn.jsonl: one LSTM or GRU layer forward + backward, each path of ours against PyTorch's."""
+    path = folder / "bench_rnn.jsonl"
+    if not path.exists():
+        return []
+    lines = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+    head, layers = lines[0], [line for line in lines if line.get("kind") == "layer"]
+    impls = list(dict.fromkeys(line["impl"] for line in layers))
+    out = ["## One recurrent layer", "",
+           f"`{head['command']}`: milliseconds for forward + backward of one layer in float32, one thread, the "
+           "minimum over the repetitions, the sides interleaved. NumPy's BLAS: "
+           f"{head['numpy_blas']}; Numba {head['numba'] or 'not installed'}; PyTorch {head['torch'] or 'not installed'}"
+           f" (oneDNN {'available' if head['torch_onednn'] else 'absent'}, BLAS {head['torch_blas'] or '—'}). "
+           "`gemms` is the layer's recurrent products alone.", ""]
+    rows = []
+    for cell, shape in dict.fromkeys((line["cell"], tuple(line["shape"])) for line in layers):
+        ms = {line["impl"]: line["ms"] for line in layers if line["cell"] == cell and tuple(line["shape"]) == shape}
+        rows.append([cell.upper(), " x ".join(map(str, shape))] + [_num(ms.get(impl), 2) for impl in impls])
+    out += _table(["layer", "T x N x H"] + impls, rows) + [""]
+    products = [line for line in lines if line.get("kind") == "products"]
+    if products:
+        out += ["The largest shape's products alone, milliseconds (`torch.mm` runs PyTorch's BLAS):", ""]
+        out += _table(["product", "shapes", "NumPy", "torch.mm"],
+                      [[p["product"], " @ ".join("x".join(map(str, s)) for s in p["shape"]), _num(p["numpy_ms"], 3),
+                        _num(p.get("torch_mm_ms"), 3)] for p in products]) + [""]
+    return out
+
+
 def engine(folder):
     path = folder / "bench_engine.jsonl"
     if not path.exists():
@@ -290,8 +318,7 @@ def main(argv=None):
              "2-core CPU machine in float32; such a machine has slow phases, so throughput compares only",
              "within one benchmark run, where the sides alternate.", ""]
     lines += (language_models(runs, textbook) + data_parallel(runs) + seq2seq(runs, textbook) + captioning(runs)
-              + throughput(folder)
-              + phases(folder) + scaling(folder) + engine(folder))
+              + throughput(folder) + phases(folder) + recurrent_layer(folder) + scaling(folder) + engine(folder))
     with atomic_write(args.out, "w") as f:
         f.write("\n".join(lines).rstrip() + "\n")
     print(f"wrote {args.out} from {len(runs)} runs")

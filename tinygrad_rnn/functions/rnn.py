@@ -8,14 +8,20 @@ same values and gradients in one forward and one backward; ``lstm_sequence`` and
 ``nn.LSTM``; time-major, as cuDNN), and take the gradient of ``Wh`` as one product over all
 steps. LSTM and GRU cells and sequence layers use them unless they are built with
 ``fused=False``, which records every gate of every step. None of them is twice
-differentiable: record the composed graph for higher derivatives.
+differentiable: record the composed graph for higher derivatives. On the CPU, the ``cpu``
+extra (Numba) compiles the element-wise work of the sequence ops' steps (``_cpu_kernels``), with
+the same formulas in the same order, so the same bits.
 
 Gate blocks are ordered i, f, g, o for the LSTM and r, z, n for the GRU, as everywhere in tinygrad_rnn.
 """
+import functools
+import importlib
+import importlib.util
+
 import numpy as np
 
 from tinygrad_rnn.backend import elementwise_kernel, get_array_module, kernel_source
-from tinygrad_rnn.core import Function, as_variable
+from tinygrad_rnn.core import Config, Function, as_variable
 
 # On the GPU each step's element-wise math is one kernel, where NumPy's version below launches
 # about ten (their launch overhead dominates a step at these sizes). Same formulas, block by block;
@@ -204,25 +210,17 @@ class LSTMSequence(Function):
         steps, n, width = xw.shape
         self.gates = xp.empty(xw.shape, dtype=xw.dtype)  # C order whatever xw's strides: contiguous steps
         self.tanh_c = xp.empty((steps, n, width // 4), dtype=xw.dtype)
-        hs, self.cs = xp.empty_like(self.tanh_c), xp.empty_like(self.tanh_c)
-        for t in range(steps):
-            a = h @ Wh
-            a += xw[t]
-            _cell_forward(a, c, self.gates[t], self.tanh_c[t], hs[t], self.cs[t])
-            h, c = hs[t], self.cs[t]
-        self.hs = hs  # also for backward: the caller may drop this output
+        self.hs, self.cs = xp.empty_like(self.tanh_c), xp.empty_like(self.tanh_c)  # hs: backward needs it too
+        _lstm_steps_forward(xw, h, c, Wh, self.gates, self.tanh_c, self.hs, self.cs)
         # copies: the final state may be carried to the next call and must not keep hs and cs alive
-        return hs, h.copy(), c.copy()
+        return self.hs, self.hs[-1].copy(), self.cs[-1].copy()
 
     def backward(self, ghs, gh, gc):
         ghs, gh, gc = _in_dtype(self.gates.dtype, ghs, gh, gc)
         xp = get_array_module(ghs)
         h0, c0, Wh = self.arg(1), self.arg(2), self.arg(3)
         da = xp.empty_like(self.gates)
-        for t in reversed(range(len(da))):
-            gh = gh + ghs[t]
-            gc = _cell_backward(self.gates[t], self.tanh_c[t], self.cs[t - 1] if t else c0, gh, gc, da[t])
-            gh = da[t] @ Wh.T
+        gh, gc = _lstm_steps_backward(self.gates, self.tanh_c, self.cs, c0, Wh, ghs, gh, gc, da)
         # Wh's gradient over all steps at once: sum_t h_{t-1}^T @ da_t as one product
         h_prev = xp.concatenate([h0[None], self.hs[:-1]])
         dWh = h_prev.reshape(-1, h_prev.shape[2]).T @ da.reshape(-1, da.shape[2])
@@ -241,6 +239,64 @@ class LSTMSequence(Function):
         size = self.hs.shape[2]
         blocks = {name: self.gates[..., k * size:(k + 1) * size] for k, name in enumerate("ifgo")}
         return {**blocks, "c": self.cs, "h": self.hs}
+
+
+def _lstm_steps_forward(xw, h, c, Wh, gates, tanh_c, hs, cs):
+    """The T steps of an LSTM layer's forward, into the given (T, N, 4H) and (T, N, H) arrays."""
+    xp = get_array_module(xw)
+    a = xp.empty(xw.shape[1:], dtype=xw.dtype)  # one workspace for every step's pre-activations
+    kernels = _compiled_kernels(xw)
+    for t in range(len(xw)):
+        xp.matmul(h, Wh, out=a)
+        if kernels is None:
+            a += xw[t]
+            _cell_forward(a, c, gates[t], tanh_c[t], hs[t], cs[t])
+        else:
+            kernels.lstm_forward_scale(a, xw[t], gates[t])  # not into a: in place, the loop would not vectorize
+            xp.tanh(gates[t], out=gates[t])
+            kernels.lstm_forward_gates(gates[t], c, cs[t])
+            xp.tanh(cs[t], out=tanh_c[t])
+            xp.multiply(gates[t, :, 3 * c.shape[1]:], tanh_c[t], out=hs[t])
+        h, c = hs[t], cs[t]
+
+
+def _lstm_steps_backward(gates, tanh_c, cs, c0, Wh, ghs, gh, gc, da):
+    """The T steps of an LSTM layer's backward: fill ``da`` (T, N, 4H); return the gradients of h0 and c0."""
+    xp = get_array_module(gates)
+    # BLAS reads a C-ordered copy of Wh.T faster than the transposed view, every step
+    Wh_T = xp.ascontiguousarray(Wh.T)
+    kernels = _compiled_kernels(gates)
+    if kernels is None:
+        for t in reversed(range(len(da))):
+            gh = gh + ghs[t]
+            gc = _cell_backward(gates[t], tanh_c[t], cs[t - 1] if t else c0, gh, gc, da[t])
+            gh = da[t] @ Wh_T
+        return gh, gc
+    gh_prev, gc_prev = xp.empty(c0.shape, gates.dtype), xp.empty(c0.shape, gates.dtype)
+    for t in reversed(range(len(da))):
+        kernels.lstm_backward_step(gates[t], tanh_c[t], cs[t - 1] if t else c0, gh, ghs[t], gc, da[t], gc_prev)
+        xp.matmul(da[t], Wh_T, out=gh_prev)
+        gh, gc = gh_prev, gc_prev
+    return gh, gc
+
+
+@functools.cache
+def _cpu_kernels():
+    """The module of compiled steps, or None where Numba (the ``cpu`` extra) is not installed."""
+    if importlib.util.find_spec("numba") is None:
+        return None
+    return importlib.import_module("tinygrad_rnn.functions._cpu_kernels")
+
+
+def _compiled_kernels(x):
+    """The compiled steps for arrays of ``x``'s kind, or None: the NumPy path runs instead.
+
+    They serve float32 and float64 NumPy arrays where Numba is installed, unless the current context
+    says ``using_config("compiled_kernels", False)``.
+    """
+    if not Config.compiled_kernels or not isinstance(x, np.ndarray) or x.dtype not in (np.float32, np.float64):
+        return None
+    return _cpu_kernels()
 
 
 def lstm_sequence(xw, h, c, Wh):
@@ -366,22 +422,16 @@ class GRUSequence(Function):
         xp = get_array_module(xw)
         self.gates = xp.empty(xw.shape, dtype=xw.dtype)  # C order whatever xw's strides: contiguous steps
         self.hn = xp.empty(xw.shape[:2] + h.shape[1:], dtype=xw.dtype)
-        hs = xp.empty_like(self.hn)
-        for t in range(len(xw)):
-            _gru_forward(xw[t], h @ Wh, h, bh, self.gates[t], self.hn[t], hs[t])
-            h = hs[t]
-        self.hs = hs  # also for backward: the caller may drop this output
-        return hs, h.copy()  # a copy: the final state may be carried and must not keep hs alive
+        self.hs = xp.empty_like(self.hn)  # also for backward: the caller may drop this output
+        _gru_steps_forward(xw, h, Wh, bh, self.gates, self.hn, self.hs)
+        return self.hs, self.hs[-1].copy()  # a copy: the final state may be carried and must not keep hs alive
 
     def backward(self, ghs, gh):
         ghs, gh = _in_dtype(self.gates.dtype, ghs, gh)
         xp = get_array_module(ghs)
         h0, Wh = self.arg(1), self.arg(2)
         dxw, dhw = xp.empty_like(self.gates), xp.empty_like(self.gates)
-        for t in reversed(range(len(dxw))):
-            gh = gh + ghs[t]
-            direct = _gru_backward(self.gates[t], self.hn[t], self.hs[t - 1] if t else h0, gh, dxw[t], dhw[t])
-            gh = direct + dhw[t] @ Wh.T
+        gh = _gru_steps_backward(self.gates, self.hn, self.hs, h0, Wh, ghs, gh, dxw, dhw)
         h_prev = xp.concatenate([h0[None], self.hs[:-1]])  # Wh's gradient over all steps as one product
         dWh = h_prev.reshape(-1, h_prev.shape[2]).T @ dhw.reshape(-1, dhw.shape[2])
         return dxw, gh, dWh, dhw[:, :, 2 * gh.shape[1]:].sum(axis=(0, 1))
@@ -399,6 +449,48 @@ class GRUSequence(Function):
         size = self.hs.shape[2]
         blocks = {name: self.gates[..., k * size:(k + 1) * size] for k, name in enumerate("rzn")}
         return {**blocks, "h": self.hs}
+
+
+def _gru_steps_forward(xw, h, Wh, bh, gates, hn, hs):
+    """The T steps of a GRU layer's forward, into the given (T, N, 3H) and (T, N, H) arrays."""
+    xp = get_array_module(xw)
+    hw = xp.empty(xw.shape[1:], dtype=xw.dtype)  # one workspace for every step's recurrent projection
+    kernels = _compiled_kernels(xw)
+    size = h.shape[1]
+    for t in range(len(xw)):
+        xp.matmul(h, Wh, out=hw)
+        if kernels is None:
+            _gru_forward(xw[t], hw, h, bh, gates[t], hn[t], hs[t])
+        else:
+            kernels.gru_forward_scale(xw[t], hw, bh, gates[t], hn[t])
+            xp.tanh(gates[t, :, :2 * size], out=gates[t, :, :2 * size])
+            kernels.gru_forward_reset(xw[t], hn[t], gates[t])
+            xp.tanh(gates[t, :, 2 * size:], out=gates[t, :, 2 * size:])
+            kernels.gru_forward_mix(gates[t], h, hs[t])
+        h = hs[t]
+
+
+def _gru_steps_backward(gates, hn, hs, h0, Wh, ghs, gh, dxw, dhw):
+    """The T steps of a GRU layer's backward: fill ``dxw`` and ``dhw`` (T, N, 3H); return h0's gradient."""
+    xp = get_array_module(gates)
+    Wh_T = xp.ascontiguousarray(Wh.T)  # as for the LSTM: faster for BLAS than the transposed view
+    kernels = _compiled_kernels(gates)
+    if kernels is None:
+        for t in reversed(range(len(dxw))):
+            gh = gh + ghs[t]
+            direct = _gru_backward(gates[t], hn[t], hs[t - 1] if t else h0, gh, dxw[t], dhw[t])
+            gh = direct + dhw[t] @ Wh_T
+        return gh
+    # h's gradient stays in its two parts, gh * z and dhw @ Wh.T, which the next step adds (the last
+    # step's comes whole, with zeros as its second part)
+    direct, through_wh = xp.empty(h0.shape, gates.dtype), xp.zeros(h0.shape, gates.dtype)
+    incoming = gh
+    for t in reversed(range(len(dxw))):
+        kernels.gru_backward_step(gates[t], hn[t], hs[t - 1] if t else h0, incoming, through_wh, ghs[t], dxw[t],
+                                  dhw[t], direct)
+        xp.matmul(dhw[t], Wh_T, out=through_wh)
+        incoming = direct
+    return direct + through_wh
 
 
 def gru_sequence(xw, h, Wh, bh):

@@ -1,0 +1,213 @@
+"""One recurrent layer, forward and backward, on one CPU thread: tinygrad_rnn's fused ops against PyTorch.
+
+For each cell (LSTM, GRU) and shape (T, N, H) it times, interleaved repetition by repetition so
+that a slow phase of the machine hits every side, and keeps the minimum over ``--reps``:
+
+- ``numpy``: ``F.lstm_sequence`` / ``F.gru_sequence`` forward + backward on the NumPy path
+  (``using_config("compiled_kernels", False)``);
+- ``compiled``: the same with the ``cpu`` extra's compiled backward steps (where Numba is installed);
+- ``gemms``: the recurrent products alone: T forward ``h @ Wh``, T backward ``da @ Wh.T``, one ``dWh``;
+- ``torch_onednn`` / ``torch_no_onednn``: PyTorch's ``nn.LSTM`` / ``nn.GRU`` with input size 1 (so
+  that nearly all of the work is recurrent), forward + backward, with and without oneDNN's fused
+  RNN primitive (``torch.backends.mkldnn.flags``); only where PyTorch is importable.
+
+Then (``kind: "products"``) the three recurrent products of the largest shape alone, NumPy's BLAS
+against ``torch.mm`` (PyTorch's own BLAS): ``h @ Wh``, ``da @ Wh.T`` and ``dWh``.
+
+Everything runs in one worker process with one BLAS and OpenMP thread. Prints one JSON object a line:
+a header (``command``, the BLAS NumPy runs, Numba's and PyTorch's versions, whether PyTorch has
+oneDNN, threads), then ``kind: "layer"`` lines (``cell``, ``shape``, ``impl``, ``ms``, and the ratios
+``to_torch_onednn`` and ``to_gemms``) and ``kind: "products"`` lines.
+
+    python tools/bench_rnn.py [--shapes 7x128x128,35x20x100,35x20x650] [--cells lstm,gru] [--reps 60]
+"""
+import argparse
+import importlib.util
+import json
+import os
+import shlex
+import subprocess
+import sys
+import time
+import warnings
+from pathlib import Path
+
+import numpy as np
+
+from tinygrad_rnn.tools.common import positive_int
+
+SHAPES = "7x128x128,35x20x100,35x20x650"  # seq2seq's encoder, LSTMLM, BetterLSTMLM
+BLOCKS = {"lstm": 4, "gru": 3}
+THREADS = ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS")
+
+
+def _shape(text):
+    try:
+        steps, batch, size = (int(part) for part in text.split("x"))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"a shape is TxNxH, such as 35x20x100, got {text!r}") from None
+    if min(steps, batch, size) < 1:
+        raise argparse.ArgumentTypeError(f"a shape's sizes must be at least 1, got {text!r}")
+    return steps, batch, size
+
+
+def _ours(cell, steps, batch, size, compiled):
+    """Forward + backward of one fused layer op on float32 inputs, as a function of no arguments."""
+    from tinygrad_rnn import functions as F
+    from tinygrad_rnn.core import Variable, using_config
+
+    rng = np.random.default_rng(0)
+    width = BLOCKS[cell] * size
+    arrays = [rng.standard_normal((steps, batch, width)), rng.standard_normal((batch, size)) * 0.1]
+    arrays += [rng.standard_normal((batch, size)) * 0.1] if cell == "lstm" else []
+    arrays += [rng.standard_normal((size, width)) / np.sqrt(size)]
+    arrays += [rng.standard_normal(size) * 0.1] if cell == "gru" else []
+    arrays = [a.astype(np.float32) for a in arrays]
+    op = F.lstm_sequence if cell == "lstm" else F.gru_sequence
+    weights = rng.standard_normal((steps, batch, size)).astype(np.float32)
+
+    def run():
+        with using_config("compiled_kernels", compiled):
+            inputs = [Variable(a) for a in arrays]
+            hs = op(*inputs)[0]
+            F.sum(hs * weights).backward()
+
+    return run
+
+
+def _gemms(steps, batch, size, blocks):
+    """The recurrent products of one layer alone: T ``h @ Wh``, T ``da @ Wh.T`` and one ``dWh``."""
+    rng = np.random.default_rng(0)
+    h, wh = (rng.standard_normal(s).astype(np.float32) for s in ((batch, size), (size, blocks * size)))
+    hs, da = (rng.standard_normal((steps * batch, s)).astype(np.float32) for s in (size, blocks * size))
+    a, g = np.empty((batch, blocks * size), np.float32), np.empty((batch, size), np.float32)
+
+    def run():
+        for _ in range(steps):
+            np.matmul(h, wh, out=a)
+        wh_t = np.ascontiguousarray(wh.T)  # as the fused backward does
+        for t in range(steps):
+            np.matmul(da[t * batch:(t + 1) * batch], wh_t, out=g)
+        hs.T @ da
+
+    return run
+
+
+def _torch(cell, steps, batch, size, onednn):
+    """Forward + backward of PyTorch's nn.LSTM / nn.GRU with input size 1, with or without oneDNN."""
+    import torch
+
+    # torch.backends.mkldnn.flags warns about TF32 on Intel GPUs, which a CPU build lacks
+    warnings.filterwarnings("ignore", message="TF32 acceleration on top of oneDNN")
+    torch.manual_seed(0)
+    layer = (torch.nn.LSTM if cell == "lstm" else torch.nn.GRU)(1, size)
+    xs = torch.randn(steps, batch, 1)
+    weights = torch.randn(steps, batch, size)
+
+    def run():
+        with torch.backends.mkldnn.flags(enabled=onednn):
+            layer.zero_grad()
+            (layer(xs)[0] * weights).sum().backward()
+
+    return run
+
+
+def _timed(runs, reps):
+    """Each run's minimum seconds over ``reps`` rounds, the runs interleaved (after one untimed round)."""
+    best = dict.fromkeys(runs, float("inf"))
+    for rep in range(reps + 1):
+        for name, run in runs.items():
+            began = time.perf_counter()
+            run()
+            if rep:
+                best[name] = min(best[name], time.perf_counter() - began)
+    return best
+
+
+def _header():
+    blas = np.show_config(mode="dicts")["Build Dependencies"]["blas"]
+    arguments = [a for a in sys.argv[1:] if a != "--worker"]
+    header = {"command": shlex.join(["python", f"tools/{Path(__file__).name}", *arguments]),
+              "numpy_blas": f"{blas['name']} {blas.get('version', '')}".strip(), "threads": 1,
+              "numba": None, "torch": None, "torch_onednn": None, "torch_blas": None}
+    if importlib.util.find_spec("numba"):
+        import numba
+
+        header["numba"] = numba.__version__
+    if importlib.util.find_spec("torch"):
+        import torch
+
+        torch.set_num_threads(1)
+        header.update(torch=torch.__version__, torch_onednn=torch.backends.mkldnn.is_available(),
+                      torch_blas="mkl" if torch.backends.mkl.is_available() else "other")
+    return header
+
+
+def _products(steps, batch, size, reps, torch_there):
+    """NumPy's BLAS against torch.mm on the three products of one (T, N, H) LSTM layer."""
+    rng = np.random.default_rng(0)
+    h, wh, da = (rng.standard_normal(s).astype(np.float32) for s in ((batch, size), (size, 4 * size),
+                                                                     (batch, 4 * size)))
+    hs, das = (rng.standard_normal(s).astype(np.float32) for s in ((steps * batch, size), (steps * batch, 4 * size)))
+    wh_t = np.ascontiguousarray(wh.T)
+    cases = {"h @ Wh": (h, wh), "da @ Wh.T": (da, wh_t), "dWh": (hs.T, das)}
+    for name, (x, y) in cases.items():
+        runs = {"numpy": lambda x=x, y=y: x @ y}
+        if torch_there:
+            import torch
+
+            tx, ty = torch.from_numpy(np.ascontiguousarray(x)), torch.from_numpy(y)
+            if name == "dWh":  # the same transposed layout as NumPy's product
+                tx = torch.from_numpy(hs).T
+            runs["torch_mm"] = lambda tx=tx, ty=ty: torch.mm(tx, ty)
+        best = _timed(runs, reps)
+        print(json.dumps({"kind": "products", "product": name, "shape": [list(x.shape), list(y.shape)],
+                          **{f"{impl}_ms": round(s * 1e3, 4) for impl, s in best.items()}}), flush=True)
+
+
+def worker(args):
+    header = _header()
+    print(json.dumps(header), flush=True)
+    torch_there = header["torch"] is not None
+    for cell in args.cells:
+        for steps, batch, size in args.shapes:
+            runs = {"numpy": _ours(cell, steps, batch, size, False)}
+            if header["numba"]:
+                runs["compiled"] = _ours(cell, steps, batch, size, True)
+            runs["gemms"] = _gemms(steps, batch, size, BLOCKS[cell])
+            if torch_there:
+                runs["torch_onednn"] = _torch(cell, steps, batch, size, True)
+                runs["torch_no_onednn"] = _torch(cell, steps, batch, size, False)
+            best = _timed(runs, args.reps)
+            for impl, seconds in best.items():
+                line = {"kind": "layer", "cell": cell, "shape": [steps, batch, size], "impl": impl,
+                        "ms": round(seconds * 1e3, 4), "to_gemms": round(seconds / best["gemms"], 3)}
+                if torch_there:
+                    line["to_torch_onednn"] = round(seconds / best["torch_onednn"], 3)
+                print(json.dumps(line), flush=True)
+    _products(*max(args.shapes, key=lambda s: s[2]), args.reps, torch_there)
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--shapes", type=lambda text: [_shape(s) for s in text.split(",")], default=SHAPES,
+                        help="comma-separated TxNxH (default %(default)s)")
+    parser.add_argument("--cells", type=lambda text: text.split(","), default="lstm,gru",
+                        help="comma-separated cells among lstm, gru (default %(default)s)")
+    parser.add_argument("--reps", type=positive_int, default=60, help="timed repetitions (default %(default)s)")
+    parser.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    unknown = sorted(set(args.cells) - set(BLOCKS))
+    if unknown:
+        parser.error(f"--cells: unknown cell {', '.join(unknown)}; cells: lstm, gru")
+    if args.worker:
+        worker(args)
+        return
+    # the BLAS and OpenMP read their thread counts when they load: set them for a fresh interpreter
+    env = dict(os.environ, **dict.fromkeys(THREADS, "1"))
+    done = subprocess.run([sys.executable, __file__, "--worker", *sys.argv[1:]], env=env)
+    sys.exit(done.returncode)
+
+
+if __name__ == "__main__":
+    main()
