@@ -2,6 +2,7 @@
 the loop of main.py written out by hand (PyTorch itself is no test dependency). The page's blocks run in
 order in one namespace, but those marked as needing PyTorch."""
 import re
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -27,11 +28,13 @@ def _runnable_blocks():
 
 @pytest.fixture(scope="module")
 def port(tmp_path_factory):
-    """The namespace the walkthrough leaves, run in a folder of its own (it writes a checkpoint)."""
+    """The namespace the page's blocks leave, run in a folder of their own (they write a checkpoint), any
+    warning an error."""
     if any(ptb.locate(split, download=False) is None for split in ("train", "valid", "test")):
         pytest.skip("PTB not found: set TINYGRAD_RNN_DATA to a folder holding ptb/ptb.{train,valid,test}.txt")
-    with pytest.MonkeyPatch.context() as patch:
+    with pytest.MonkeyPatch.context() as patch, warnings.catch_warnings():
         patch.chdir(tmp_path_factory.mktemp("port"))
+        warnings.simplefilter("error")  # a trap the trainer warns about (a stateless LSTM) fails the page
         namespace = {}
         for code in _runnable_blocks():
             exec(compile(code, str(PAGE), "exec"), namespace)

@@ -609,7 +609,8 @@ class Stateless(L.Layer):
 def test_bptt_streams_and_recurrent_layers_that_forget_their_state_warn_naming_the_layers():
     model = Stateless(stateful=False)
     with pytest.warns(UserWarning, match=r"BPTTBatcher carries the state .* no recurrent layer of the Stateless is "
-                                         r"stateful: lstm \(LSTM\) start every call from zeros"):
+                                         r"stateful: lstm \(LSTM\) starts every call from zeros. Build it with "
+                                         r"stateful=True"):
         Trainer(model, SGD(0.1).setup(model), BPTTBatcher(TRAIN, 4, 5))
     bare = L.GRU(V, 3, seed=0)
     bare.loss = lambda xs, ts: F.sum(bare(xs))

@@ -534,7 +534,8 @@ def _warn_if_nothing_carries(model, batches):
     names = ", ".join(f"{path(layer)} ({type(layer).__name__})" for layer in recurrent)
     warnings.warn(f"Trainer: the {type(batches).__name__} carries the state from batch to batch (row i continues "
                   f"row i of the last batch), but no recurrent layer of the {type(model).__name__} is stateful: "
-                  f"{names} start every call from zeros. Build them with stateful=True to carry the state "
+                  f"{names} start{'s' if len(recurrent) == 1 else ''} every call from zeros. Build "
+                  f"{'it' if len(recurrent) == 1 else 'them'} with stateful=True to carry the state "
                   "(truncated BPTT), or ignore this for a deliberately stateless model.", stacklevel=3)
 
 
