@@ -2,23 +2,27 @@
 import json
 import math
 import os
+import struct
 import subprocess
 import sys
+import warnings
 from pathlib import Path
 
 import numpy as np
 import pytest
 from conftest import untimed
 
+from tinygrad_rnn import core
 from tinygrad_rnn import functions as F
 from tinygrad_rnn import layers as L
 from tinygrad_rnn.data import BPTTBatcher, ShuffledBatcher, toy_seq
 from tinygrad_rnn.models import LSTMLM, BetterLSTMLM, PeekySeq2seq
-from tinygrad_rnn.optimizers import SGD, Adam
+from tinygrad_rnn.core import Config
+from tinygrad_rnn.optimizers import SGD, Adam, GradientClipping
 from tinygrad_rnn.serialization import load_npz, save_npz
 from tinygrad_rnn.training import (Checkpoint, Constant, Cosine, ExactMatch, ExponentialDecay, History,
                                    LogReport, Perplexity, ReduceOnPlateau, StepDecay, Trainer, checkpoint, exact_match,
-                                   perplexity)
+                                   perplexity, plot_history)
 
 V = 11
 TRAIN = np.random.default_rng(0).integers(0, V, 420).astype(np.int32)
@@ -396,13 +400,23 @@ def test_checkpoint_files_hold_no_pickle_and_the_run_metadata(tmp_path):
 
 def test_a_checkpoint_written_before_the_trainer_owned_its_state_resumes_exactly(tmp_path):
     """tests/data/checkpoint_v2.npz was written by the trainer of commit 00bf268 (format /2, checkpoint.py
-    reading the trainer's fields): lm_trainer's run stopped at step 27, in epoch 2."""
+    reading the trainer's fields): lm_trainer's run stopped at step 27, in epoch 2. It holds no gradient norms
+    (recorded since): the epoch it stopped in reports them as unknown (NaN), everything else as before."""
     straight = lm_trainer(tmp_path / "straight")
     straight.fit(epochs=2)
     resumed = lm_trainer(tmp_path / "resumed", seed=5)
     run = resumed.resume(Path(__file__).with_name("data") / "checkpoint_v2.npz")
     assert run == {"written_by": "00bf268"} and (resumed.epoch, resumed.iteration) == (1, 7)
     resumed.fit(epochs=2)
+    stopped_in = resumed.history["epochs"][-1]
+    first_log = next(e for e in resumed.history["iterations"] if e["iteration"] > 27)  # its window began before 27
+    assert first_log["iteration"] == 29 and math.isnan(first_log["grad_norm"])
+    assert math.isnan(stopped_in["grad_norm"]) and math.isnan(stopped_in["clip_fraction"])
+    later = [e for e in resumed.history["iterations"] if e["iteration"] > 29]
+    assert later and later == [e for e in straight.history["iterations"] if e["iteration"] > 29]
+    for trainer in (straight, resumed):  # the rest of the history as before the norms were recorded
+        for entry in trainer.history["epochs"] + trainer.history["iterations"]:
+            entry.pop("grad_norm", None), entry.pop("clip_fraction", None)
     assert_same_training(straight, resumed)
 
 
@@ -491,3 +505,159 @@ def test_a_float16_model_clipped_by_the_trainer_keeps_learning():
     assert all(not np.array_equal(b, p.data) and np.isfinite(p.data).all() for b, p in zip(before, model.params()))
     norm = trainer.optimizer.hooks[0].norm
     assert norm.dtype == np.float32 and 256 < float(norm) < np.inf
+
+
+class Toggling(LSTMLM):
+    """Records the configuration each training step's loss sees."""
+
+    def loss(self, xs, ts, ignore_label=None):
+        if Config.enable_backprop:
+            self.modes.append(Config.train)
+        return super().loss(xs, ts, ignore_label=ignore_label)
+
+
+class LeavesTestMode:
+    """An evaluator that switches to test mode and never switches back."""
+
+    name, main, keys, higher_is_better = "left", "x", ("x",), True
+
+    def __call__(self, model, comm):
+        core._settings.set(core._settings.get()._replace(train=False))  # as an unexited test_mode() leaves it
+        return {"x": float(Config.train)}
+
+
+def test_an_evaluator_that_leaves_test_mode_on_does_not_switch_training_to_test_mode():
+    model = Toggling(V, 4, 4, seed=0)
+    model.modes = []
+    trainer = Trainer(model, SGD(0.1).setup(model), BPTTBatcher(TRAIN, 4, 5), evaluators=[LeavesTestMode()])
+    trainer.fit(epochs=2)
+    assert [r["left_x"] for r in trainer.history["epochs"]] == [0.0, 0.0]  # it did switch, inside its call
+    assert len(model.modes) == 2 * len(trainer.batches) and all(model.modes) and Config.train
+
+
+def test_the_trainer_records_the_gradient_norm_before_clipping_and_how_often_it_clipped():
+    clip, log_every = 0.25, 4
+    batches = BPTTBatcher(TRAIN, 4, 5, vocab_size=V)
+    model = LSTMLM(V, 6, 6, seed=0)
+    trainer = Trainer(model, SGD(lr=0.5).setup(model), batches, clip=clip, log_every=log_every)
+    trainer.fit(epochs=2)
+    model = LSTMLM(V, 6, 6, seed=0)  # the same run by hand, reading the hook's norm after every step
+    hook = GradientClipping(clip)
+    opt = SGD(lr=0.5).setup(model).add_hook(hook)
+    norms = []
+    for epoch in range(2):
+        for xs, ts in batches.batches(epoch):
+            loss = model.loss(xs, ts)
+            loss.backward()
+            loss.unchain_backward()
+            opt.update()
+            model.cleargrads()
+            norms.append(float(hook.norm))
+    norms = np.array(norms).reshape(2, -1)
+    clipped = norms > clip
+    assert 0 < clipped.mean() < 1  # clipping acted on some steps only: the fraction means something
+    for record, epoch_norms, epoch_clipped in zip(trainer.history["epochs"], norms, clipped):
+        assert record["grad_norm"] == pytest.approx(epoch_norms.mean(), rel=1e-6)
+        assert record["clip_fraction"] == epoch_clipped.mean()
+    for entry in trainer.history["iterations"]:
+        window = slice(entry["iteration"] - log_every, entry["iteration"])
+        assert entry["grad_norm"] == pytest.approx(norms.ravel()[window].mean(), rel=1e-6)
+        assert entry["clip_fraction"] == clipped.ravel()[window].mean()
+    unclipped = Trainer(model, SGD(0.1).setup(model), batches, log_every=log_every)
+    unclipped.fit(epochs=1)
+    assert "grad_norm" not in unclipped.history["epochs"][0] and "grad_norm" not in unclipped.history["iterations"][0]
+    with pytest.raises(ValueError, match="monitor 'grad_norm' is not a key"):
+        unclipped.check_record_key("Checkpoint", "monitor", "grad_norm")
+    trainer.check_record_key("Checkpoint", "monitor", "clip_fraction")
+
+
+def _png_width(path):
+    with open(path, "rb") as f:
+        return struct.unpack(">I", f.read(24)[16:20])[0]  # IHDR's width
+
+
+def test_the_history_plot_has_a_gradient_norm_panel_when_the_trainer_clips(tmp_path):
+    clipped = lm_trainer(tmp_path / "clipped", model="lstm", optimizer="sgd", extensions=[History(tmp_path / "a")])
+    clipped.fit(epochs=1)
+    plot_history(clipped.history, tmp_path / "with.png", clipped.evaluators)
+    for record in clipped.history["epochs"] + clipped.history["iterations"]:
+        record.pop("grad_norm"), record.pop("clip_fraction")
+    plot_history(clipped.history, tmp_path / "without.png", clipped.evaluators)
+    assert _png_width(tmp_path / "with.png") == 3 * 450 and _png_width(tmp_path / "without.png") == 2 * 450
+    assert _png_width(tmp_path / "a" / "history.png") == 3 * 450
+
+
+def test_log_lines_show_the_gradient_norm_and_the_fraction_clipped(tmp_path):
+    lines = []
+    trainer = lm_trainer(tmp_path, model="lstm", optimizer="sgd", extensions=[LogReport(lines.append)])
+    trainer.fit(epochs=1)
+    record = trainer.history["epochs"][0]
+    assert f"grad norm {record['grad_norm']:.4g} (clipped {100 * record['clip_fraction']:.0f} %)" in lines[0]
+
+
+class Stateless(L.Layer):
+    def __init__(self, stateful):
+        super().__init__()
+        self.embed = L.Embedding(V, 4, seed=0)
+        self.lstm = L.LSTM(4, 4, num_layers=2, stateful=stateful, seed=0)
+        self.fc = L.Linear(4, V, seed=0)
+
+    def loss(self, xs, ts, ignore_label=None):
+        return F.softmax_cross_entropy(self.fc(self.lstm(self.embed(xs))), ts, ignore_label=ignore_label)
+
+
+def test_bptt_streams_and_recurrent_layers_that_forget_their_state_warn_naming_the_layers():
+    model = Stateless(stateful=False)
+    with pytest.warns(UserWarning, match=r"BPTTBatcher carries the state .* no recurrent layer of the Stateless is "
+                                         r"stateful: lstm \(LSTM\) starts every call from zeros. Build it with "
+                                         r"stateful=True"):
+        Trainer(model, SGD(0.1).setup(model), BPTTBatcher(TRAIN, 4, 5))
+    bare = L.GRU(V, 3, seed=0)
+    bare.loss = lambda xs, ts: F.sum(bare(xs))
+    with pytest.warns(UserWarning, match=r"\(the model itself\) \(GRU\)"):
+        Trainer(bare, SGD(0.1).setup(bare), BPTTBatcher(TRAIN, 4, 5))
+    stateful = Stateless(stateful=True)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        Trainer(stateful, SGD(0.1).setup(stateful), BPTTBatcher(TRAIN, 4, 5))
+        bigram = Bigram()
+        Trainer(bigram, SGD(0.1).setup(bigram), BPTTBatcher(TRAIN, 4, 5))  # no recurrent layer: nothing to carry
+        seq = PeekySeq2seq(13, 8, 24, seed=0)  # stateless layers and independent examples: as it should be
+        Trainer(seq, SGD(0.1).setup(seq), ShuffledBatcher((ADDITION.x_train, ADDITION.t_train), 40, vocab_size=13))
+
+
+def test_a_model_without_loss_is_refused_when_the_trainer_is_built():
+    model = L.Linear(3, 3, seed=0)
+    with pytest.raises(TypeError, match=r"Trainer: the Linear has no loss\(\*batch\) method"):
+        Trainer(model, SGD(0.1).setup(model), BPTTBatcher(TRAIN, 4, 5))
+
+
+def _word_language_model_evaluate(model, corpus, eval_batch_size, bptt):
+    """PyTorch's word_language_model ``batchify`` and ``evaluate``, transcribed (time-major, as there)."""
+    nbatch = len(corpus) // eval_batch_size
+    source = corpus[:nbatch * eval_batch_size].reshape(eval_batch_size, -1).T  # data.view(bsz, -1).t()
+    total_loss = 0.0
+    model.reset_state()  # hidden = model.init_hidden(eval_batch_size)
+    for i in range(0, source.shape[0] - 1, bptt):
+        seq_len = min(bptt, len(source) - 1 - i)
+        data, targets = source[i:i + seq_len], source[i + 1:i + 1 + seq_len]
+        with core.no_grad(), core.test_mode():
+            loss = model.loss(np.ascontiguousarray(data.T), np.ascontiguousarray(targets.T))
+        total_loss += len(data) * float(loss.data)
+    return total_loss / (len(source) - 1)
+
+
+def test_perplexity_with_the_pytorch_convention_is_word_language_models_evaluate():
+    model = BetterLSTMLM(V, 6, 6, dropout=0.4, seed=0)
+    for corpus, n, t in ((VALID, 10, 35), (VALID, 3, 4), (VALID[:37], 4, 3), (VALID[:37], 1, 50), (VALID[:4], 2, 1)):
+        expected = _word_language_model_evaluate(model, corpus, n, t)
+        result = perplexity(model, corpus, n, t, convention="pytorch")
+        assert result["tokens"] == n * (len(corpus) // n - 1)
+        assert result["loss"] == pytest.approx(expected, rel=1e-6)
+        assert result["perplexity"] == pytest.approx(math.exp(expected), rel=1e-6)
+        assert Perplexity(corpus, n, t, convention="pytorch")(model) == result
+    assert perplexity(model, VALID, 3, 4, convention="pytorch")["loss"] != perplexity(model, VALID, 3, 4)["loss"]
+    with pytest.raises(ValueError, match="perplexity: convention 'pytorch' cuts 5 tokens into 3 streams of 1"):
+        perplexity(model, VALID[:5], 3, 4, convention="pytorch")
+    with pytest.raises(ValueError, match="Perplexity: convention must be one of all, pytorch, got 'textbook'"):
+        Perplexity(VALID, convention="textbook")

@@ -380,8 +380,8 @@ class GradientClipping:
     """Optimizer hook: clip the global gradient norm to ``max_norm`` (``clip_grads``) before every update.
 
     ``optimizer.add_hook(GradientClipping(0.25))``; ``Trainer(clip=0.25)`` adds it. The norm
-    before clipping stays on the device as ``norm`` (never read in the step), for whoever
-    records it.
+    before clipping and whether it exceeded ``max_norm`` stay on the device as ``norm`` and
+    ``clipped`` (never read in the step), for whoever records them (the trainer sums both).
 
     Args:
         max_norm (float): the largest allowed norm, finite and > 0.
@@ -389,6 +389,8 @@ class GradientClipping:
         max_norm (float): as given.
         norm (ndarray | None): () the global norm before the last clipping, on the gradients'
             device; None before the first update.
+        clipped (ndarray | None): () 1 when ``norm`` exceeded ``max_norm`` (the gradients were
+            scaled down), else 0, of ``norm``'s dtype and device; None before the first update.
     Raises:
         TypeError, ValueError: ``max_norm`` is not a finite number > 0.
     """
@@ -396,6 +398,7 @@ class GradientClipping:
     def __init__(self, max_norm):
         self.max_norm = number("GradientClipping", "max_norm", max_norm, 0.0, low_open=True)
         self.norm = None
+        self.clipped = None
 
     def __call__(self, optimizer):
         """Clip the gradients of ``optimizer.target``'s parameters.
@@ -405,3 +408,4 @@ class GradientClipping:
         """
         mark("clip")
         self.norm = clip_grads(optimizer.target.params(), self.max_norm)
+        self.clipped = (self.norm > self.max_norm).astype(self.norm.dtype)  # on the device: no read

@@ -20,6 +20,7 @@ from tinygrad_rnn.data.batching import check_ids
 from tinygrad_rnn.distributed import SerialComm, shard_rows
 
 _PAD = -1  # target of the padding after the end of the text: ignored by the loss
+CONVENTIONS = ("all", "pytorch")  # how perplexity cuts the stream (see perplexity)
 
 
 def exp(value):
@@ -35,12 +36,21 @@ def _on_device_of(model, a):
     return backend.as_cupy(a) if p is not None and backend.is_cupy_array(p.data) else backend.as_numpy(a)
 
 
-def perplexity(model, corpus, batch_size=10, time_size=35, comm=None):
-    """Perplexity of a language model on every target token of a stream.
+def perplexity(model, corpus, batch_size=10, time_size=35, comm=None, convention="all"):
+    """Perplexity of a language model on a token stream, read in N streams T steps at a time.
 
-    The L - 1 targets are cut into N streams of ``ceil((L - 1) / N)`` tokens, read T steps at
-    a time; the end of the last stream is padded with ignored targets, so every token counts
-    exactly once (cutting the remainder off, as fixed-size batches do, would drop up to N*T - 1).
+    Two cuts of the stream, chosen by ``convention``:
+
+    - ``"all"`` (every target token): the L - 1 targets are cut into N streams of
+      ``ceil((L - 1) / N)`` tokens; the end of the last stream is padded with ignored targets,
+      so every token counts exactly once (cutting the remainder off, as fixed-size batches
+      do, would drop up to N*T - 1).
+    - ``"pytorch"`` (PyTorch's word_language_model: ``batchify(data, eval_batch_size)`` and
+      ``evaluate``): the corpus is cut into N streams of ``S = L // N`` tokens (the last
+      ``L % N`` are dropped), each read in windows of T steps with its targets one token later
+      inside the stream (the last window is shorter), so the N * (S - 1) targets count and no
+      stream predicts the next one's first token. The mean over them is what ``evaluate``
+      returns, and its exp the perplexity main.py prints.
 
     Args:
         model (Layer): has ``loss(xs, ts, ignore_label=...)``, the mean cross-entropy of (N, T)
@@ -50,12 +60,15 @@ def perplexity(model, corpus, batch_size=10, time_size=35, comm=None):
         batch_size (int): N parallel streams.
         time_size (int): T steps per window.
         comm (optional): a communicator: each rank scores its rows of the N streams.
+        convention (str): ``"all"`` or ``"pytorch"`` (see above).
     Returns:
-        dict: ``loss`` (mean cross-entropy, nats), ``tokens`` (L - 1) and ``perplexity``
-        (exp of the loss; ``inf`` for a diverged model).
+        dict: ``loss`` (mean cross-entropy, nats), ``tokens`` (the targets counted: L - 1, or
+        N * (S - 1) with ``"pytorch"``) and ``perplexity`` (exp of the loss; ``inf`` for a
+        diverged model).
     Raises:
         TypeError: the model has no ``loss``.
-        ValueError: fewer than two tokens, sizes below 1, ids that are negative.
+        ValueError: an unknown convention, fewer than two tokens (with ``"pytorch"``: fewer
+            than two a stream), sizes below 1, ids that are negative.
     """
     if not callable(getattr(model, "loss", None)):
         raise TypeError(f"perplexity: the {type(model).__name__} has no loss(xs, ts, ignore_label), "
@@ -66,15 +79,17 @@ def perplexity(model, corpus, batch_size=10, time_size=35, comm=None):
         raise ValueError(f"perplexity: needs a 1-D corpus of at least 2 tokens, got shape {corpus.shape}")
     if batch_size < 1 or time_size < 1:
         raise ValueError(f"perplexity: batch_size and time_size must be >= 1, got {batch_size}, {time_size}")
-    targets = len(corpus) - 1
-    n = min(batch_size, targets)
-    length = -(-targets // n)
-    xs = np.zeros(n * length, dtype=np.int32)  # any valid id: the padding's targets are ignored
-    ts = np.full(n * length, _PAD, dtype=np.int32)
-    xs[:targets], ts[:targets] = corpus[:-1], corpus[1:]
+    if convention not in CONVENTIONS:
+        raise ValueError(f"perplexity: convention must be one of {', '.join(CONVENTIONS)}, got {convention!r}")
+    if convention == "pytorch":
+        xs, ts = _pytorch_streams(corpus, batch_size)
+    else:
+        xs, ts = _padded_streams(corpus, batch_size)
+    targets = int((ts != _PAD).sum())
     comm = SerialComm() if comm is None else comm
-    start, stop = shard_rows(n, comm)
-    xs, ts = xs.reshape(n, length)[start:stop], ts.reshape(n, length)[start:stop]
+    start, stop = shard_rows(len(xs), comm)
+    xs, ts = xs[start:stop], ts[start:stop]
+    length = xs.shape[1]
     carried = model.carried_state()
     model.reset_state()
     total = 0.0
@@ -88,6 +103,27 @@ def perplexity(model, corpus, batch_size=10, time_size=35, comm=None):
     model.load_carried_state(carried)
     mean = comm.allreduce_numbers([total])[0] / targets
     return {"loss": mean, "tokens": targets, "perplexity": exp(mean)}
+
+
+def _padded_streams(corpus, batch_size):
+    """(N, ceil((L - 1) / N)) inputs and targets holding every target once, the end padded (``"all"``)."""
+    targets = len(corpus) - 1
+    n = min(batch_size, targets)
+    length = -(-targets // n)
+    xs = np.zeros(n * length, dtype=np.int32)  # any valid id: the padding's targets are ignored
+    ts = np.full(n * length, _PAD, dtype=np.int32)
+    xs[:targets], ts[:targets] = corpus[:-1], corpus[1:]
+    return xs.reshape(n, length), ts.reshape(n, length)
+
+
+def _pytorch_streams(corpus, batch_size):
+    """(N, S - 1) inputs and targets of N streams of S = L // N tokens, the rest dropped (``"pytorch"``)."""
+    length = len(corpus) // batch_size
+    if length < 2:
+        raise ValueError(f"perplexity: convention 'pytorch' cuts {len(corpus)} tokens into {batch_size} streams of "
+                         f"{length}; each needs at least 2 (an input and its target)")
+    streams = corpus[:batch_size * length].astype(np.int32).reshape(batch_size, length)
+    return streams[:, :-1], streams[:, 1:]
 
 
 def exact_match(model, xs, ts, batch_size=1000, ignore_id=None, beam_width=1, comm=None):
@@ -139,19 +175,26 @@ class Perplexity:
         batch_size (int): N.
         time_size (int): T.
         name (str): prefix of the record keys (``valid_perplexity``, ``valid_loss``, ``valid_tokens``).
+        convention (str): how the stream is cut: ``"all"`` (every target token) or ``"pytorch"``
+            (word_language_model's ``batchify`` and ``evaluate``); see ``perplexity``.
+    Raises:
+        ValueError: an unknown convention.
     """
 
     main = "perplexity"
     keys = ("loss", "tokens", "perplexity")
     higher_is_better = False
 
-    def __init__(self, corpus, batch_size=10, time_size=35, name="valid"):
+    def __init__(self, corpus, batch_size=10, time_size=35, name="valid", convention="all"):
+        if convention not in CONVENTIONS:  # now, not after the first epoch
+            raise ValueError(f"Perplexity: convention must be one of {', '.join(CONVENTIONS)}, got {convention!r}")
         self.corpus, self.batch_size, self.time_size, self.name = corpus, batch_size, time_size, name
+        self.convention = convention
 
     def __call__(self, model, comm=None):
         """Returns:
             dict: see ``perplexity`` (reduced over the ranks of ``comm``)."""
-        return perplexity(model, self.corpus, self.batch_size, self.time_size, comm)
+        return perplexity(model, self.corpus, self.batch_size, self.time_size, comm, self.convention)
 
 
 class ExactMatch:

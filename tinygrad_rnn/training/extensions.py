@@ -111,7 +111,8 @@ def _fmt(value):
 
 
 class LogReport(Extension):
-    """One line per epoch: iterations, training loss, every evaluator's main number, lr, time, throughput.
+    """One line per epoch: iterations, training loss, every evaluator's main number, lr, the gradient norm
+    and how often it was clipped (with ``Trainer(clip=...)``), time, throughput.
 
     Args:
         write (callable): receives each line (default ``print``).
@@ -126,14 +127,20 @@ class LogReport(Extension):
         part = "" if record["complete"] else f", stopped after {record['iterations']} iterations"
         metrics = "".join(f"  {e.name} {e.main} {_fmt(record[f'{e.name}_{e.main}'])}" for e in trainer.evaluators)
         rate = trainer.batches.unit + "_per_second"
+        clipping = "" if "grad_norm" not in record else \
+            f"  grad norm {_fmt(record['grad_norm'])} (clipped {100 * record['clip_fraction']:.0f} %)"
         self.write(f"epoch {record['epoch']}/{trainer.epochs}{part}  train loss {_fmt(record['train_loss'])}"
-                   f" (ppl {_fmt(record['train_perplexity'])}){metrics}  lr {record['lr']:g}"
+                   f" (ppl {_fmt(record['train_perplexity'])}){metrics}  lr {record['lr']:g}{clipping}"
                    f"  {record['seconds']:.1f} s  {record[rate]:,.0f} {trainer.batches.unit}/s"
                    f"  eval {record['eval_seconds']:.1f} s")
 
 
 def plot_history(history, path, evaluators=()):
     """Draw the training loss (running and per epoch) and each evaluator's main number per epoch into a PNG.
+
+    A history with gradient norms (a trainer with ``clip``) gets a panel of them too: the mean
+    global norm before clipping, running and per epoch, on a log scale, and the fraction of
+    steps clipped in each epoch on a second axis.
 
     Args:
         history (dict): ``Trainer.history``.
@@ -144,7 +151,8 @@ def plot_history(history, path, evaluators=()):
     """
     Figure = require("matplotlib.figure", "plot_history").Figure  # the object API: no pyplot, no backend switch
 
-    panels = 1 + len(evaluators)
+    clipped = any("grad_norm" in r for r in history["epochs"])
+    panels = 1 + clipped + len(evaluators)
     fig = Figure(figsize=(4.5 * panels, 4), dpi=100)
     axes = fig.subplots(1, panels, squeeze=False)[0]
     per_epoch = history["iterations_per_epoch"] or 1
@@ -158,7 +166,9 @@ def plot_history(history, path, evaluators=()):
                  color="tab:blue", label="epoch mean")
     loss_ax.set_ylabel("training loss")
     loss_ax.legend()
-    for ax, e in zip(axes[1:], evaluators):
+    if clipped:
+        _plot_clipping(axes[1], history, per_epoch)
+    for ax, e in zip(axes[1 + clipped:], evaluators):
         key = f"{e.name}_{e.main}"
         scored = [r for r in history["epochs"] if key in r]
         ax.plot([r["iteration"] / per_epoch for r in scored], [float(r[key]) for r in scored], "s-",
@@ -172,6 +182,25 @@ def plot_history(history, path, evaluators=()):
     fig.tight_layout()
     with atomic_write(path) as f:
         fig.savefig(f, format="png")
+
+
+def _plot_clipping(ax, history, per_epoch):
+    """The gradient norm panel of ``plot_history``: norms on ``ax``, the clipped fraction on a twin axis."""
+    its = [r for r in history["iterations"] if "grad_norm" in r]
+    if its:
+        ax.plot([r["iteration"] / per_epoch for r in its], [float(r["grad_norm"]) for r in its], color="tab:green",
+                alpha=0.3, linewidth=1, label="running")
+    done = [r for r in history["epochs"] if r["complete"] and "grad_norm" in r]
+    ax.plot([r["iteration"] / per_epoch for r in done], [float(r["grad_norm"]) for r in done], "o-",
+            color="tab:green", label="epoch mean")
+    ax.set_ylabel("gradient norm before clipping")
+    ax.set_yscale("log")
+    ax.legend(loc="upper left")
+    fraction = ax.twinx()
+    fraction.plot([r["iteration"] / per_epoch for r in done], [float(r["clip_fraction"]) for r in done], "^--",
+                  color="tab:red")
+    fraction.set_ylim(0, 1.05)
+    fraction.set_ylabel("fraction of steps clipped", color="tab:red")
 
 
 class History(Extension):

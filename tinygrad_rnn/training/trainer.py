@@ -12,8 +12,9 @@ Usage::
 
 ``step(batch)`` is the whole of an iteration (forward through ``model.loss``, backward,
 clipping, update, graph cut): the one function every loop, benchmark and wrapper calls. It
-never reads a device value back to the host; ``fit`` reads the loss only every ``log_every``
-steps and at the end of an epoch.
+never reads a device value back to the host; ``fit`` sums the loss (and, with ``clip``, the
+global gradient norm before clipping and whether clipping acted) on the device and reads the
+sums only every ``log_every`` steps and at the end of an epoch.
 
 With ``comm`` (``distributed.init()`` under ``mpirun``) the same trainer runs data parallel by
 composition: the optimizer is wrapped in a ``distributed.DistributedOptimizer`` (its ``update``
@@ -27,8 +28,11 @@ The trainer owns its state: ``state_dict()`` holds its counters, running sums an
 delegates to the model (parameters, carried state, random generators), the optimizer and the
 extensions; ``training.checkpoint`` only writes and reads the file.
 """
+import contextvars
 import copy
+import math
 import time
+import warnings
 
 from tinygrad_rnn import backend
 from tinygrad_rnn.checks import integer, number
@@ -39,9 +43,15 @@ from tinygrad_rnn.training import checkpoint
 from tinygrad_rnn.training.evaluation import exp
 from tinygrad_rnn.phases import END, mark
 
-# the running sums of an epoch: name -> zero; device scalars while running (no synchronization per step)
-_SUMS = {"loss": 0.0, "items": 0, "seconds": 0.0, "window_loss": 0.0, "window": 0}
+# the running sums of an epoch: name -> zero; device scalars while running (no synchronization per step).
+# With clipping, grad_norm sums the global norm before clipping and clipped the steps it scaled down.
+_SUMS = {"loss": 0.0, "items": 0, "seconds": 0.0, "window_loss": 0.0, "window": 0, "grad_norm": 0.0,
+         "clipped": 0.0, "window_grad_norm": 0.0, "window_clipped": 0.0}
 _SUMMED = ("loss", "window_loss", "items")  # per rank while running, totals over the ranks in a state
+# sums that checkpoints written before them lack, and the counter of the steps each covers: zero
+# when that counter is 0, unknown (NaN) otherwise
+_LATER_SUMS = {"grad_norm": "iteration", "clipped": "iteration", "window_grad_norm": "window",
+               "window_clipped": "window"}
 # what the trainer reads of a batch source (tinygrad_rnn.data.batching)
 _SOURCE = ("__len__", "batches", "count", "spec", "unit", "device", "reset_each_epoch", "carries_state")
 _EVALUATOR = ("name", "main", "keys", "higher_is_better")
@@ -74,11 +84,15 @@ class Trainer:
             ``tinygrad_rnn.data.batching`` for the protocol) on the model's device; None for a
             trainer whose ``step`` is called by hand (``fit`` then refuses to run).
         clip (float, optional): clip the global gradient norm to this (> 0): the trainer adds
-            an ``optimizers.GradientClipping`` hook to the optimizer.
+            an ``optimizers.GradientClipping`` hook to the optimizer, and its log entries and
+            epoch records get ``grad_norm`` (the mean global norm before clipping) and
+            ``clip_fraction`` (the fraction of steps whose norm exceeded ``clip``).
         evaluators (sequence): called as ``evaluator(model, comm)`` after each epoch
             (``evaluation.Perplexity``, ``evaluation.ExactMatch``); each has ``name``, ``main``,
             ``keys`` and ``higher_is_better``, and returns its ``keys``' numbers, reduced over
-            the ranks of ``comm``.
+            the ranks of ``comm``. Each runs in a copy of the caller's configuration
+            (``contextvars``), so that one which switches to test mode and does not switch back
+            leaves training with dropout on.
         extensions (sequence of Extension): progress, logs, history, checkpoints, schedules;
             called by ``priority``, highest first, in the given order among equals (schedules
             before checkpoints, so that a checkpoint holds the next epoch's learning rate); those
@@ -94,14 +108,23 @@ class Trainer:
         optimizer: the optimizer ``step`` updates through (the wrapped one, data parallel).
         batches: the batch source ``fit`` reads (the ``Shard``, data parallel).
     Raises:
-        TypeError: a batch source or an evaluator that lacks part of its protocol.
+        TypeError: a model without a callable ``loss``, or a batch source or an evaluator that
+            lacks part of its protocol.
         ValueError: an optimizer set up for another model, a bad ``clip`` or ``log_every``, two
             extensions or evaluators of one name, or (with ``comm``) ranks that hold different
             models or batch sources, or batches their number does not split.
+    Warns:
+        UserWarning: ``batches`` carries state from batch to batch (``carries_state``: BPTT
+            streams) but every recurrent layer of the model (a layer with ``stateful``) starts
+            each call from zeros; the warning names them. Build them with ``stateful=True`` to
+            carry the state, or ignore the warning for a deliberately stateless model.
     """
 
     def __init__(self, model, optimizer, batches, *, clip=None, evaluators=(), extensions=(), log_every=20,
                  meta=None, comm=None):
+        if not callable(getattr(model, "loss", None)):
+            raise TypeError(f"Trainer: the {type(model).__name__} has no loss(*batch) method, the scalar Variable "
+                            "that step trains on (a model is trained through model.loss, not its forward)")
         if optimizer.target is not model:
             target = "no model" if optimizer.target is None else f"another {type(optimizer.target).__name__}"
             raise ValueError(f"Trainer: the optimizer is set up for {target}, not this {type(model).__name__}: "
@@ -111,6 +134,8 @@ class Trainer:
             if missing:
                 raise TypeError(f"Trainer: batches must be a batch source (see tinygrad_rnn.data.batching); a "
                                 f"{type(batches).__name__} has no {', '.join(missing)}")
+            if batches.carries_state:
+                _warn_if_nothing_carries(model, batches)
         self.clip = None if clip is None else number("Trainer", "clip", clip, 0.0, low_open=True)
         self.log_every = integer("Trainer", "log_every", log_every)
         self.evaluators = _checked_evaluators(evaluators)
@@ -124,8 +149,9 @@ class Trainer:
                 optimizer = DistributedOptimizer(optimizer, self.comm)
             if batches is not None and not isinstance(batches, Shard):
                 batches = Shard(batches, self.comm, model)
-        if self.clip is not None:
-            optimizer.add_hook(GradientClipping(self.clip))
+        self._clipping = None if self.clip is None else GradientClipping(self.clip)  # read for the records
+        if self._clipping is not None:
+            optimizer.add_hook(self._clipping)
         self.model, self.optimizer, self.batches = model, optimizer, batches
         self.meta = meta or {}
         self._here = [e for e in self.extensions if self.comm.is_root or not e.root_only]
@@ -214,9 +240,12 @@ class Trainer:
         sums = self.sums
         began = time.perf_counter()
         for batch in self.batches.batches(self.epoch, self.iteration):
-            loss = self.step(batch)
-            sums["loss"] = sums["loss"] + loss
-            sums["window_loss"] = sums["window_loss"] + loss
+            summed = {"loss": self.step(batch)}
+            if self._clipping is not None:
+                summed.update(grad_norm=self._clipping.norm, clipped=self._clipping.clipped)
+            for key, value in summed.items():
+                sums[key] = sums[key] + value
+                sums[f"window_{key}"] = sums[f"window_{key}"] + value
             sums["window"] += 1
             sums["items"] += self.batches.count(batch)
             self.iteration += 1
@@ -242,10 +271,20 @@ class Trainer:
         sums = self.sums
         window_loss, = self.comm.allreduce_numbers([sums["window_loss"]])
         entry = {"iteration": self.total_iterations, "epoch": self.epoch + 1, "loss": window_loss / sums["window"]}
-        sums.update({k: _SUMS[k] for k in ("window_loss", "window")})
+        entry.update(self._clipping_numbers("window_", sums["window"]))
+        sums.update({k: _SUMS[k] for k in _SUMS if k.startswith("window")})
         self.history["iterations"].append(entry)
         for e in self._here:
             e.on_log(self, entry)
+
+    def _clipping_numbers(self, prefix, steps):
+        """``grad_norm`` and ``clip_fraction`` over ``steps`` steps from the sums named with ``prefix``
+        (none without clipping). The norm is computed after the ranks' gradients are averaged, so
+        every rank holds the same sums: no reduction."""
+        if self._clipping is None:
+            return {}
+        return {"grad_norm": float(self.sums[f"{prefix}grad_norm"]) / steps,
+                "clip_fraction": float(self.sums[f"{prefix}clipped"]) / steps}
 
     def _record(self, complete):
         """The numbers of the epoch so far, evaluated, appended to the history.
@@ -254,7 +293,9 @@ class Trainer:
         this epoch so far), ``complete``, ``train_loss`` (mean over this epoch's steps),
         ``train_perplexity`` (its exp: per-token perplexity of a cross-entropy loss), ``lr``,
         ``seconds`` (training time of the epoch so far), ``<unit>_per_second``,
-        ``eval_seconds``, and ``<evaluator name>_<key>`` for every evaluator's numbers.
+        ``eval_seconds``, with ``clip`` ``grad_norm`` (mean global gradient norm before
+        clipping) and ``clip_fraction`` (fraction of steps clipped), and
+        ``<evaluator name>_<key>`` for every evaluator's numbers.
         """
         sums = self.sums
         loss, items = self.comm.allreduce_numbers([sums["loss"], sums["items"]])
@@ -263,9 +304,11 @@ class Trainer:
                   "iterations": self.iteration, "complete": complete, "train_loss": train_loss,
                   "train_perplexity": exp(train_loss), "lr": self.optimizer.lr, "seconds": sums["seconds"],
                   f"{self.batches.unit}_per_second": items / max(sums["seconds"], 1e-12)}
+        record.update(self._clipping_numbers("", self.iteration))
         began = time.perf_counter()
         for evaluator in self.evaluators:
-            numbers = evaluator(self.model, self.comm)
+            # in a copy of this context: a configuration the evaluator leaves changed (test mode) stays there
+            numbers = contextvars.copy_context().run(evaluator, self.model, self.comm)
             if set(numbers) != set(evaluator.keys):
                 raise ValueError(f"Trainer: evaluator {evaluator.name!r} returned {sorted(numbers)}, its keys are "
                                  f"{sorted(evaluator.keys)}")
@@ -286,7 +329,7 @@ class Trainer:
         """
         unit = "items" if self.batches is None else self.batches.unit
         fixed = ("epoch", "iteration", "iterations", "complete", "train_loss", "train_perplexity", "lr", "seconds",
-                 f"{unit}_per_second", "eval_seconds")
+                 f"{unit}_per_second", "eval_seconds") + (() if self.clip is None else ("grad_norm", "clip_fraction"))
         evaluated = [f"{e.name}_{k}" for e in self.evaluators for k in e.keys]
         if key in fixed or key in evaluated:
             return
@@ -394,7 +437,9 @@ class Trainer:
         self.optimizer.load_state_dict({k: v for k, v in state["optimizer"].items() if k not in _STATE["optimizer"]})
         mine = state["trainer"]
         self.epoch, self.iteration, self.total_iterations = mine["epoch"], mine["iteration"], mine["total_iterations"]
-        self.sums = dict(mine["sums"])
+        counts = {"iteration": mine["iteration"], "window": mine["sums"]["window"]}
+        self.sums = {k: 0.0 if counts[count] == 0 else math.nan for k, count in _LATER_SUMS.items()}
+        self.sums.update(mine["sums"])
         if split and not self.comm.is_root:  # the totals are rank 0's to carry on
             self.sums.update({k: _SUMS[k] for k in _SUMMED})
         self.history = copy.deepcopy(state["history"])
@@ -405,7 +450,8 @@ class Trainer:
         missing += [f"{key}.{sub}" for key, subs in _STATE.items() if isinstance(state.get(key), dict)
                     for sub in subs if sub not in state[key]]
         sums = state.get("trainer", {}).get("sums")
-        missing += [f"trainer.sums.{k}" for k in _SUMS if isinstance(sums, dict) and k not in sums]
+        missing += [f"trainer.sums.{k}" for k in _SUMS if isinstance(sums, dict) and k not in sums
+                    and k not in _LATER_SUMS]
         if missing:
             return [f"no {', '.join(missing)} in the checkpoint"]
         out = []
@@ -476,6 +522,25 @@ class Trainer:
             raise ValueError(f"Trainer.resume: {path} does not fit this run: " + "; ".join(problems))
         self.load_state_dict(state)
         return run
+
+
+def _warn_if_nothing_carries(model, batches):
+    """Warn when BPTT streams meet a model whose recurrent layers all forget their state after every call."""
+    recurrent = [layer for layer in model.layers() if hasattr(layer, "stateful")]
+    if not recurrent or any(layer.stateful for layer in recurrent):
+        return
+    where = {id(p): path for path, p in model.namedparams()}
+
+    def path(layer):  # the model's path of a layer: that of its first parameter, less the layer's part of it
+        inside, p = next(layer.namedparams())
+        return where[id(p)][:-len(inside)].rstrip("/") or "(the model itself)"
+
+    names = ", ".join(f"{path(layer)} ({type(layer).__name__})" for layer in recurrent)
+    warnings.warn(f"Trainer: the {type(batches).__name__} carries the state from batch to batch (row i continues "
+                  f"row i of the last batch), but no recurrent layer of the {type(model).__name__} is stateful: "
+                  f"{names} start{'s' if len(recurrent) == 1 else ''} every call from zeros. Build "
+                  f"{'it' if len(recurrent) == 1 else 'them'} with stateful=True to carry the state "
+                  "(truncated BPTT), or ignore this for a deliberately stateless model.", stacklevel=3)
 
 
 def _checked_evaluators(evaluators):
