@@ -68,7 +68,8 @@ def assert_same_records(mine, reference):
     for a, b in zip(mine["epochs"], reference["epochs"], strict=True):
         for key in ("epoch", "iteration", "iterations", "complete", "lr"):
             assert a[key] == b[key], key
-        for key in ("train_loss", "valid_perplexity"):
+        for key in ("train_loss", "valid_perplexity", "grad_norm", "clip_fraction"):  # the last two with clip
+            assert (key in a) == (key in b), key
             if key in a:
                 assert a[key] == pytest.approx(b[key], rel=1e-10), key
 
