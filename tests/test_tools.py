@@ -82,7 +82,7 @@ def test_train_lm_prints_a_summary_resumes_and_generate_reads_its_checkpoint(tmp
     assert resumed.returncode == 0, resumed.stderr
     assert json.loads(resumed.stdout.strip().splitlines()[-1])["iterations"] == 5  # the whole run, not the rest
     other = run(sys.executable, *[a if a != "4" else "2" for a in common], "--resume", str(tmp_path / "last.npz"))
-    assert other.returncode == 2 and "batches batch_size 4 in the checkpoint, 2 in this run" in other.stderr
+    assert other.returncode == 2 and "--batch-size 2 (the checkpoint's: 4)" in other.stderr
     assert "Traceback" not in other.stderr
     text = run(sys.executable, "tools/generate.py", str(tmp_path / "last.npz"), "--start", "the", "--length", "5",
                "--seed", "1")

@@ -149,7 +149,8 @@ def parser(description, epilog):
     p.add_argument("--batch-size", type=positive_int, help="N, the combined batch (default: see below)")
     p.add_argument("--lr", type=positive_float, help="initial learning rate; with --resume it must be the run's "
                                                       "(default: see below)")
-    p.add_argument("--clip", type=nonnegative_float, help="max global gradient norm, 0: no clipping (default: see below)")
+    p.add_argument("--clip", type=nonnegative_float, help="max global gradient norm, 0: no clipping "
+                                                          "(default: see below)")
     add_device(p)
     p.add_argument("--seed", type=nonnegative_int, default=0, help="initial weights, dropout and shuffling")
     p.add_argument("--out", help="output folder (default: see below)")
@@ -237,8 +238,9 @@ def run_training(trainer, args, header):
             usage_error(f"--resume: {e}")
         changed = _changed_settings(run.get("args", {}), vars(args))
         if changed:
-            usage_error(f"--resume {args.resume}: this run's settings differ from the checkpoint's: {'; '.join(changed)}"
-                        "; give the run's settings (only --epochs, --max-iters and how the run reports may change)")
+            usage_error(f"--resume {args.resume}: this run's settings differ from the checkpoint's: "
+                        f"{'; '.join(changed)}; give the run's settings (only --epochs, --max-iters and how the run "
+                        "reports may change)")
         try:
             trainer.resume(args.resume)
         except (OSError, ValueError) as e:

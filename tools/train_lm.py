@@ -3,8 +3,8 @@
     tinygrad-rnn-train-lm --model {rnn,lstm,better} [--wordvec D] [--hidden H] [--batch-size N]
         [--time-size T] [--lr LR] [--clip NORM] [--epochs E] [--dropout P] [--lr-decay F]
         [--convention {textbook,pytorch}] [--keep-last-window] [--max-iters K] [--corpus-size WORDS]
-        [--eval-words WORDS] [--device cpu|gpu] [--seed S] [--out DIR] [--data-dir DIR] [--no-progress] [--resume CHECKPOINT]
-        [--distributed]
+        [--eval-words WORDS] [--device cpu|gpu] [--seed S] [--out DIR] [--data-dir DIR] [--no-progress]
+        [--resume CHECKPOINT] [--distributed]
 
 (or ``python tools/train_lm.py ...``). Defaults per model (the classic settings):
 
@@ -139,8 +139,11 @@ def main(argv=None):
     if args.device == "gpu":
         model.to_gpu()
     opt = SGD(lr=args.lr).setup(model)
-    batches = BPTTBatcher(train, args.batch_size, args.time_size, convention=args.convention,
-                          drop_last=not args.keep_last_window, vocab_size=len(vocab), device=args.device)
+    try:
+        batches = BPTTBatcher(train, args.batch_size, args.time_size, convention=args.convention,
+                              drop_last=not args.keep_last_window, vocab_size=len(vocab), device=args.device)
+    except ValueError as e:
+        usage_error(f"--batch-size {args.batch_size} --time-size {args.time_size}: {e}")
     decay = args.lr_decay if args.lr_decay and args.lr_decay < 1 and valid is not None else None
     schedule = ReduceOnPlateau("valid_perplexity", factor=decay) if decay else None
     trainer = Trainer(model, opt, batches, clip=args.clip or None,
