@@ -1,4 +1,6 @@
 """The command-line tools: installed commands, flags checked before any work, the language-model tool end to end."""
+import argparse
+import importlib
 import json
 import os
 import subprocess
@@ -7,6 +9,7 @@ from pathlib import Path
 
 import pytest
 
+from tinygrad_rnn import cuda
 from tinygrad_rnn.data import ptb
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -88,3 +91,114 @@ def test_train_lm_prints_a_summary_resumes_and_generate_reads_its_checkpoint(tmp
                "--seed", "1")
     assert text.returncode == 0, text.stderr
     assert text.stdout.split()[0] == "the" and "<unk>" not in text.stdout
+
+
+def usage_error(main, argv, capsys):
+    """The one-line message of ``main(argv)``'s usage error (exit code 2, no traceback)."""
+    with pytest.raises(SystemExit) as stop:
+        main(argv)
+    assert stop.value.code == 2
+    err = capsys.readouterr().err
+    assert len(err.strip().splitlines()) == 1 and "Traceback" not in err, err
+    return err
+
+
+def tool(name):
+    return importlib.import_module(f"tinygrad_rnn.tools.{name}")
+
+
+def test_a_data_dir_that_does_not_exist_or_lacks_ptb_is_refused_without_a_fallback(tmp_path, capsys):
+    lm = ["--model", "lstm", "--out", str(tmp_path / "out")]
+    err = usage_error(tool("train_lm").main, [*lm, "--data-dir", str(tmp_path / "nowhere")], capsys)
+    assert f"argument --data-dir: {tmp_path / 'nowhere'} does not exist" in err
+    # TINYGRAD_RNN_DATA (set by make test) holds PTB, but --data-dir says where to look
+    err = usage_error(tool("train_lm").main, [*lm, "--data-dir", str(tmp_path)], capsys)
+    assert f"--data-dir {tmp_path} holds no ptb.train.txt, ptb.valid.txt, ptb.test.txt" in err
+    (tmp_path / "ptb.train.txt").write_text("not the treebank\n")
+    err = usage_error(tool("train_lm").main, [*lm, "--data-dir", str(tmp_path)], capsys)
+    assert "--data-dir: ptb:" in err and "ptb.train.txt has sha256" in err and "damaged" in err
+    assert not (tmp_path / "out").exists()
+
+
+@pytest.mark.parametrize("name, argv, message", [
+    ("train_lm", ["--model", "lstm", "--dropout", "0.3"], "--dropout: --model lstm has no dropout"),
+    ("train_lm", ["--model", "rnn", "--dropout", "0"], "--dropout: --model rnn has no dropout"),
+    ("train_lm", ["--model", "lstm", "--corpus-size", "100", "--lr-decay", "0.5"],
+     "--lr-decay follows validation, which --corpus-size skips"),
+    ("train_lm", ["--model", "lstm", "--corpus-size", "100", "--eval-words", "50"],
+     "--eval-words bounds validation and test, which --corpus-size skips"),
+    ("train_lm", ["--model", "lstm", "--eval-words", "1"], "--eval-words: must be >= 2"),
+    ("train_seq2seq", ["--task", "addition", "--model", "peeky", "--count", "10", "--data-file", "x.txt"],
+     "--count: the examples come from --data-file"),
+    ("train_seq2seq", ["--task", "addition", "--model", "peeky", "--count", "300", "--test-size", "50",
+                       "--batch-size", "1000"], "--batch-size 1000: ShuffledBatcher: 250 examples are fewer than one"),
+    ("train_caption", ["--train-size", "10", "--test-size", "2", "--batch-size", "50"],
+     "--batch-size 50: ShuffledBatcher: 10 examples are fewer than one batch of 50"),
+])
+def test_flags_that_do_not_apply_or_do_not_fit_are_usage_errors(tmp_path, capsys, name, argv, message):
+    err = usage_error(tool(name).main, [*argv, "--out", str(tmp_path / "out")], capsys)
+    assert message in err
+
+
+@pytest.mark.parametrize("name, argv", [
+    ("train_lm", ["--model", "lstm"]), ("train_seq2seq", ["--task", "date", "--model", "attention"]),
+    ("train_caption", []), ("demo", []),
+])
+def test_an_out_that_is_a_file_is_refused_before_any_work(tmp_path, capsys, name, argv):
+    (tmp_path / "file").write_text("")
+    for out in (tmp_path / "file", tmp_path / "file" / "sub"):
+        err = usage_error(tool(name).main, [*argv, "--out", str(out)], capsys)
+        assert f"--out {out}: {tmp_path / 'file'} is a file, not a folder" in err
+
+
+@pytest.mark.skipif(cuda.available, reason="needs a machine without a usable GPU")
+@pytest.mark.parametrize("name, argv", [
+    ("train_lm", ["--model", "lstm"]), ("train_seq2seq", ["--task", "date", "--model", "peeky"]),
+    ("train_caption", []), ("generate", ["x.npz"]),
+])
+def test_device_gpu_without_a_gpu_is_a_usage_error(tmp_path, capsys, name, argv):
+    err = usage_error(tool(name).main, [*argv, "--device", "gpu"], capsys)
+    assert "argument --device: gpu is not usable here (tinygrad_rnn.cuda.check:" in err and "use --device cpu" in err
+
+
+def test_a_data_file_missing_damaged_or_of_another_task_is_a_usage_error(tmp_path, capsys):
+    s2s = ["--model", "peeky", "--out", str(tmp_path / "out")]
+    main = tool("train_seq2seq").main
+    err = usage_error(main, ["--task", "addition", *s2s, "--data-file", str(tmp_path / "none.txt")], capsys)
+    assert f"--data-file {tmp_path / 'none.txt'} (--task addition, --test-size 5000): " in err
+    assert "No such file" in err
+    (tmp_path / "junk.txt").write_text("no separator here\n")
+    err = usage_error(main, ["--task", "addition", *s2s, "--data-file", str(tmp_path / "junk.txt")], capsys)
+    assert "line 1: no '_' separates question and answer" in err
+    (tmp_path / "addition.txt").write_text("".join(f"{a}+{a}_{2 * a}\n" for a in range(20)))
+    err = usage_error(main, ["--task", "date", *s2s, "--test-size", "5", "--data-file", str(tmp_path / "addition.txt")],
+                      capsys)
+    assert "(--task date, --test-size 5): CharVocabulary.encode: characters not in the vocabulary" in err
+    err = usage_error(main, ["--task", "addition", *s2s, "--data-file", str(tmp_path / "addition.txt")], capsys)
+    assert "split_pairs: test_size must lie in [0, 20], got 5000" in err
+    assert not (tmp_path / "out").exists()
+
+
+def test_generate_on_a_missing_damaged_or_foreign_checkpoint_is_a_usage_error(tmp_path, capsys):
+    main = tool("generate").main
+    err = usage_error(main, [str(tmp_path / "none.npz")], capsys)
+    assert "error: checkpoint: " in err and "No such file" in err
+    (tmp_path / "junk.npz").write_bytes(b"junk")
+    err = usage_error(main, [str(tmp_path / "junk.npz")], capsys)
+    assert f"error: checkpoint: {tmp_path / 'junk.npz'} is not a tinygrad_rnn checkpoint" in err
+    err = usage_error(main, [str(tmp_path)], capsys)
+    assert f"error: checkpoint: {tmp_path} is not a tinygrad_rnn checkpoint" in err
+
+
+@pytest.mark.parametrize("name", ["train_lm", "train_seq2seq", "train_caption", "generate", "demo"])
+def test_every_flag_has_help_text_with_its_default(name):
+    p = tool(name).build_parser()
+    text = " ".join(p.format_help().split())
+    for action in p._actions:
+        if isinstance(action, argparse._HelpAction):
+            continue
+        assert action.help, f"{name} {action.dest} has no help text"
+        if action.option_strings and action.default is not None and action.default is not False:
+            assert f"(default: {action.default})" in text, f"{name} {action.dest} does not show its default"
+        elif action.option_strings and not action.required and action.nargs != 0:
+            assert "(default:" in action.help, f"{name} {action.dest} does not say where its default comes from"
