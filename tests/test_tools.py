@@ -11,6 +11,8 @@ import pytest
 
 from tinygrad_rnn import cuda
 from tinygrad_rnn.data import ptb
+from tinygrad_rnn.models import build_model
+from tinygrad_rnn.training import checkpoint, perplexity
 
 ROOT = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent
@@ -81,9 +83,17 @@ def test_train_lm_prints_a_summary_resumes_and_generate_reads_its_checkpoint(tmp
     assert result["iterations"] == 3 and result["train_perplexity"] > 1 and result["words_per_second"] > 0
     assert json.loads((tmp_path / "summary.json").read_text()) == result
     assert {"history.json", "history.png", "last.npz", "summary.json"} <= {p.name for p in tmp_path.iterdir()}
+    train_file = Path(result["data_files"]["train"])
+    assert f"data {train_file} ({train_file.stat().st_size:,} bytes)" in first.stdout.splitlines()[0]
+    assert result["resumed"] is None
+    lr = run(sys.executable, *common, "--max-iters", "5", "--lr", "3", "--resume", str(tmp_path / "last.npz"))
+    assert lr.returncode == 2 and "--lr 3.0 (the checkpoint's: 20.0)" in lr.stderr and "Traceback" not in lr.stderr
     resumed = run(sys.executable, *common, "--max-iters", "5", "--resume", str(tmp_path / "last.npz"))
     assert resumed.returncode == 0, resumed.stderr
-    assert json.loads(resumed.stdout.strip().splitlines()[-1])["iterations"] == 5  # the whole run, not the rest
+    assert resumed.stdout.splitlines()[0].endswith(f"; resumed from {tmp_path / 'last.npz'} at epoch 0 iteration 3")
+    summary = json.loads(resumed.stdout.strip().splitlines()[-1])
+    assert summary["iterations"] == 5  # the whole run, not the rest
+    assert summary["resumed"] == {"file": str(tmp_path / "last.npz"), "epoch": 0, "iteration": 3}
     other = run(sys.executable, *[a if a != "4" else "2" for a in common], "--resume", str(tmp_path / "last.npz"))
     assert other.returncode == 2 and "--batch-size 2 (the checkpoint's: 4)" in other.stderr
     assert "Traceback" not in other.stderr
@@ -91,6 +101,8 @@ def test_train_lm_prints_a_summary_resumes_and_generate_reads_its_checkpoint(tmp
                "--seed", "1")
     assert text.returncode == 0, text.stderr
     assert text.stdout.split()[0] == "the" and "<unk>" not in text.stdout
+    empty = run(sys.executable, "tools/generate.py", str(tmp_path / "last.npz"), "--start", "")
+    assert empty.returncode == 2 and "--start: the prompt is empty" in empty.stderr
 
 
 def usage_error(main, argv, capsys):
@@ -202,3 +214,20 @@ def test_every_flag_has_help_text_with_its_default(name):
             assert f"(default: {action.default})" in text, f"{name} {action.dest} does not show its default"
         elif action.option_strings and not action.required and action.nargs != 0:
             assert "(default:" in action.help, f"{name} {action.dest} does not say where its default comes from"
+
+
+def test_eval_words_bounds_validation_and_test_and_the_summary_records_it(tmp_path):
+    data = ptb_dir()
+    done = run(sys.executable, "tools/train_lm.py", "--model", "lstm", "--wordvec", "8", "--hidden", "8",
+               "--batch-size", "4", "--time-size", "5", "--max-iters", "2", "--eval-words", "300", "--data-dir", data,
+               "--out", str(tmp_path), "--no-progress")
+    assert done.returncode == 0, done.stderr
+    result = json.loads(done.stdout.strip().splitlines()[-1])
+    assert result["eval_words"] == 300 and "validation and test cut to 300 words" in done.stdout.splitlines()[0]
+    assert set(result["data_files"]) == {"train", "valid", "test"}
+    params, meta = checkpoint.read(tmp_path / "best.npz")
+    model = build_model(meta["run"]["model"])
+    model.load_state_dict(params)
+    test, _ = ptb.load("test", data)
+    assert result["test_perplexity"] == pytest.approx(perplexity(model, test[:300])["perplexity"], rel=1e-6)
+    assert result["test_perplexity"] != pytest.approx(perplexity(model, test[:600])["perplexity"], rel=1e-6)

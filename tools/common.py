@@ -157,7 +157,7 @@ def parser(description, epilog):
     p.add_argument("--log-every", type=positive_int, default=20, help="record the running loss every K iterations")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.add_argument("--resume", help="checkpoint (last.npz) to continue from; every setting but --epochs, "
-                                    "--max-iters and how the run reports must be the run's")
+                                    "--max-iters and how the run reports must be the run's (default: a fresh run)")
     p.add_argument("--distributed", action="store_true",
                    help="data parallel over the processes of an MPI launch: mpirun -n P python -m mpi4py -m "
                         "tinygrad_rnn.tools.<tool> --distributed ... (--batch-size is the combined batch)")
