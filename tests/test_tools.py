@@ -3,6 +3,8 @@ import argparse
 import importlib
 import json
 import os
+import shlex
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -231,3 +233,20 @@ def test_eval_words_bounds_validation_and_test_and_the_summary_records_it(tmp_pa
     test, _ = ptb.load("test", data)
     assert result["test_perplexity"] == pytest.approx(perplexity(model, test[:300])["perplexity"], rel=1e-6)
     assert result["test_perplexity"] != pytest.approx(perplexity(model, test[:600])["perplexity"], rel=1e-6)
+
+
+@pytest.mark.skipif(shutil.which("mpirun") is None, reason="needs an MPI's mpirun")
+def test_the_readmes_mpirun_commands_work_as_written_as_root_too(tmp_path):
+    data = ptb_dir()
+    section = (ROOT / "README.md").read_text().split("## Several processes", 1)[1]
+    commands = section.split("```sh\n", 1)[1].split("```", 1)[0]
+    assert commands.splitlines()[-1].startswith("mpirun -n 2 python -m mpi4py -m tinygrad_rnn.tools.train_lm")
+    smoke = ["--corpus-size", "2000", "--wordvec", "8", "--hidden", "8", "--batch-size", "4", "--time-size", "5",
+             "--max-iters", "2", "--no-progress", "--data-dir", data, "--out", str(tmp_path / "out")]
+    # nothing from this environment that the README does not set: no MPI settings, `python` from PATH
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("OMPI_", "PMIX_", "PRTE_"))}
+    env["PATH"] = f"{BIN}{os.pathsep}{env.get('PATH', '')}"
+    done = subprocess.run(["bash", "-ec", commands.rstrip() + " " + shlex.join(smoke)], cwd=tmp_path, env=env,
+                          capture_output=True, text=True, timeout=120, check=False)
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert json.loads(done.stdout.strip().splitlines()[-1])["ranks"] == 2
