@@ -133,7 +133,8 @@ def main(argv=None):
     history = run_training(trainer, args, lambda: (
         f"CaptionModel: V {len(data.vocab)}, D {args.wordvec}, H {args.hidden}, conv channels {args.channels}; "
         f"{len(data.x_train):,} training and {len(data.x_test):,} held-out images, batch {args.batch_size}"
-        f"{ranks(comm)}, Adam lr {args.lr:g} (x{args.lr_decay:g} per epoch), clip {args.clip}, device {args.device}"))
+        f"{ranks(comm)}, Adam lr {trainer.optimizer.lr:g} (x{args.lr_decay:g} per epoch), clip {args.clip}, "
+        f"device {args.device}"))
 
     if comm.is_root:
         shown = slice(0, 12)

@@ -181,8 +181,9 @@ def main(argv=None):
     history = run_training(trainer, args, lambda: (
         f"{type(model).__name__} on {args.task}{' (reversed questions)' if args.reverse else ''}: "
         f"V {len(data.vocab)}, D {args.wordvec}, H {args.hidden}; {len(data.x_train):,} training and "
-        f"{len(data.x_test):,} held-out examples, batch {args.batch_size}{ranks(comm)}, Adam lr {args.lr:g} "
-        f"eps {args.eps:g} ({args.lr_schedule}), clip {args.clip}, device {args.device}; data "
+        f"{len(data.x_test):,} held-out examples, batch {args.batch_size}{ranks(comm)}, "
+        f"Adam lr {trainer.optimizer.lr:g} eps {args.eps:g} ({args.lr_schedule}), clip {args.clip}, "
+        f"device {args.device}; data "
         + (f"{args.data_file} ({Path(args.data_file).stat().st_size:,} bytes)" if args.data_file else "generated")))
 
     epochs = [r for r in history["epochs"] if r["complete"]]
