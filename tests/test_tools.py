@@ -250,3 +250,20 @@ def test_the_readmes_mpirun_commands_work_as_written_as_root_too(tmp_path):
                           capture_output=True, text=True, timeout=120, check=False)
     assert done.returncode == 0, done.stdout + done.stderr
     assert json.loads(done.stdout.strip().splitlines()[-1])["ranks"] == 2
+
+
+def test_a_resumed_run_goes_on_with_the_checkpoints_learning_rate_and_says_where_it_resumed(tmp_path, capsys):
+    main = tool("train_caption").main
+    flags = ["--train-size", "20", "--test-size", "4", "--batch-size", "10", "--hidden", "8", "--wordvec", "4",
+             "--channels", "2,2", "--examples", "0", "--no-progress", "--out", str(tmp_path)]
+    main([*flags, "--epochs", "2"])
+    capsys.readouterr()
+    main([*flags, "--epochs", "3", "--resume", str(tmp_path / "last.npz")])
+    lines = capsys.readouterr().out.splitlines()
+    # two epochs halved the rate twice: the run goes on from 0.0005, not from --lr's 0.002
+    assert "Adam lr 0.0005 (x0.5 per epoch)" in lines[0]
+    assert lines[0].endswith(f"; resumed from {tmp_path / 'last.npz'} at epoch 2 iteration 0")
+    assert json.loads(lines[-1])["resumed"] == {"file": str(tmp_path / "last.npz"), "epoch": 2, "iteration": 0}
+    err = usage_error(main, [*flags, "--epochs", "3", "--lr", "0.0005", "--resume", str(tmp_path / "last.npz")],
+                      capsys)
+    assert "--lr 0.0005 (the checkpoint's: 0.002)" in err
