@@ -60,6 +60,7 @@ class ToolParser(argparse.ArgumentParser):
     def error(self, message):
         usage_error(message)
 
+
 def _number(kind, low, low_open, high=None, high_open=True):
     """An argparse ``type`` that parses ``kind`` and checks the range before any work starts."""
     def parse(text):
@@ -88,7 +89,16 @@ factor = _number(float, 0.0, True, 1.0, high_open=False)  # a decay factor: (0, 
 
 
 def device(text):
-    """An argparse ``type`` for ``--device``: ``gpu`` only where the GPU path works (``tinygrad_rnn.cuda.check``)."""
+    """An argparse ``type`` for ``--device``: ``gpu`` only where the GPU path works (``tinygrad_rnn.cuda.check``).
+
+    Args:
+        text (str): the flag's value.
+    Returns:
+        str: ``text``.
+    Raises:
+        argparse.ArgumentTypeError: ``gpu`` where CuPy, a GPU, NVRTC or cuBLAS is missing; the
+            message says which.
+    """
     if text == "gpu":
         try:
             cuda.check()
@@ -98,7 +108,15 @@ def device(text):
 
 
 def folder(text):
-    """An argparse ``type`` for a folder that must exist (``--data-dir``): never a silent fallback elsewhere."""
+    """An argparse ``type`` for a folder that must exist (``--data-dir``): never a silent fallback elsewhere.
+
+    Args:
+        text (str): the flag's value.
+    Returns:
+        str: ``text``.
+    Raises:
+        argparse.ArgumentTypeError: ``text`` does not exist or is not a folder.
+    """
     if not Path(text).is_dir():
         raise argparse.ArgumentTypeError(f"{text} is not a folder" if Path(text).exists() else
                                          f"{text} does not exist")
@@ -106,7 +124,11 @@ def folder(text):
 
 
 def add_device(p):
-    """Add ``--device {cpu,gpu}`` (default cpu), checked while parsing, to the parser ``p``."""
+    """Add ``--device {cpu,gpu}`` (default cpu), checked while parsing (``device``).
+
+    Args:
+        p (argparse.ArgumentParser): the tool's parser.
+    """
     p.add_argument("--device", type=device, choices=("cpu", "gpu"), default="cpu",
                    help="where the arrays live; gpu needs CuPy and a working GPU")
 
