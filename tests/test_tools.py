@@ -267,3 +267,8 @@ def test_a_resumed_run_goes_on_with_the_checkpoints_learning_rate_and_says_where
     err = usage_error(main, [*flags, "--epochs", "3", "--lr", "0.0005", "--resume", str(tmp_path / "last.npz")],
                       capsys)
     assert "--lr 0.0005 (the checkpoint's: 0.002)" in err
+    err = usage_error(main, [*flags, "--epochs", "3", "--resume", str(tmp_path / "last.npz")], capsys)
+    assert "the run has done 3 epochs and 6 iterations already: raise --epochs 3 to go on" in err
+    err = usage_error(main, [*flags, "--epochs", "9", "--max-iters", "6", "--resume", str(tmp_path / "last.npz")],
+                      capsys)
+    assert "done 3 epochs and 6 iterations already: raise --epochs 9 or --max-iters 6 to go on" in err

@@ -240,8 +240,9 @@ def run_training(trainer, args, header):
     """Resume from ``--resume``, print the run's header on rank 0, and fit: the end of every tool's setup.
 
     A checkpoint that cannot be read, whose run had other settings (any flag outside ``RESUMABLE``,
-    ``--lr`` included: the run goes on with the checkpoint's learning rate), or that the trainer
-    refuses is a usage error (exit code 2). On resume the header ends with the file, epoch and
+    ``--lr`` included: the run goes on with the checkpoint's learning rate), that the trainer
+    refuses, or that has reached ``--epochs`` or ``--max-iters`` already is a usage error (exit
+    code 2). On resume the header ends with the file, epoch and
     iteration the run goes on from, and ``args.resumed`` holds them for the summary.
 
     Args:
@@ -268,6 +269,10 @@ def run_training(trainer, args, header):
         except (OSError, ValueError) as e:
             usage_error(f"--resume: {e}")
         args.resumed = {"file": str(args.resume), "epoch": trainer.epoch, "iteration": trainer.iteration}
+        if trainer.epoch >= args.epochs or (args.max_iters or math.inf) <= trainer.total_iterations:
+            usage_error(f"--resume {args.resume}: the run has done {trainer.epoch} epochs and "
+                        f"{trainer.total_iterations} iterations already: raise --epochs {args.epochs}"
+                        + (f" or --max-iters {args.max_iters}" if args.max_iters else "") + " to go on")
     if trainer.comm.is_root:
         resumed = f"; resumed from {args.resume} at epoch {trainer.epoch} iteration {trainer.iteration}"
         print(header() + (resumed if args.resume else ""), flush=True)
