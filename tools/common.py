@@ -17,6 +17,7 @@ import numpy as np
 
 from tinygrad_rnn import as_cupy, cuda
 from tinygrad_rnn import distributed
+from tinygrad_rnn.distributed import Shard
 from tinygrad_rnn.serialization import json_ready, write_json
 from tinygrad_rnn.training import Checkpoint, Extension, History, LogReport, ProgressBar, checkpoint
 
@@ -192,6 +193,24 @@ def communicator(args):
     With ``--device gpu`` this also makes the rank's GPU current, so build the model after it.
     """
     return distributed.init(device=args.device) if args.distributed else distributed.SerialComm()
+
+
+def batch_source(make, comm, model, flags):
+    """The run's batch source, split over the ranks of a data-parallel run; a usage error when the batch does not fit.
+
+    Args:
+        make (callable): no arguments; builds the batch source (``BPTTBatcher``, ``ShuffledBatcher``).
+        comm (SerialComm | MpiComm | NcclComm): the run's communicator.
+        model (Layer): the model trained on the batches (``distributed.Shard`` draws its dropout rows).
+        flags (str): the flags that set the batch, named in the error (``"--batch-size 20"``).
+    Returns:
+        the source, or its ``distributed.Shard`` with more than one rank (the trainer takes either).
+    """
+    try:
+        source = make()
+        return Shard(source, comm, model) if comm.size > 1 else source
+    except ValueError as e:  # too little data for one batch, or a batch the ranks do not divide
+        usage_error(f"{flags}{ranks(comm)}: {e}")
 
 
 def ranks(comm):

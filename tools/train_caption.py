@@ -29,9 +29,9 @@ from tinygrad_rnn.models import build_model
 from tinygrad_rnn.optimizers import Adam
 from tinygrad_rnn.optional import require
 from tinygrad_rnn.serialization import atomic_write
-from tinygrad_rnn.tools.common import (EachEpoch, communicator, device_mover, extensions, factor, fill_defaults,
-                                       marks, nonnegative_int, out_folder, parser, positive_int, ranks, run_training,
-                                       usage_error, write_summary)
+from tinygrad_rnn.tools.common import (EachEpoch, batch_source, communicator, device_mover, extensions, factor,
+                                       fill_defaults, marks, nonnegative_int, out_folder, parser, positive_int, ranks,
+                                       run_training, write_summary)
 from tinygrad_rnn.training import ExactMatch, ExponentialDecay, Trainer
 
 
@@ -117,11 +117,9 @@ def main(argv=None):
     move = device_mover(args)
     if args.device == "gpu":
         model.to_gpu()
-    try:
-        batches = ShuffledBatcher((data.x_train, data.t_train), args.batch_size, seed=args.seed,
-                                  vocab_size=len(data.vocab), device=args.device)
-    except ValueError as e:
-        usage_error(f"--batch-size {args.batch_size}: {e}")
+    batches = batch_source(lambda: ShuffledBatcher((data.x_train, data.t_train), args.batch_size, seed=args.seed,
+                                                   vocab_size=len(data.vocab), device=args.device),
+                           comm, model, f"--batch-size {args.batch_size}")
     trainer = Trainer(model, Adam(args.lr).setup(model), batches, clip=args.clip or None,
                       evaluators=[ExactMatch(data.x_test, data.t_test)],
                       extensions=extensions(args, args.out, "test_exact_match", "max", ExponentialDecay(args.lr_decay),

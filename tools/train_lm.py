@@ -41,8 +41,9 @@ from tinygrad_rnn.data import BPTTBatcher, Vocabulary, ptb
 from tinygrad_rnn.data.batching import CONVENTIONS
 from tinygrad_rnn.models import build_model
 from tinygrad_rnn.optimizers import SGD
-from tinygrad_rnn.tools.common import (communicator, extensions, factor, fill_defaults, folder, out_folder, parser,
-                                       positive_int, probability, ranks, run_training, usage_error, write_summary)
+from tinygrad_rnn.tools.common import (batch_source, communicator, extensions, factor, fill_defaults, folder,
+                                       out_folder, parser, positive_int, probability, ranks, run_training, usage_error,
+                                       write_summary)
 from tinygrad_rnn.training import Perplexity, ReduceOnPlateau, Trainer, checkpoint, perplexity
 
 CLASSIC = {
@@ -139,11 +140,10 @@ def main(argv=None):
     if args.device == "gpu":
         model.to_gpu()
     opt = SGD(lr=args.lr).setup(model)
-    try:
-        batches = BPTTBatcher(train, args.batch_size, args.time_size, convention=args.convention,
-                              drop_last=not args.keep_last_window, vocab_size=len(vocab), device=args.device)
-    except ValueError as e:
-        usage_error(f"--batch-size {args.batch_size} --time-size {args.time_size}: {e}")
+    batches = batch_source(lambda: BPTTBatcher(train, args.batch_size, args.time_size, convention=args.convention,
+                                               drop_last=not args.keep_last_window, vocab_size=len(vocab),
+                                               device=args.device),
+                           comm, model, f"--batch-size {args.batch_size} --time-size {args.time_size}")
     decay = args.lr_decay if args.lr_decay and args.lr_decay < 1 and valid is not None else None
     schedule = ReduceOnPlateau("valid_perplexity", factor=decay) if decay else None
     trainer = Trainer(model, opt, batches, clip=args.clip or None,
