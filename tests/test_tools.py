@@ -278,9 +278,9 @@ def test_a_resumed_run_goes_on_with_the_checkpoints_learning_rate_and_says_where
 @pytest.mark.skipif(shutil.which("mpirun") is None, reason="needs an MPI's mpirun")
 def test_a_batch_the_ranks_do_not_divide_is_a_usage_error_on_every_rank(tmp_path):
     data = ptb_dir()
-    done = run_mpi(2, ["-m", "mpi4py", "tools/train_lm.py", "--distributed", "--model", "lstm", "--corpus-size", "2000",
-                       "--wordvec", "8", "--hidden", "8", "--batch-size", "5", "--time-size", "5", "--data-dir", data,
-                       "--out", str(tmp_path / "out")], timeout=120)
+    flags = ["--distributed", "--model", "lstm", "--corpus-size", "2000", "--wordvec", "8", "--hidden", "8",
+             "--batch-size", "5", "--time-size", "5", "--data-dir", data, "--out", str(tmp_path / "out")]
+    done = run_mpi(2, ["-m", "mpi4py", str(ROOT / "tools" / "train_lm.py"), *flags], timeout=120)
     assert done.returncode == 2 and "Traceback" not in done.stderr, done.stderr
     assert done.stderr.count("error: --batch-size 5 --time-size 5 split over 2 ranks: distributed.Shard: the batch of "
                              "5 streams does not split over 2 ranks") == 2
