@@ -1,6 +1,7 @@
-"""What the tools share: the common command-line flags and their range checks, the extensions every
-training run gets, one summary writer, the command line that reproduces a run, the right/wrong marks,
-and the MPI launcher. What only the benchmarks share is in ``benchmark.py``.
+"""What the tools share: the parser with its one-line usage errors, the common command-line flags and
+their checks, the extensions every training run gets, resuming, one summary writer, the command line
+that reproduces a run, the right/wrong marks, and the MPI launcher. What only the benchmarks share is
+in ``benchmark.py``.
 """
 import argparse
 import json
@@ -14,10 +15,52 @@ from pathlib import Path
 
 import numpy as np
 
-from tinygrad_rnn import as_cupy
+from tinygrad_rnn import as_cupy, cuda
 from tinygrad_rnn import distributed
+from tinygrad_rnn.distributed import Shard
 from tinygrad_rnn.serialization import json_ready, write_json
-from tinygrad_rnn.training import Checkpoint, Extension, History, LogReport, ProgressBar
+from tinygrad_rnn.training import Checkpoint, Extension, History, LogReport, ProgressBar, checkpoint
+
+# the flags a resumed run may change: how long it goes on, where and how it reports, what it runs on
+RESUMABLE = frozenset({"epochs", "max_iters", "resume", "out", "no_progress", "log_every", "device", "distributed",
+                       "data_dir", "examples", "beam_width", "attention_question"})
+
+
+def usage_error(message):
+    """End the program with a usage error: ``<program>: error: <message>`` on one line of stderr, exit status 2.
+
+    Args:
+        message (str): what is wrong and with which flag, file or device; line breaks become spaces.
+    Raises:
+        SystemExit: always, with code 2.
+    """
+    print(f"{Path(sys.argv[0]).name}: error: {' '.join(str(message).split())}", file=sys.stderr)
+    raise SystemExit(2)
+
+
+class _Help(argparse.RawDescriptionHelpFormatter, argparse.ArgumentDefaultsHelpFormatter):
+    """The epilog as written, and ``(default: ...)`` after every flag that has a default value."""
+
+    def _get_help_string(self, action):
+        if action.default is None or action.default is False or "default:" in (action.help or ""):
+            return action.help  # a switch, or a flag whose help says where its default comes from
+        return super()._get_help_string(action)
+
+
+class ToolParser(argparse.ArgumentParser):
+    """An ArgumentParser whose errors are one line (``usage_error``) and whose help shows every default.
+
+    Args:
+        description (str): the tool's one-line description.
+        epilog (str, optional): text after the flags, printed as written.
+    """
+
+    def __init__(self, description, epilog=None):
+        super().__init__(description=description, epilog=epilog, formatter_class=_Help)
+
+    def error(self, message):
+        usage_error(message)
+
 
 def _number(kind, low, low_open, high=None, high_open=True):
     """An argparse ``type`` that parses ``kind`` and checks the range before any work starts."""
@@ -46,32 +89,98 @@ probability = _number(float, 0.0, False, 1.0)  # a dropout rate: [0, 1)
 factor = _number(float, 0.0, True, 1.0, high_open=False)  # a decay factor: (0, 1]
 
 
+def device(text):
+    """An argparse ``type`` for ``--device``: ``gpu`` only where the GPU path works (``tinygrad_rnn.cuda.check``).
+
+    Args:
+        text (str): the flag's value.
+    Returns:
+        str: ``text``.
+    Raises:
+        argparse.ArgumentTypeError: ``gpu`` where CuPy, a GPU, NVRTC or cuBLAS is missing; the
+            message says which.
+    """
+    if text == "gpu":
+        try:
+            cuda.check()
+        except RuntimeError as e:
+            raise argparse.ArgumentTypeError(f"gpu is not usable here ({e}); use --device cpu") from None
+    return text
+
+
+def folder(text):
+    """An argparse ``type`` for a folder that must exist (``--data-dir``): never a silent fallback elsewhere.
+
+    Args:
+        text (str): the flag's value.
+    Returns:
+        str: ``text``.
+    Raises:
+        argparse.ArgumentTypeError: ``text`` does not exist or is not a folder.
+    """
+    if not Path(text).is_dir():
+        raise argparse.ArgumentTypeError(f"{text} is not a folder" if Path(text).exists() else
+                                         f"{text} does not exist")
+    return text
+
+
+def add_device(p):
+    """Add ``--device {cpu,gpu}`` (default cpu), checked while parsing (``device``).
+
+    Args:
+        p (argparse.ArgumentParser): the tool's parser.
+    """
+    p.add_argument("--device", type=device, choices=("cpu", "gpu"), default="cpu",
+                   help="where the arrays live; gpu needs CuPy and a working GPU")
+
+
+def out_folder(args, default):
+    """Set ``args.out`` to a Path (``default`` when ``--out`` was not given); a usage error when it cannot be a folder.
+
+    Args:
+        args (argparse.Namespace): the flags (``out``).
+        default (str): the folder when ``--out`` is not given.
+    Returns:
+        Path: ``args.out``.
+    """
+    args.out = Path(args.out or default)
+    above = args.out
+    while not above.exists() and above != above.parent:
+        above = above.parent
+    if not above.is_dir():
+        usage_error(f"--out {args.out}: {above} is a file, not a folder; give another --out")
+    return args.out
+
+
 def parser(description, epilog):
     """An ArgumentParser with the flags every training tool has.
 
     Flags: ``--epochs``, ``--max-iters``, ``--batch-size``, ``--lr``, ``--clip`` (0: none),
     ``--device``, ``--seed``, ``--out``, ``--log-every``, ``--no-progress``, ``--resume``,
-    ``--distributed``. Numeric defaults are None where each tool fills its own.
+    ``--distributed``. Numeric defaults are None where each tool fills its own (its help says
+    "see below": the epilog lists them).
 
     Args:
         description (str): the tool's one-line description.
         epilog (str): text after the flags (the tool's docstring).
     Returns:
-        argparse.ArgumentParser.
+        ToolParser.
     """
-    p = argparse.ArgumentParser(description=description, epilog=epilog,
-                                formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--epochs", type=positive_int)
-    p.add_argument("--max-iters", type=positive_int, help="stop after this many iterations in total")
-    p.add_argument("--batch-size", type=positive_int)
-    p.add_argument("--lr", type=positive_float, help="learning rate")
-    p.add_argument("--clip", type=nonnegative_float, help="max global gradient norm (0: no clipping)")
-    p.add_argument("--device", choices=("cpu", "gpu"), default="cpu")
-    p.add_argument("--seed", type=nonnegative_int, default=0)
-    p.add_argument("--out", help="output folder")
+    p = ToolParser(description, epilog)
+    p.add_argument("--epochs", type=positive_int, help="epochs to train (default: see below)")
+    p.add_argument("--max-iters", type=positive_int, help="stop after this many iterations in total (default: none)")
+    p.add_argument("--batch-size", type=positive_int, help="N, the combined batch (default: see below)")
+    p.add_argument("--lr", type=positive_float, help="initial learning rate; with --resume it must be the run's "
+                                                      "(default: see below)")
+    p.add_argument("--clip", type=nonnegative_float, help="max global gradient norm, 0: no clipping "
+                                                          "(default: see below)")
+    add_device(p)
+    p.add_argument("--seed", type=nonnegative_int, default=0, help="initial weights, dropout and shuffling")
+    p.add_argument("--out", help="output folder (default: see below)")
     p.add_argument("--log-every", type=positive_int, default=20, help="record the running loss every K iterations")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
-    p.add_argument("--resume", help="checkpoint (last.npz) to continue from; give the same settings")
+    p.add_argument("--resume", help="checkpoint (last.npz) to continue from; every setting but --epochs, "
+                                    "--max-iters and how the run reports must be the run's (default: a fresh run)")
     p.add_argument("--distributed", action="store_true",
                    help="data parallel over the processes of an MPI launch: mpirun -n P python -m mpi4py -m "
                         "tinygrad_rnn.tools.<tool> --distributed ... (--batch-size is the combined batch)")
@@ -84,6 +193,24 @@ def communicator(args):
     With ``--device gpu`` this also makes the rank's GPU current, so build the model after it.
     """
     return distributed.init(device=args.device) if args.distributed else distributed.SerialComm()
+
+
+def batch_source(make, comm, model, flags):
+    """The run's batch source, split over the ranks of a data-parallel run; a usage error when the batch does not fit.
+
+    Args:
+        make (callable): no arguments; builds the batch source (``BPTTBatcher``, ``ShuffledBatcher``).
+        comm (SerialComm | MpiComm | NcclComm): the run's communicator.
+        model (Layer): the model trained on the batches (``distributed.Shard`` draws its dropout rows).
+        flags (str): the flags that set the batch, named in the error (``"--batch-size 20"``).
+    Returns:
+        the source, or its ``distributed.Shard`` with more than one rank (the trainer takes either).
+    """
+    try:
+        source = make()
+        return Shard(source, comm, model) if comm.size > 1 else source
+    except ValueError as e:  # too little data for one batch, or a batch the ranks do not divide
+        usage_error(f"{flags}{ranks(comm)}: {e}")
 
 
 def ranks(comm):
@@ -131,25 +258,52 @@ def extensions(args, out, monitor=None, mode="min", schedule=None, extra=()):
 def run_training(trainer, args, header):
     """Resume from ``--resume``, print the run's header on rank 0, and fit: the end of every tool's setup.
 
-    A refused checkpoint is a usage error (exit code 2).
+    A checkpoint that cannot be read, whose run had other settings (any flag outside ``RESUMABLE``,
+    ``--lr`` included: the run goes on with the checkpoint's learning rate), that the trainer
+    refuses, or that has reached ``--epochs`` or ``--max-iters`` already is a usage error (exit
+    code 2). On resume the header ends with the file, epoch and
+    iteration the run goes on from, and ``args.resumed`` holds them for the summary.
 
     Args:
         trainer (Trainer): the run.
-        args (argparse.Namespace): the flags (``resume``, ``epochs``, ``max_iters``).
+        args (argparse.Namespace): the flags (``resume``, ``epochs``, ``max_iters`` and the settings).
         header (callable): returns the line that describes the run, read after the resume (which
             may have changed the learning rate).
     Returns:
         dict: the trainer's history.
     """
+    args.resumed = None
     if args.resume:
         try:
+            run = trainer.comm.from_root(lambda: checkpoint.read(args.resume)[1].get("run") or {})
+        except (OSError, ValueError) as e:
+            usage_error(f"--resume: {e}")
+        changed = _changed_settings(run.get("args", {}), vars(args))
+        if changed:
+            usage_error(f"--resume {args.resume}: this run's settings differ from the checkpoint's: "
+                        f"{'; '.join(changed)}; give the run's settings (only --epochs, --max-iters and how the run "
+                        "reports may change)")
+        try:
             trainer.resume(args.resume)
-        except (ValueError, FileNotFoundError) as e:
-            print(f"{Path(sys.argv[0]).name}: error: --resume: {e}", file=sys.stderr)
-            raise SystemExit(2) from None
+        except (OSError, ValueError) as e:
+            usage_error(f"--resume: {e}")
+        args.resumed = {"file": str(args.resume), "epoch": trainer.epoch, "iteration": trainer.iteration}
+        if trainer.epoch >= args.epochs or (args.max_iters or math.inf) <= trainer.total_iterations:
+            usage_error(f"--resume {args.resume}: the run has done {trainer.epoch} epochs and "
+                        f"{trainer.total_iterations} iterations already: raise --epochs {args.epochs}"
+                        + (f" or --max-iters {args.max_iters}" if args.max_iters else "") + " to go on")
     if trainer.comm.is_root:
-        print(header())
+        resumed = f"; resumed from {args.resume} at epoch {trainer.epoch} iteration {trainer.iteration}"
+        print(header() + (resumed if args.resume else ""), flush=True)
     return trainer.fit(args.epochs, max_iters=args.max_iters)
+
+
+def _changed_settings(theirs, mine):
+    """``--flag VALUE (the checkpoint's: VALUE)`` for every setting outside ``RESUMABLE`` that differs."""
+    compared = {k: mine[k] for k in theirs if k not in RESUMABLE and k in mine}
+    compared = json.loads(json.dumps(json_ready(compared)))  # tuples as lists, as the checkpoint stored them
+    return [f"--{k.replace('_', '-')} {v} (the checkpoint's: {theirs[k]})" for k, v in sorted(compared.items())
+            if v != theirs[k]]
 
 
 class EachEpoch(Extension):

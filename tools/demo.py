@@ -8,9 +8,7 @@ a few sentences, and renders the computation graph of a 3-step window of the mod
 
     tinygrad-rnn-demo [--words 150000] [--epochs 2] [--out runs/demo] [--seed 0]   (or python tools/demo.py)
 """
-import argparse
 import time
-from pathlib import Path
 
 import numpy as np
 
@@ -18,7 +16,7 @@ from tinygrad_rnn.data import BPTTBatcher, ptb
 from tinygrad_rnn.graph import render
 from tinygrad_rnn.models import LSTMLM, generate
 from tinygrad_rnn.optimizers import SGD
-from tinygrad_rnn.tools.common import nonnegative_int, positive_int, write_summary
+from tinygrad_rnn.tools.common import ToolParser, nonnegative_int, out_folder, positive_int, write_summary
 from tinygrad_rnn.training import Checkpoint, History, LogReport, Perplexity, Trainer, perplexity
 
 _GRAMMAR = {
@@ -72,14 +70,19 @@ def load_data(n_words, seed):
     return ids[:n_words], ids[n_words:], vocab, "generated grammar"
 
 
-def main(argv=None):
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+def build_parser():
+    """The flags of the demo."""
+    parser = ToolParser(__doc__.splitlines()[0])
     parser.add_argument("--words", type=positive_int, default=150_000, help="training words taken from the corpus")
-    parser.add_argument("--epochs", type=positive_int, default=2)
+    parser.add_argument("--epochs", type=positive_int, default=2, help="epochs to train")
     parser.add_argument("--out", default="runs/demo", help="folder for history, plot, checkpoint and graph")
-    parser.add_argument("--seed", type=nonnegative_int, default=0)
-    args = parser.parse_args(argv)
-    out = Path(args.out)
+    parser.add_argument("--seed", type=nonnegative_int, default=0, help="initial weights and the samples")
+    return parser
+
+
+def main(argv=None):
+    args = build_parser().parse_args(argv)
+    out = out_folder(args, "runs/demo")
     train, valid, vocab, source = load_data(args.words, args.seed)
     print(f"data: {source}, {len(train):,} training words, vocabulary {len(vocab):,}")
 

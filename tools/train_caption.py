@@ -21,7 +21,6 @@ Prints the summary as its last line, one JSON object: test_exact_match (last epo
 test_exact_match_per_epoch, train_seconds, samples_per_second, ...
 """
 import argparse
-from pathlib import Path
 
 import numpy as np
 
@@ -30,8 +29,9 @@ from tinygrad_rnn.models import build_model
 from tinygrad_rnn.optimizers import Adam
 from tinygrad_rnn.optional import require
 from tinygrad_rnn.serialization import atomic_write
-from tinygrad_rnn.tools.common import (EachEpoch, communicator, device_mover, extensions, factor, fill_defaults,
-                                       marks, nonnegative_int, parser, positive_int, ranks, run_training, write_summary)
+from tinygrad_rnn.tools.common import (EachEpoch, batch_source, communicator, device_mover, extensions, factor,
+                                       fill_defaults, marks, nonnegative_int, out_folder, parser, positive_int, ranks,
+                                       run_training, write_summary)
 from tinygrad_rnn.training import ExactMatch, ExponentialDecay, Trainer
 
 
@@ -45,7 +45,8 @@ def _channels(text):
     return channels
 
 
-def parse_args(argv=None):
+def build_parser():
+    """The flags of ``train_caption`` (the common ones and its own)."""
     p = parser(__doc__.splitlines()[0], __doc__)
     p.add_argument("--train-size", type=positive_int, default=60000, help="generated training images")
     p.add_argument("--test-size", type=positive_int, default=1000, help="generated held-out images")
@@ -55,10 +56,15 @@ def parse_args(argv=None):
     p.add_argument("--lr-decay", type=factor, default=0.5, help="multiply the learning rate by this after each epoch")
     p.add_argument("--examples", type=nonnegative_int, default=6, help="held-out images printed each epoch")
     p.add_argument("--beam-width", type=positive_int, default=1, help="also score the final model with beam search")
+    return p
+
+
+def parse_args(argv=None):
+    p = build_parser()
     args = fill_defaults(p.parse_args(argv), {"epochs": 3, "batch_size": 50, "lr": 0.002, "clip": 5.0})
     if 2 ** len(args.channels) > min(captions.IMAGE_SHAPE):
         p.error(f"--channels: {len(args.channels)} 2x2 poolings do not fit images of {captions.IMAGE_SHAPE}")
-    args.out = Path(args.out or "runs/caption")
+    out_folder(args, "runs/caption")
     return args
 
 
@@ -111,8 +117,9 @@ def main(argv=None):
     move = device_mover(args)
     if args.device == "gpu":
         model.to_gpu()
-    batches = ShuffledBatcher((data.x_train, data.t_train), args.batch_size, seed=args.seed,
-                              vocab_size=len(data.vocab), device=args.device)
+    batches = batch_source(lambda: ShuffledBatcher((data.x_train, data.t_train), args.batch_size, seed=args.seed,
+                                                   vocab_size=len(data.vocab), device=args.device),
+                           comm, model, f"--batch-size {args.batch_size}")
     trainer = Trainer(model, Adam(args.lr).setup(model), batches, clip=args.clip or None,
                       evaluators=[ExactMatch(data.x_test, data.t_test)],
                       extensions=extensions(args, args.out, "test_exact_match", "max", ExponentialDecay(args.lr_decay),
@@ -124,7 +131,8 @@ def main(argv=None):
     history = run_training(trainer, args, lambda: (
         f"CaptionModel: V {len(data.vocab)}, D {args.wordvec}, H {args.hidden}, conv channels {args.channels}; "
         f"{len(data.x_train):,} training and {len(data.x_test):,} held-out images, batch {args.batch_size}"
-        f"{ranks(comm)}, Adam lr {args.lr:g} (x{args.lr_decay:g} per epoch), clip {args.clip}, device {args.device}"))
+        f"{ranks(comm)}, Adam lr {trainer.optimizer.lr:g} (x{args.lr_decay:g} per epoch), clip {args.clip}, "
+        f"device {args.device}"))
 
     if comm.is_root:
         shown = slice(0, 12)
@@ -134,7 +142,7 @@ def main(argv=None):
                       args.out / "captions.png")
     epochs = [r for r in history["epochs"] if r["complete"]]
     result = {**spec, "train_size": len(data.x_train), "test_size": len(data.x_test), "device": args.device,
-              "seed": args.seed, "ranks": comm.size, **trainer.summary(),
+              "seed": args.seed, "ranks": comm.size, "resumed": args.resumed, **trainer.summary(),
               "test_exact_match": history["epochs"][-1]["test_exact_match"],
               "test_exact_match_per_epoch": [r["test_exact_match"] for r in epochs],
               "train_loss_per_epoch": [r["train_loss"] for r in epochs],

@@ -3,8 +3,8 @@
     tinygrad-rnn-train-lm --model {rnn,lstm,better} [--wordvec D] [--hidden H] [--batch-size N]
         [--time-size T] [--lr LR] [--clip NORM] [--epochs E] [--dropout P] [--lr-decay F]
         [--convention {textbook,pytorch}] [--keep-last-window] [--max-iters K] [--corpus-size WORDS]
-        [--device cpu|gpu] [--seed S] [--out DIR] [--data-dir DIR] [--no-progress] [--resume CHECKPOINT]
-        [--distributed]
+        [--eval-words WORDS] [--device cpu|gpu] [--seed S] [--out DIR] [--data-dir DIR] [--no-progress]
+        [--resume CHECKPOINT] [--distributed]
 
 (or ``python tools/train_lm.py ...``). Defaults per model (the classic settings):
 
@@ -19,6 +19,12 @@ fixed windows as PyTorch's word_language_model does, and ``--keep-last-window`` 
 shorter window of an epoch. ``--corpus-size W`` trains on the first W words of train with the
 vocabulary of those words only (as the classic SimpleRNNLM experiment does, 418 words for
 W = 1000); validation and test are then skipped, since they hold words outside that vocabulary.
+``--eval-words W`` scores validation and test on their first W words only: quick smoke runs
+(``--max-iters 5``), whose perplexities are not the classic figures; the summary records it.
+``--dropout`` is refused for the models without dropout, and ``--lr-decay`` where nothing is
+validated. With ``--data-dir`` every file comes from that folder (or its ``ptb/``); without it,
+from ``$TINYGRAD_RNN_DATA/ptb``, the download cache, or a download. The run's first line names
+the files and their sizes.
 
 ``--distributed`` under ``mpirun -n P python -m mpi4py -m tinygrad_rnn.tools.train_lm`` trains data
 parallel: each rank takes N / P of the streams (P must divide N), and the run trains as one
@@ -35,8 +41,9 @@ from tinygrad_rnn.data import BPTTBatcher, Vocabulary, ptb
 from tinygrad_rnn.data.batching import CONVENTIONS
 from tinygrad_rnn.models import build_model
 from tinygrad_rnn.optimizers import SGD
-from tinygrad_rnn.tools.common import (communicator, extensions, factor, fill_defaults, parser, positive_int,
-                                       probability, ranks, run_training, write_summary)
+from tinygrad_rnn.tools.common import (batch_source, communicator, extensions, factor, fill_defaults, folder,
+                                       out_folder, parser, positive_int, probability, ranks, run_training, usage_error,
+                                       write_summary)
 from tinygrad_rnn.training import Perplexity, ReduceOnPlateau, Trainer, checkpoint, perplexity
 
 CLASSIC = {
@@ -49,29 +56,71 @@ CLASSIC = {
 }
 
 
-def parse_args(argv=None):
+def build_parser():
+    """The flags of ``train_lm`` (the common ones and its own)."""
     p = parser(__doc__.splitlines()[0], __doc__)
-    p.add_argument("--model", choices=sorted(CLASSIC), required=True)
-    p.add_argument("--wordvec", type=positive_int, help="D, word vector size")
-    p.add_argument("--hidden", type=positive_int, help="H, hidden size")
-    p.add_argument("--time-size", type=positive_int, help="T, truncated-BPTT window")
-    p.add_argument("--dropout", type=probability, help="dropout of BetterLSTMLM")
-    p.add_argument("--lr-decay", type=factor, help="multiply lr by this when validation stops improving "
-                                                   "(1: never)")
+    p.add_argument("--model", choices=sorted(CLASSIC), required=True, help="the classic recipe to train")
+    p.add_argument("--wordvec", type=positive_int, help="D, word vector size (default: per --model, see below)")
+    p.add_argument("--hidden", type=positive_int, help="H, hidden size (default: per --model, see below)")
+    p.add_argument("--time-size", type=positive_int, help="T, truncated-BPTT window (default: per --model, see below)")
+    p.add_argument("--dropout", type=probability, help="dropout of BetterLSTMLM (default: 0.5; --model better only)")
+    p.add_argument("--lr-decay", type=factor, help="multiply lr by this when validation stops improving, 1: never "
+                                                   "(default: 0.25 for better, else 1)")
     p.add_argument("--convention", choices=CONVENTIONS, default="textbook", help="how BPTT streams cross epochs")
     p.add_argument("--keep-last-window", action="store_true", help="keep the last, shorter window of an epoch")
-    p.add_argument("--corpus-size", type=positive_int, help="train on the first WORDS words only (see above)")
-    p.add_argument("--data-dir", help="folder holding ptb.*.txt, or its parent holding ptb/")
+    p.add_argument("--corpus-size", type=positive_int, help="train on the first WORDS words only, no validation "
+                                                            "(default: all)")
+    p.add_argument("--eval-words", type=positive_int, help="score validation and test on their first WORDS words "
+                                                           "only, for smoke runs (default: all)")
+    p.add_argument("--data-dir", type=folder, help="folder holding ptb.*.txt, or its parent holding ptb/ "
+                                                   "(default: $TINYGRAD_RNN_DATA/ptb, the cache, or a download)")
+    return p
+
+
+def parse_args(argv=None):
+    p = build_parser()
     args = p.parse_args(argv)
+    if args.dropout is not None and args.model != "better":
+        p.error(f"--dropout: --model {args.model} has no dropout (only --model better has)")
+    if args.corpus_size is not None and args.lr_decay is not None:
+        p.error("--lr-decay follows validation, which --corpus-size skips")
+    if args.corpus_size is not None and args.eval_words is not None:
+        p.error("--eval-words bounds validation and test, which --corpus-size skips")
+    if args.eval_words is not None and args.eval_words < 2:
+        p.error(f"--eval-words: must be >= 2 (a word and the one it predicts), got {args.eval_words}")
     fill_defaults(args, CLASSIC[args.model])
     if args.model == "better" and args.wordvec != args.hidden:
         p.error("--model better ties the output to the embedding: --wordvec must equal --hidden")
-    args.out = Path(args.out or f"runs/{args.model}")
+    out_folder(args, f"runs/{args.model}")
     return args
+
+
+def data_files(args):
+    """The PTB files of the run, {split: Path}, checked before any work.
+
+    Args:
+        args (argparse.Namespace): the flags (``data_dir``, ``corpus_size``).
+    Returns:
+        dict: split -> Path of the verified file; train only with ``--corpus-size``.
+    """
+    splits = ("train",) if args.corpus_size else ("train", "valid", "test")
+    try:
+        # with --data-dir, nothing from elsewhere: no environment folder, no cache, no download
+        files = {s: ptb.locate(s, args.data_dir, download=args.data_dir is None) for s in splits}
+    except (OSError, ValueError) as e:
+        usage_error(f"--data-dir: {e}")
+    if args.data_dir is not None:
+        mine = {Path(args.data_dir).resolve(), (Path(args.data_dir) / "ptb").resolve()}
+        missing = [f"ptb.{s}.txt" for s, f in files.items() if f is None or f.parent.resolve() not in mine]
+        if missing:
+            usage_error(f"--data-dir {args.data_dir} holds no {', '.join(missing)} (nor its ptb/ folder): "
+                        "put the PTB files there or give another --data-dir")
+    return files
 
 
 def main(argv=None):
     args = parse_args(argv)
+    files = data_files(args)
     train, vocab = ptb.load("train", args.data_dir)
     valid = test = None
     if args.corpus_size:
@@ -80,6 +129,8 @@ def main(argv=None):
     else:
         valid, _ = ptb.load("valid", args.data_dir)
         test, _ = ptb.load("test", args.data_dir)
+        if args.eval_words:
+            valid, test = valid[:args.eval_words], test[:args.eval_words]
 
     spec = {"kind": args.model, "vocab_size": len(vocab), "wordvec_size": args.wordvec, "hidden_size": args.hidden}
     if args.model == "better":
@@ -89,8 +140,10 @@ def main(argv=None):
     if args.device == "gpu":
         model.to_gpu()
     opt = SGD(lr=args.lr).setup(model)
-    batches = BPTTBatcher(train, args.batch_size, args.time_size, convention=args.convention,
-                          drop_last=not args.keep_last_window, vocab_size=len(vocab), device=args.device)
+    batches = batch_source(lambda: BPTTBatcher(train, args.batch_size, args.time_size, convention=args.convention,
+                                               drop_last=not args.keep_last_window, vocab_size=len(vocab),
+                                               device=args.device),
+                           comm, model, f"--batch-size {args.batch_size} --time-size {args.time_size}")
     decay = args.lr_decay if args.lr_decay and args.lr_decay < 1 and valid is not None else None
     schedule = ReduceOnPlateau("valid_perplexity", factor=decay) if decay else None
     trainer = Trainer(model, opt, batches, clip=args.clip or None,
@@ -103,9 +156,12 @@ def main(argv=None):
     history = run_training(trainer, args, lambda: (
         f"{type(model).__name__}: V {len(vocab)}, D {args.wordvec}, H {args.hidden}; {len(train):,} training words, "
         f"N {args.batch_size} x T {args.time_size} ({args.convention}){ranks(comm)}, lr {opt.lr:g}, clip {args.clip}, "
-        f"device {args.device}"))
+        f"device {args.device}; data " + ", ".join(f"{f} ({f.stat().st_size:,} bytes)" for f in files.values())
+        + (f", validation and test cut to {args.eval_words:,} words" if args.eval_words else "")))
 
-    result = {"model": args.model, "device": args.device, "seed": args.seed, "ranks": comm.size, **trainer.summary(),
+    result = {"model": args.model, "device": args.device, "seed": args.seed, "ranks": comm.size,
+              "data_files": {s: str(f) for s, f in files.items()}, "eval_words": args.eval_words,
+              "resumed": args.resumed, **trainer.summary(),
               "train_perplexity": history["epochs"][-1]["train_perplexity"], "valid_perplexity": None,
               "test_perplexity": None}
     if test is not None:

@@ -9,7 +9,8 @@
 (or ``python tools/train_seq2seq.py ...``). Defaults are the classic settings: addition with
 D 16, H 128, 25 epochs; dates with D 16, H 256, 10 epochs; both with batch 128, Adam lr 0.001
 (eps 1e-7, as the textbook's Adam), clip 5.0, 50,000 generated examples of which 5,000 are held
-out (``--data-file`` reads the textbook's addition.txt or date.txt instead). One default
+out (``--data-file`` reads the textbook's addition.txt or date.txt instead, of the ``--task``;
+``--count`` does not apply to it). One default
 differs from the textbook: the learning rate follows a cosine from 0.001 towards 0, one step an
 epoch; ``--lr-schedule constant`` keeps the textbook's constant rate, with which the held-out
 accuracy of peeky + reverse swings between the last epochs. After each epoch the held-out set
@@ -30,9 +31,9 @@ from tinygrad_rnn.models import build_model
 from tinygrad_rnn.optimizers import Adam
 from tinygrad_rnn.optional import require
 from tinygrad_rnn.serialization import atomic_write
-from tinygrad_rnn.tools.common import (EachEpoch, communicator, device_mover, extensions, fill_defaults, marks,
-                                       nonnegative_int, parser, positive_float, positive_int, ranks, run_training,
-                                       write_summary)
+from tinygrad_rnn.tools.common import (EachEpoch, batch_source, communicator, device_mover, extensions,
+                                       fill_defaults, marks, nonnegative_int, out_folder, parser, positive_float,
+                                       positive_int, ranks, run_training, usage_error, write_summary)
 from tinygrad_rnn.training import Constant, Cosine, ExactMatch, Trainer
 
 CLASSIC = {
@@ -42,34 +43,43 @@ CLASSIC = {
 DEFAULTS = {"batch_size": 128, "lr": 0.001, "clip": 5.0}
 
 
-def parse_args(argv=None):
+def build_parser():
+    """The flags of ``train_seq2seq`` (the common ones and its own)."""
     p = parser(__doc__.splitlines()[0], __doc__)
-    p.add_argument("--task", choices=sorted(CLASSIC), required=True)
-    p.add_argument("--model", choices=("seq2seq", "peeky", "attention"), required=True)
+    p.add_argument("--task", choices=sorted(CLASSIC), required=True, help="the questions: additions or dates")
+    p.add_argument("--model", choices=("seq2seq", "peeky", "attention"), required=True, help="the model to train")
     p.add_argument("--reverse", action="store_true", help="reverse the questions")
     p.add_argument("--bidirectional", action="store_true", help="bidirectional encoder (attention only)")
-    p.add_argument("--wordvec", type=positive_int, help="D, character vector size")
-    p.add_argument("--hidden", type=positive_int, help="H, hidden size")
+    p.add_argument("--wordvec", type=positive_int, help="D, character vector size (default: per --task, see below)")
+    p.add_argument("--hidden", type=positive_int, help="H, hidden size (default: per --task, see below)")
     p.add_argument("--eps", type=positive_float, default=1e-7, help="Adam epsilon (the textbook's Adam uses 1e-7)")
     p.add_argument("--lr-schedule", choices=("cosine", "constant"), default="cosine",
                    help="cosine: anneal the learning rate towards 0 over the epochs, one step an epoch; "
                         "constant: the textbook's")
-    p.add_argument("--count", type=positive_int, default=50000, help="examples to generate")
+    p.add_argument("--count", type=positive_int, help="examples to generate; not with --data-file (default: 50000)")
     p.add_argument("--test-size", type=positive_int, default=5000, help="held-out examples")
-    p.add_argument("--data-file", help="read question_answer lines from this file instead of generating")
+    p.add_argument("--data-file", help="read question_answer lines of the --task from this file instead of "
+                                       "generating (default: generate)")
     p.add_argument("--examples", type=nonnegative_int, default=8, help="held-out questions printed each epoch")
     p.add_argument("--beam-width", type=positive_int, default=1, help="also score the final model with beam search")
     p.add_argument("--attention-question", help="question drawn in attention.png (default: the longest of "
                                                 "the first 100 held-out ones)")
+    return p
+
+
+def parse_args(argv=None):
+    p = build_parser()
     args = p.parse_args(argv)
-    fill_defaults(args, {**CLASSIC[args.task], **DEFAULTS})
+    if args.count is not None and args.data_file is not None:
+        p.error("--count: the examples come from --data-file, nothing is generated")
+    fill_defaults(args, {**CLASSIC[args.task], **DEFAULTS, "count": 50000})
     if args.bidirectional and args.model != "attention":
         p.error("--bidirectional needs --model attention")
     if args.attention_question is not None and args.model != "attention":
         p.error("--attention-question needs --model attention")
     if args.data_file is None and args.test_size >= args.count:
         p.error(f"--test-size {args.test_size} leaves no training examples of --count {args.count}")
-    args.out = Path(args.out or f"runs/{args.task}-{args.model}{'-reverse' if args.reverse else ''}")
+    out_folder(args, f"runs/{args.task}-{args.model}{'-reverse' if args.reverse else ''}")
     return args
 
 
@@ -135,13 +145,16 @@ def draw_attention(model, data, question, move, path):
 
 def main(argv=None):
     args = parse_args(argv)
-    data = toy_seq.load_task(args.task, count=args.count, test_size=args.test_size, seed=args.seed,
-                             reverse=args.reverse, path=args.data_file)
+    try:
+        data = toy_seq.load_task(args.task, count=args.count, test_size=args.test_size, seed=args.seed,
+                                 reverse=args.reverse, path=args.data_file)
+    except (OSError, ValueError) as e:  # generated data never fails: the file is at fault
+        usage_error(f"--data-file {args.data_file} (--task {args.task}, --test-size {args.test_size}): {e}")
     if args.attention_question is not None:  # checked before training, not after it
         try:
             data.vocab.encode([args.attention_question], data.x_train.shape[1])
         except ValueError as e:
-            raise SystemExit(f"train_seq2seq: --attention-question: {e}") from None
+            usage_error(f"--attention-question: {e}")
     spec = {"kind": args.model, "vocab_size": len(data.vocab), "wordvec_size": args.wordvec,
             "hidden_size": args.hidden}
     if args.model == "attention":
@@ -151,8 +164,9 @@ def main(argv=None):
     move = device_mover(args)
     if args.device == "gpu":
         model.to_gpu()
-    batches = ShuffledBatcher((data.x_train, data.t_train), args.batch_size, seed=args.seed,
-                              vocab_size=len(data.vocab), device=args.device)
+    batches = batch_source(lambda: ShuffledBatcher((data.x_train, data.t_train), args.batch_size, seed=args.seed,
+                                                   vocab_size=len(data.vocab), device=args.device),
+                           comm, model, f"--batch-size {args.batch_size}")
     schedule = Cosine(args.epochs) if args.lr_schedule == "cosine" else Constant()
     trainer = Trainer(model, Adam(args.lr, eps=args.eps).setup(model), batches, clip=args.clip or None,
                       evaluators=[ExactMatch(data.x_test, data.t_test)],
@@ -165,12 +179,15 @@ def main(argv=None):
     history = run_training(trainer, args, lambda: (
         f"{type(model).__name__} on {args.task}{' (reversed questions)' if args.reverse else ''}: "
         f"V {len(data.vocab)}, D {args.wordvec}, H {args.hidden}; {len(data.x_train):,} training and "
-        f"{len(data.x_test):,} held-out examples, batch {args.batch_size}{ranks(comm)}, Adam lr {args.lr:g} "
-        f"eps {args.eps:g} ({args.lr_schedule}), clip {args.clip}, device {args.device}"))
+        f"{len(data.x_test):,} held-out examples, batch {args.batch_size}{ranks(comm)}, "
+        f"Adam lr {trainer.optimizer.lr:g} eps {args.eps:g} ({args.lr_schedule}), clip {args.clip}, "
+        f"device {args.device}; data "
+        + (f"{args.data_file} ({Path(args.data_file).stat().st_size:,} bytes)" if args.data_file else "generated")))
 
     epochs = [r for r in history["epochs"] if r["complete"]]
     result = {**spec, "task": args.task, "reverse": args.reverse, "device": args.device, "seed": args.seed,
-              "ranks": comm.size, **trainer.summary(), "test_exact_match": history["epochs"][-1]["test_exact_match"],
+              "ranks": comm.size, "data_file": args.data_file, "resumed": args.resumed, **trainer.summary(),
+              "test_exact_match": history["epochs"][-1]["test_exact_match"],
               "test_exact_match_per_epoch": [r["test_exact_match"] for r in epochs],
               "train_loss_per_epoch": [r["train_loss"] for r in epochs],
               "history": str(args.out / "history.json"), "plot": str(args.out / "history.png"),
