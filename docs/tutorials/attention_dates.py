@@ -22,7 +22,7 @@ from tinygrad_rnn.tools.train_seq2seq import draw_attention
 from tinygrad_rnn.training import ExactMatch, Trainer
 
 FAST = os.environ.get("TINYGRAD_RNN_TUTORIAL_FAST") == "1"
-COUNT, TEST = (500, 100) if FAST else (50000, 5000)
+COUNT, TEST = (300, 50) if FAST else (50000, 5000)
 EPOCHS = 1 if FAST else 3
 
 data = toy_seq.load_task("date", count=COUNT, test_size=TEST, reverse=True)
