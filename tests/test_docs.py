@@ -99,7 +99,8 @@ def python_blocks(page):
     text = page.read_text()
     blocks = []
     for match in PYTHON_BLOCK.finditer(text):
-        where = f"{page.relative_to(ROOT) if page.is_relative_to(ROOT) else page.name}:{_line(text, match.start(2)) - 1}"
+        shown = page.relative_to(ROOT) if page.is_relative_to(ROOT) else page.name
+        where = f"{shown}:{_line(text, match.start(2)) - 1}"
         code, reason = match.group(2), None
         comments = match.group(1).splitlines()
         marks = [MARK.fullmatch(comment.strip()) for comment in comments]

@@ -135,7 +135,9 @@ for name, model in (("SimpleRNNLM", rnn), ("LSTMLM", lstm)):
     print(f"{name:12s} perplexity on the next 2,000 words: {perplexity(model, unseen)['perplexity']:8.1f}")
 
 # %% [markdown]
-# Far worse than on the training words: a thousand words teach word order, not English. The
-# full-size recipe (`tinygrad-rnn-train-lm --model lstm`: all 929,589 words, N = 20, T = 35, lr 20,
-# four epochs) reaches a validation perplexity near 140; its numbers are on the
+# Far worse than on the training words, and worst for the model that learned the training
+# words best: a thousand words teach these sentences, not English. The LSTM has memorized them
+# more thoroughly and generalizes worse, a first sight of *overfitting*, which the
+# [dropout and weight tying](regularization.md) tutorial takes on. The full-size recipe
+# (`tinygrad-rnn-train-lm --model lstm`: all 929,589 words, N = 20, T = 35, lr 20, four epochs) reaches a validation perplexity near 140; its numbers are on the
 # [results](../results.md) page.
