@@ -130,6 +130,14 @@ def on_files(files, config):
 
     Runs each tutorial at full size unless ``TINYGRAD_RNN_TUTORIAL_FAST=1`` is set (as the test suite's
     build does).
+
+    Args:
+        files (mkdocs.structure.files.Files): the site's files so far.
+        config (mkdocs.config.defaults.MkDocsConfig): the site's configuration.
+    Returns:
+        Files: ``files`` with ``tutorials/<name>.md`` and ``tutorials/<name>/figure<k>.png`` added.
+    Raises:
+        RuntimeError: a tutorial's cell raised (see ``execute``).
     """
     from mkdocs.structure.files import File
 
