@@ -73,7 +73,9 @@ bench: $(BIN)/.installed
 	$(BIN)/python tools/bench_engine.py
 	$(BIN)/python tools/bench_lm.py
 
-# the HTML guides and the API reference (from the docstrings) in site/; --strict makes every
-# warning, such as a docstring griffe cannot parse or a broken link, fail the build
+# the HTML guides, the tutorials (mkdocs_tutorials.py executes docs/tutorials/*.py at full size, a few
+# minutes; TINYGRAD_RNN_TUTORIAL_FAST=1 make docs runs their fast setting) and the API reference (from the
+# docstrings) in site/; --strict makes every warning, such as a docstring griffe cannot parse or a
+# broken link, fail the build
 docs: $(BIN)/.installed-docs
 	$(BIN)/mkdocs build --strict

@@ -1,11 +1,14 @@
-"""The documentation: the site builds strictly, the API reference covers every public module, and the
-README and the guides stand alone (their links resolve inside the repository, they cite nothing else)."""
+"""The documentation: the site builds strictly, the API reference covers every public module, the
+README and the guides stand alone (their links resolve inside the repository, they cite nothing else)
+and every Python block in them runs."""
 import ast
 import configparser
 import importlib
 import importlib.metadata
+import os
 import pkgutil
 import re
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -29,6 +32,13 @@ LINK_TARGETS = (re.compile(r"\]\(\s*<?([^)\s>]+)>?(?:\s+\"[^\"]*\")?\s*\)"),
 FENCED_CODE = re.compile(r"^[ \t]*(```|~~~).*?^[ \t]*\1", re.MULTILINE | re.DOTALL)
 INLINE_CODE = re.compile(r"(`+).+?\1", re.DOTALL)
 DIRECTIVE = re.compile(r"^:::\s+([\w.]+)", re.MULTILINE)
+# a ```python block and the HTML comments right above it: <!-- no-run: reason --> skips it,
+# <!-- fast: old => new --> replaces `old` (once in the block) by `new` for the suite's fast run
+PYTHON_BLOCK = re.compile(r"((?:^<!--[^\n]*-->\n)*)^```python\n(.*?)^```", re.MULTILINE | re.DOTALL)
+MARK = re.compile(r"<!--\s*(no-run|fast):\s*(.*?)\s*-->")
+# the reasons a block may be left out, each with what the block must then contain
+NO_RUN_REASONS = {"needs PyTorch": "torch"}
+SNIPPET_PAGES = [page for page in PAGES if "```python" in page.read_text()]
 
 
 def _require_docs_tools():
@@ -79,13 +89,89 @@ def _line(text, index):
     return text.count("\n", 0, index) + 1
 
 
+def python_blocks(page):
+    """The Python blocks of a page as the suite runs them.
+
+    Returns:
+        list: (line, code, skip reason or None) per block, ``fast`` replacements applied.
+    Raises:
+        AssertionError: a mark that is unknown, has no reason, or replaces text the block lacks.
+    """
+    text = page.read_text()
+    blocks = []
+    for match in PYTHON_BLOCK.finditer(text):
+        shown = page.relative_to(ROOT) if page.is_relative_to(ROOT) else page.name
+        where = f"{shown}:{_line(text, match.start(2)) - 1}"
+        code, reason = match.group(2), None
+        comments = match.group(1).splitlines()
+        marks = [MARK.fullmatch(comment.strip()) for comment in comments]
+        assert all(marks), f"{where}: unknown mark above a python block: {comments}"
+        for mark in marks:
+            kind, argument = mark.groups()
+            if kind == "no-run":
+                assert argument in NO_RUN_REASONS, f"{where}: no-run reason {argument!r} is not one of {NO_RUN_REASONS}"
+                assert NO_RUN_REASONS[argument] in code, \
+                    f"{where}: marked {argument!r}, but the block does not use {NO_RUN_REASONS[argument]}"
+                reason = argument
+            else:
+                old, arrow, new = argument.partition(" => ")
+                assert arrow and code.count(old) == 1, f"{where}: fast mark {argument!r} must replace text the " \
+                                                       f"block holds once"
+                code = code.replace(old, new)
+        blocks.append((where, code, reason))
+    return blocks
+
+
+@pytest.mark.parametrize("page", SNIPPET_PAGES, ids=[str(p.relative_to(ROOT)) for p in SNIPPET_PAGES])
+def test_every_python_block_of_the_readme_and_guides_runs(page, tmp_path, monkeypatch):
+    blocks = python_blocks(page)
+    if shutil.which("dot") is None and any("render(" in code for _, code, reason in blocks if reason is None):
+        if in_ci():
+            pytest.fail(f"{page.name} draws graphs, and CI must have Graphviz's dot")
+        pytest.skip(f"{page.name} draws graphs: Graphviz's dot is missing (make dot)")
+    monkeypatch.chdir(tmp_path)  # the blocks write their files (graphs, checkpoints) here
+    monkeypatch.setenv("MPLBACKEND", "Agg")
+    namespace = {"__name__": "__main__"}
+    for where, code, reason in blocks:
+        if reason is None:
+            try:
+                exec(compile(code, where, "exec"), namespace)
+            except Exception as e:
+                pytest.fail(f"the block at {where} raised {type(e).__name__}: {e}")
+
+
+@pytest.mark.parametrize("marks, message", [
+    ("<!-- no-run: too slow -->", "no-run reason 'too slow' is not one of"),
+    ("<!-- no-run: needs PyTorch -->", "marked 'needs PyTorch', but the block does not use torch"),
+    ("<!-- fast: y = 2 => y = 3 -->", "fast mark 'y = 2 => y = 3' must replace text the block holds once"),
+    ("<!-- fast: x = 1 -->", "fast mark 'x = 1' must replace"),
+    ("<!-- run it twice -->", "unknown mark above a python block"),
+])
+def test_python_block_marks_are_checked(tmp_path, marks, message):
+    page = tmp_path / "page.md"
+    page.write_text(f"{marks}\n```python\nx = 1\n```\n")
+    with pytest.raises(AssertionError, match=re.escape(message)):
+        python_blocks(page)
+
+
+def test_python_block_marks_skip_or_shrink_the_block(tmp_path):
+    page = tmp_path / "page.md"
+    page.write_text("<!-- no-run: needs PyTorch -->\n```python\nimport torch\n```\n\n"
+                    "<!-- fast: fit(epochs=4) => fit(epochs=1) -->\n```python\ntrainer.fit(epochs=4)\n```\n"
+                    "```python\nx = 1\n```\n")
+    assert python_blocks(page) == [("page.md:2", "import torch\n", "needs PyTorch"),
+                                   ("page.md:7", "trainer.fit(epochs=1)\n", None), ("page.md:10", "x = 1\n", None)]
+
+
 def test_docs_build_strict_without_warnings(tmp_path):
     _require_docs_tools()
     site = tmp_path / "site"
     command = [sys.executable, "-m", "mkdocs", "build", "--strict", "--config-file", str(ROOT / "mkdocs.yml"),
                "--site-dir", str(site)]
     try:
-        result = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, timeout=BUILD_TIMEOUT_S)
+        # the tutorials run in their fast setting (tests/test_tutorials.py checks them one by one)
+        result = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, timeout=BUILD_TIMEOUT_S,
+                                env={**os.environ, "TINYGRAD_RNN_TUTORIAL_FAST": "1"})
     except subprocess.TimeoutExpired:
         pytest.fail(f"mkdocs build took over {BUILD_TIMEOUT_S} s")
     assert result.returncode == 0, f"mkdocs build --strict failed:\n{result.stdout}{result.stderr}"

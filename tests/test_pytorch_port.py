@@ -1,12 +1,12 @@
 """docs/pytorch.md's port of PyTorch's word_language_model, run as written at its toy size, trains exactly as
 the loop of main.py written out by hand (PyTorch itself is no test dependency). The page's blocks run in
 order in one namespace, but those marked as needing PyTorch."""
-import re
 import warnings
 from pathlib import Path
 
 import numpy as np
 import pytest
+from test_docs import python_blocks
 
 from tinygrad_rnn import core
 from tinygrad_rnn.data import ptb
@@ -14,16 +14,17 @@ from tinygrad_rnn.optimizers import SGD, GradientClipping
 
 PAGE = Path(__file__).resolve().parent.parent / "docs" / "pytorch.md"
 WALKTHROUGH = "## The word_language_model port, step by step"
-BLOCK = re.compile(r"(<!-- no-run: needs PyTorch -->\s*)?```python\n(.*?)```", re.DOTALL)
 
 
 def _runnable_blocks():
     """The page's python blocks that run without PyTorch, in order; the walkthrough's are all among them."""
     text = PAGE.read_text()
     start = text.index(WALKTHROUGH)
-    walkthrough = text[start:text.index("\n## ", start + len(WALKTHROUGH))]
-    assert BLOCK.findall(walkthrough) and not any(no_run for no_run, _ in BLOCK.findall(walkthrough))
-    return [code for no_run, code in BLOCK.findall(text) if not no_run]
+    first, last = (text.count("\n", 0, i) + 1 for i in (start, text.index("\n## ", start + len(WALKTHROUGH))))
+    blocks = python_blocks(PAGE)
+    walkthrough = [reason for where, _, reason in blocks if first <= int(where.rsplit(":", 1)[1]) <= last]
+    assert walkthrough and not any(walkthrough), "every block of the walkthrough runs without PyTorch"
+    return [code for _, code, reason in blocks if reason is None]
 
 
 @pytest.fixture(scope="module")
