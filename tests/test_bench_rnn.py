@@ -15,13 +15,14 @@ def _lines(*args):
 
 
 def test_bench_rnn_prints_the_kernels_then_every_side_of_every_layer_and_the_products():
-    header, *results = _lines("--shapes", "3x2x4,2x3x5", "--reps", "2")
-    assert header["command"] == "python tools/bench_rnn.py --shapes 3x2x4,2x3x5 --reps 2"
-    assert header["threads"] == 1 and header["numpy_blas"]
+    header, *results = _lines("--shapes", "3x2x4,2x3x5", "--rounds", "2")
+    assert header["command"] == "python tools/bench_rnn.py --shapes 3x2x4,2x3x5 --rounds 2"
+    assert header["threads"] == 1 and header["blas"]  # the benchmarks' one header
     torch_there = importlib.util.find_spec("torch") is not None
-    assert (header["numba"] is not None) == (importlib.util.find_spec("numba") is not None)
-    assert (header["torch"] is not None) == torch_there
-    impls = ["numpy"] + (["compiled"] if header["numba"] else []) + ["gemms"]
+    numba = header["versions"]["numba"]
+    assert (numba is not None) == (importlib.util.find_spec("numba") is not None)
+    assert (header["versions"]["torch"] is not None) == torch_there == ("torch" in header["kernels"])
+    impls = ["numpy"] + (["compiled"] if numba else []) + ["gemms"]
     impls += ["torch_onednn", "torch_no_onednn"] if torch_there else []
     layers = [r for r in results if r["kind"] == "layer"]
     assert [(r["cell"], r["shape"], r["impl"]) for r in layers] == [

@@ -15,30 +15,28 @@ Then (``kind: "products"``) the three recurrent products of the largest shape al
 against ``torch.mm`` (PyTorch's own BLAS): ``h @ Wh``, ``da @ Wh.T`` and ``dWh``.
 
 Everything runs in one worker process with one BLAS and OpenMP thread. Prints one JSON object a line:
-a header (``command``, the BLAS NumPy runs, Numba's and PyTorch's versions, whether PyTorch has
-oneDNN, threads), then ``kind: "layer"`` lines (``cell``, ``shape``, ``impl``, ``ms``, and the ratios
-``to_torch_onednn`` and ``to_gemms``) and ``kind: "products"`` lines.
+the benchmarks' header (``benchmark.header``: command, machine, BLAS, versions, Numba's among them,
+and the kernels each side runs), then ``kind: "layer"`` lines (``cell``, ``shape``, ``impl``, ``ms``,
+and the ratios ``to_torch_onednn`` and ``to_gemms``) and ``kind: "products"`` lines.
 
-    python tools/bench_rnn.py [--shapes 7x128x128,35x20x100,35x20x650] [--cells lstm,gru] [--reps 60]
+    python tools/bench_rnn.py [--shapes 7x128x128,35x20x100,35x20x650] [--cells lstm,gru] [--rounds 60]
 """
 import argparse
+import importlib.metadata
 import importlib.util
 import json
 import os
-import shlex
 import subprocess
 import sys
 import time
 import warnings
-from pathlib import Path
 
 import numpy as np
 
-from tinygrad_rnn.tools.common import positive_int
+from tinygrad_rnn.tools import benchmark
 
 SHAPES = "7x128x128,35x20x100,35x20x650"  # seq2seq's encoder, LSTMLM, BetterLSTMLM
 BLOCKS = {"lstm": 4, "gru": 3}
-THREADS = ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS")
 
 
 def _shape(text):
@@ -124,25 +122,6 @@ def _timed(runs, reps):
     return best
 
 
-def _header():
-    blas = np.show_config(mode="dicts")["Build Dependencies"]["blas"]
-    arguments = [a for a in sys.argv[1:] if a != "--worker"]
-    header = {"command": shlex.join(["python", f"tools/{Path(__file__).name}", *arguments]),
-              "numpy_blas": f"{blas['name']} {blas.get('version', '')}".strip(), "threads": 1,
-              "numba": None, "torch": None, "torch_onednn": None, "torch_blas": None}
-    if importlib.util.find_spec("numba"):
-        import numba
-
-        header["numba"] = numba.__version__
-    if importlib.util.find_spec("torch"):
-        import torch
-
-        torch.set_num_threads(1)
-        header.update(torch=torch.__version__, torch_onednn=torch.backends.mkldnn.is_available(),
-                      torch_blas="mkl" if torch.backends.mkl.is_available() else "other")
-    return header
-
-
 def _products(steps, batch, size, reps, torch_there):
     """NumPy's BLAS against torch.mm on the three products of one (T, N, H) LSTM layer."""
     rng = np.random.default_rng(0)
@@ -166,35 +145,37 @@ def _products(steps, batch, size, reps, torch_there):
 
 
 def worker(args):
-    header = _header()
-    print(json.dumps(header), flush=True)
-    torch_there = header["torch"] is not None
+    torch_there = importlib.util.find_spec("torch") is not None
+    if torch_there:
+        import torch
+
+        torch.set_num_threads(1)
+    compiled = importlib.util.find_spec("numba") is not None
     for cell in args.cells:
         for steps, batch, size in args.shapes:
             runs = {"numpy": _ours(cell, steps, batch, size, False)}
-            if header["numba"]:
+            if compiled:
                 runs["compiled"] = _ours(cell, steps, batch, size, True)
             runs["gemms"] = _gemms(steps, batch, size, BLOCKS[cell])
             if torch_there:
                 runs["torch_onednn"] = _torch(cell, steps, batch, size, True)
                 runs["torch_no_onednn"] = _torch(cell, steps, batch, size, False)
-            best = _timed(runs, args.reps)
+            best = _timed(runs, args.rounds)
             for impl, seconds in best.items():
                 line = {"kind": "layer", "cell": cell, "shape": [steps, batch, size], "impl": impl,
                         "ms": round(seconds * 1e3, 4), "to_gemms": round(seconds / best["gemms"], 3)}
                 if torch_there:
                     line["to_torch_onednn"] = round(seconds / best["torch_onednn"], 3)
                 print(json.dumps(line), flush=True)
-    _products(*max(args.shapes, key=lambda s: s[2]), args.reps, torch_there)
+    _products(*max(args.shapes, key=lambda s: s[2]), args.rounds, torch_there)
 
 
 def main():
-    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser = benchmark.parser(__doc__, rounds=60, devices=("cpu",), workers=False, seed=False)
     parser.add_argument("--shapes", type=lambda text: [_shape(s) for s in text.split(",")], default=SHAPES,
                         help="comma-separated TxNxH (default %(default)s)")
     parser.add_argument("--cells", type=lambda text: text.split(","), default="lstm,gru",
                         help="comma-separated cells among lstm, gru (default %(default)s)")
-    parser.add_argument("--reps", type=positive_int, default=60, help="timed repetitions (default %(default)s)")
     parser.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args()
     unknown = sorted(set(args.cells) - set(BLOCKS))
@@ -203,8 +184,13 @@ def main():
     if args.worker:
         worker(args)
         return
+    header = benchmark.header(args, threads=1)
+    numba = importlib.util.find_spec("numba") is not None
+    header["versions"]["numba"] = importlib.metadata.version("numba") if numba else None
+    header["kernels"]["tinygrad_rnn"] += " (compiled element-wise steps: Numba)" if numba else ""
+    print(json.dumps(header), flush=True)
     # the BLAS and OpenMP read their thread counts when they load: set them for a fresh interpreter
-    env = dict(os.environ, **dict.fromkeys(THREADS, "1"))
+    env = dict(os.environ, **dict.fromkeys(benchmark.THREAD_VARIABLES, "1"))
     done = subprocess.run([sys.executable, __file__, "--worker", *sys.argv[1:]], env=env)
     sys.exit(done.returncode)
 

@@ -284,8 +284,8 @@ def recurrent_layer(folder):
     out = ["## One recurrent layer", "",
            f"`{head['command']}`: milliseconds for forward + backward of one layer in float32, one thread, the "
            "minimum over the repetitions, the sides interleaved. NumPy's BLAS: "
-           f"{head['numpy_blas']}; Numba {head['numba'] or 'not installed'}; PyTorch {head['torch'] or 'not installed'}"
-           f" (oneDNN {'available' if head['torch_onednn'] else 'absent'}, BLAS {head['torch_blas'] or '—'}). "
+           f"{head['blas']}; Numba {head['versions'].get('numba') or 'not installed'}; PyTorch "
+           f"{head['versions']['torch'] or 'not installed'} ({head['kernels'].get('torch', '—')}). "
            "`gemms` is the layer's recurrent products alone.", ""]
     rows = []
     for cell, shape in dict.fromkeys((line["cell"], tuple(line["shape"])) for line in layers):
