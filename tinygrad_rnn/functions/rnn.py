@@ -201,6 +201,15 @@ def lstm(a, c):
     return LSTM()(a, c)
 
 
+def _gate_blocks(op, names):
+    """The (T, N, H) blocks of a sequence op's saved gates, by name (views), while its graph is kept."""
+    if op.freed:
+        raise RuntimeError(f"{op.op}: activations asked after backward freed them; ask before, "
+                           "or pass retain_graph=True to backward")
+    size = op.hs.shape[2]
+    return {name: op.gates[..., k * size:(k + 1) * size] for k, name in enumerate(names)}
+
+
 class LSTMSequence(Function):
     op = "lstm_sequence"
     twice_differentiable = False  # backward uses the gates saved by forward and plain array math
@@ -233,12 +242,7 @@ class LSTMSequence(Function):
         Raises:
             RuntimeError: a backward without ``retain_graph`` freed them.
         """
-        if self.freed:
-            raise RuntimeError(f"{self.op}: activations asked after backward freed them; ask before, "
-                               "or pass retain_graph=True to backward")
-        size = self.hs.shape[2]
-        blocks = {name: self.gates[..., k * size:(k + 1) * size] for k, name in enumerate("ifgo")}
-        return {**blocks, "c": self.cs, "h": self.hs}
+        return {**_gate_blocks(self, "ifgo"), "c": self.cs, "h": self.hs}
 
 
 def _lstm_steps_forward(xw, h, c, Wh, gates, tanh_c, hs, cs):
@@ -443,12 +447,7 @@ class GRUSequence(Function):
         Raises:
             RuntimeError: a backward without ``retain_graph`` freed them.
         """
-        if self.freed:
-            raise RuntimeError(f"{self.op}: activations asked after backward freed them; ask before, "
-                               "or pass retain_graph=True to backward")
-        size = self.hs.shape[2]
-        blocks = {name: self.gates[..., k * size:(k + 1) * size] for k, name in enumerate("rzn")}
-        return {**blocks, "h": self.hs}
+        return {**_gate_blocks(self, "rzn"), "h": self.hs}
 
 
 def _gru_steps_forward(xw, h, Wh, bh, gates, hn, hs):
