@@ -22,8 +22,8 @@ from tinygrad_rnn.tools.train_seq2seq import draw_attention
 from tinygrad_rnn.training import ExactMatch, Trainer
 
 FAST = os.environ.get("TINYGRAD_RNN_TUTORIAL_FAST") == "1"
-COUNT, TEST = (300, 50) if FAST else (50000, 5000)
-EPOCHS = 1 if FAST else 3
+COUNT, TEST = (300, 50) if FAST else (5000, 500)
+EPOCHS = 1 if FAST else 2
 
 data = toy_seq.load_task("date", count=COUNT, test_size=TEST, reverse=True)
 for x, t in zip(data.x_train[:4], data.t_train[:4]):

@@ -18,8 +18,8 @@ from tinygrad_rnn.tools.train_caption import plot_captions
 from tinygrad_rnn.training import ExactMatch, ExponentialDecay, Trainer
 
 FAST = os.environ.get("TINYGRAD_RNN_TUTORIAL_FAST") == "1"
-TRAIN, TEST = (300, 50) if FAST else (20000, 1000)
-EPOCHS = 1 if FAST else 3
+TRAIN, TEST = (300, 50) if FAST else (3000, 500)
+EPOCHS = 1 if FAST else 2
 
 data = captions.load_captions(train_size=TRAIN, test_size=TEST, seed=0)
 print(f"images {data.x_train.shape} float32 in [0, 1], captions {data.t_train.shape} int32")

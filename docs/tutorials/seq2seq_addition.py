@@ -21,8 +21,8 @@ from tinygrad_rnn.optimizers import Adam
 from tinygrad_rnn.training import ExactMatch, Trainer
 
 FAST = os.environ.get("TINYGRAD_RNN_TUTORIAL_FAST") == "1"
-COUNT, TEST = (600, 100) if FAST else (50000, 5000)   # the book: 45,000 to train on, 5,000 held out
-EPOCHS = 2 if FAST else 10                             # the book: 25
+COUNT, TEST = (600, 100) if FAST else (21000, 1000)   # the book: 45,000 to train on, 5,000 held out
+EPOCHS = 2 if FAST else 5                              # the book: 25
 
 # %% [markdown]
 # ## The data

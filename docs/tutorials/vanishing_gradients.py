@@ -53,8 +53,8 @@ for name, f in rnn_flows.items():
 # %% [markdown]
 # ## The largest singular value is not the whole story
 #
-# The book draws Wh from a Gaussian and varies its scale, and tells vanishing from exploding by
-# the largest singular value of Wh. That value bounds how much *one* step can stretch a vector,
+# The book draws Wh from a Gaussian, varies its scale, and relates the outcome to the largest
+# singular value of Wh. That value bounds how much *one* step can stretch a vector,
 # so below 1 the gradient must vanish. Above 1 it may still vanish: over many steps what matters
 # is the eigenvalues of Wh (a product of many copies of Wh grows like its largest eigenvalue in
 # modulus to the power of the number of steps), and a non-symmetric Gaussian matrix has a
