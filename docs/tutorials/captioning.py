@@ -76,5 +76,6 @@ for text, want in zip(generated[:5], wanted):
 # The run on this page is short, so that it finishes in a few minutes on two CPU cores: 3,000
 # images for 2 epochs; the printed exact match says how far that gets, and longer runs (raise
 # `TRAIN` and `EPOCHS`) get further. The mistakes worth looking at: digits that touch, thin
-# strokes on a bright background, and four-digit images where the decoder has to carry the most. The project's full run (60,000
-# images, `tinygrad-rnn-train-caption`) is on the [results](../results.md) page.
+# strokes on a bright background, and four-digit images where the decoder has to carry the most.
+# The project's full run (60,000 images, `tinygrad-rnn-train-caption`) is on the
+# [results](../results.md) page.

@@ -109,7 +109,7 @@ for name, (model, task, _) in runs.items():
         print(f"    {task.question(x).strip():>7s} = {answer.strip():<4s} {mark}")
 
 # %% [markdown]
-# After this short run the models write nearly the same few answers whatever the question
-# (such as `101` and `102`): they have not yet learned to compute a sum. Trained as in the book,
-# the peeky model's errors become rare (2 % of the held-out sums), and beam search (`beam_width=3`) keeps the three most likely partial answers instead of
-# one.
+# After this short run the models write nearly the same few answers whatever the question (such as
+# `101` and `102`): they have not yet learned to compute a sum. Trained as in the book, the peeky
+# model's errors become rare (2 % of the held-out sums), and beam search (`beam_width=3`) keeps
+# the three most likely partial answers instead of one.

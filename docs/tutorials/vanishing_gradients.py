@@ -178,8 +178,8 @@ for bias, mean in forget_means.items():
 
 # %% [markdown]
 # The mean forget gate sits where the sigmoid of the bias puts it, and the gradient that reaches
-# the first step follows: with the default bias 0 the LSTM keeps hardly more than the RNN; with
-# bias 3 a sizeable fraction reaches t = 0. Training moves the biases, but it can only learn to
-# keep what the gradient lets it see, hence the usual remedy of starting the forget bias at 1 or
-# more (Gers et al., 2000; Jozefowicz et al., 2015). The
-# [LSTM gates tutorial](lstm_gates.md) looks at what a trained LSTM's gates do on real text.
+# the first step follows: with the default bias 0 the LSTM's gradient vanishes as the RNN's does;
+# with bias 3 a sizeable fraction reaches t = 0. Training moves the biases, but it can only learn
+# to keep what the gradient lets it see, hence the usual remedy of starting the forget bias at 1
+# or more (Gers et al., 2000; Jozefowicz et al., 2015). The [LSTM gates tutorial](lstm_gates.md)
+# looks at what a trained LSTM's gates do on real text.
