@@ -18,8 +18,8 @@ from tinygrad_rnn.tools.train_caption import plot_captions
 from tinygrad_rnn.training import ExactMatch, ExponentialDecay, Trainer
 
 FAST = os.environ.get("TINYGRAD_RNN_TUTORIAL_FAST") == "1"
-TRAIN, TEST = (300, 50) if FAST else (3000, 500)
-EPOCHS = 1 if FAST else 2
+TRAIN, TEST = (300, 50) if FAST else (20000, 1000)
+EPOCHS = 1 if FAST else 3
 
 data = captions.load_captions(train_size=TRAIN, test_size=TEST, seed=0)
 print(f"images {data.x_train.shape} float32 in [0, 1], captions {data.t_train.shape} int32")
@@ -73,9 +73,6 @@ for text, want in zip(generated[:5], wanted):
     print(f"{text:30s} {'right' if text == want else 'wrong, want ' + want}")
 
 # %% [markdown]
-# The run on this page is short, so that it finishes in a few minutes on two CPU cores: 3,000
-# images for 2 epochs; the printed exact match says how far that gets, and longer runs (raise
-# `TRAIN` and `EPOCHS`) get further. The mistakes worth looking at: digits that touch, thin
-# strokes on a bright background, and four-digit images where the decoder has to carry the most.
-# The project's full run (60,000 images, `tinygrad-rnn-train-caption`) is on the
-# [results](../results.md) page.
+# The mistakes worth looking at: digits that touch, thin strokes on a bright background, and
+# four-digit images where the decoder has to carry the most. The project's full run (60,000
+# images, `tinygrad-rnn-train-caption`) is on the [results](../results.md) page.
