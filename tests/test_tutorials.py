@@ -14,8 +14,8 @@ _spec.loader.exec_module(tutorials)
 
 SOURCES = sorted(tutorials.TUTORIALS.glob("*.py"))
 # the figures of each tutorial: overlaid curves, heatmaps, images with their captions
-FIGURES = {"language_model": 1, "regularization": 1, "seq2seq_addition": 1, "attention_dates": 2,
-           "captioning": 2, "devices": 0}
+FIGURES = {"language_model": 1, "vanishing_gradients": 3, "lstm_gates": 1, "regularization": 1,
+           "seq2seq_addition": 1, "attention_dates": 2, "captioning": 2, "devices": 0}
 
 
 def test_every_tutorial_is_known_here_and_in_the_site_navigation():
