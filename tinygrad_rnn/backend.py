@@ -24,16 +24,18 @@ def cupy():
         module | None: ``cupy`` when it imports and sees at least one GPU (the answer is cached).
     """
     if "module" not in _cupy_state:
-        module = None
+        module, absent = None, f"CuPy is not installed: {_INSTALL}"
         if importlib.util.find_spec("cupy") is not None:
             try:
                 import cupy as imported
 
                 if imported.cuda.runtime.getDeviceCount() > 0:
-                    module = imported
-            except Exception:  # CuPy installed without a driver or a device: treat as absent
-                module = None
-        _cupy_state["module"] = module
+                    module, absent = imported, None
+                else:
+                    absent = "CuPy sees no GPU (check CUDA_VISIBLE_DEVICES and nvidia-smi)"
+            except Exception as e:  # CuPy's own error types for a missing driver or library
+                absent = f"CuPy finds no usable NVIDIA driver or GPU ({type(e).__name__}: {e})"
+        _cupy_state.update(module=module, absent=absent)  # gpu_problem says why it is absent
     return _cupy_state["module"]
 
 
@@ -57,19 +59,12 @@ def gpu_problem():
 
 
 def _find_gpu_problem():
-    if importlib.util.find_spec("cupy") is None:
-        return f"CuPy is not installed: {_INSTALL}"
+    cupy_module = cupy()
+    if cupy_module is None:
+        return _cupy_state["absent"]
     try:
-        import cupy
-
-        count = cupy.cuda.runtime.getDeviceCount()
-    except Exception as e:  # CuPy's own error types for a missing driver or library
-        return f"CuPy finds no usable NVIDIA driver or GPU ({type(e).__name__}: {e})"
-    if count == 0:
-        return "CuPy sees no GPU (check CUDA_VISIBLE_DEVICES and nvidia-smi)"
-    try:
-        y = elementwise_kernel(_CHECK_KERNEL)(cupy.arange(4, dtype=cupy.float32))
-        matmul = cupy.ones((2, 3), cupy.float32) @ cupy.ones((3, 2), cupy.float32)
+        y = elementwise_kernel(_CHECK_KERNEL)(cupy_module.arange(4, dtype=cupy_module.float32))
+        matmul = cupy_module.ones((2, 3), cupy_module.float32) @ cupy_module.ones((3, 2), cupy_module.float32)
         results = y.get().tolist(), matmul.get().tolist()
     except Exception as e:  # NVRTC, header and library errors share no type
         return (f"CuPy cannot compile or run a kernel ({type(e).__name__}: {e}); it needs CUDA's NVRTC, "
