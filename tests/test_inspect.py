@@ -121,6 +121,55 @@ def test_gradient_flow_of_a_model_with_stacked_cells_has_one_row_per_layer():
     assert flows["."].shape == (3, 6)
 
 
+@settings(max_examples=10)
+@given(cls=st.sampled_from(CLASSES), n=st.integers(1, 3), t=st.integers(1, 5), d=sizes, h=sizes,
+       num_layers=st.integers(1, 2), fused=st.booleans(), seed=seeds)
+def test_a_layer_run_step_by_step_in_a_python_loop_gives_the_sequences_flow_and_gates(cls, n, t, d, h, num_layers,
+                                                                                      fused, seed):
+    xs, state, weights = _problem(cls, n, t, d, h, num_layers, seed)
+    layer = _layer(cls, d, h, num_layers, seed, fused)
+
+    def stepped(xs):
+        hs, step_state = [], tuple(state)
+        for k in range(xs.shape[1]):
+            h_t, step_state = layer.step(xs[:, k], step_state)
+            hs.append(h_t)
+        return _loss([F.stack(hs, axis=1), *step_state], weights)
+
+    def sequence(xs):
+        hs, final = layer.sequence(xs, state)
+        return _loss([hs, *final], weights)
+
+    np.testing.assert_allclose(inspect.gradient_flow(layer, xs, loss=stepped)["."],
+                               _by_hand(layer, xs, state, weights), rtol=1e-9, atol=1e-12)
+    by_steps, by_sequence = inspect.gates(layer, xs, run=stepped)["."], inspect.gates(layer, xs, run=sequence)["."]
+    for k in range(num_layers):
+        assert list(by_steps[k]) == list(by_sequence[k])
+        for name in by_steps[k]:
+            np.testing.assert_allclose(by_steps[k][name], by_sequence[k][name], rtol=1e-9, atol=1e-12)
+
+
+@pytest.mark.parametrize("fused", [True, False])
+def test_a_decoder_run_step_by_step_is_seen_with_its_encoder(fused):
+    class Stepped(L.Layer):
+        def __init__(self):
+            super().__init__()
+            self.encoder = L.LSTM(3, 4, seed=0, dtype=np.float64, fused=fused)
+            self.decoder = L.LSTM(3, 4, seed=1, dtype=np.float64, fused=fused)
+
+        def loss(self, xs):
+            _, state = self.encoder.sequence(xs)
+            total = 0
+            for k in range(xs.shape[1]):
+                h, state = self.decoder.step(xs[:, k], state)
+                total = total + F.sum(h * h)
+            return total
+
+    flows = inspect.gradient_flow(Stepped(), np.random.default_rng(0).standard_normal((2, 6, 3)))
+    assert {path: f.shape for path, f in flows.items()} == {"encoder": (1, 6), "decoder": (1, 6)}
+    assert (flows["decoder"] > 0).all()
+
+
 def test_a_cell_run_over_a_sequence_is_seen():
     class Model(L.Layer):
         def __init__(self):
@@ -212,8 +261,21 @@ def test_a_layer_the_result_does_not_depend_on_or_one_that_ran_twice_is_named(fu
     with pytest.raises(ValueError, match="gates: the recurrent layer 'first' ran 2 times in the graph"):
         inspect.gates(model, xs, run=lambda xs: model.first(xs) + model.first(xs) + model.second(xs))
     stepped = lambda xs: F.sum(model.first(xs)) + F.sum(model.second.step(xs[:, 0])[0])  # noqa: E731
-    with pytest.raises(ValueError, match="'second' .*ran step by step"):
-        inspect.gradient_flow(model, xs, loss=stepped)
+    assert inspect.gradient_flow(model, xs, loss=stepped)["second"].shape == (1, 1)
+
+
+def test_two_cells_stepped_in_one_name_scope_are_refused_by_name():
+    class Two(L.Layer):
+        def __init__(self):
+            super().__init__()
+            self.a, self.b = L.LSTMCell(3, 4, seed=0), L.LSTMCell(3, 4, seed=1)
+
+        def loss(self, xs):  # cell.step records in the caller's scope: the two cannot be told apart
+            return F.sum(self.a.step(xs[:, 0])[0] + self.b.step(xs[:, 1])[0])
+
+    with pytest.raises(ValueError, match="gradient_flow: the recurrent layers 'a' and 'b' ran step by step in one "
+                                         "name scope \\(the top level\\)"):
+        inspect.gradient_flow(Two(), np.ones((2, 3, 3), np.float32))
 
 
 def test_plots_are_written_and_bad_input_is_named(tmp_path):

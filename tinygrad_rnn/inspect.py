@@ -14,8 +14,9 @@ generators are restored afterwards. A stateful layer starts from the state it ca
 the graph that produced it, as truncated BPTT does. Dropout and ``test_mode`` follow the
 caller's configuration.
 
-Layers run step by step (``layer.step`` or ``cell.step`` in a Python loop) are not seen: their
-steps carry no time index. Run the sequence with ``sequence`` or a call instead.
+A layer or cell run one ``step`` at a time in a Python loop (a decoder, say) is seen too: its
+steps are ordered by the graph (each step's output comes after the one it was computed from).
+Every ``step`` of one cell within one name scope counts as one run.
 """
 import contextlib
 import re
@@ -26,7 +27,7 @@ import numpy as np
 from tinygrad_rnn.backend import as_numpy, get_array_module
 from tinygrad_rnn.core import Function, Variable
 from tinygrad_rnn.functions.linalg import MatMul
-from tinygrad_rnn.functions.rnn import GRUSequence, LSTMSequence
+from tinygrad_rnn.functions.rnn import GRU, LSTM, GRUSequence, LSTMSequence
 from tinygrad_rnn.graph import _walk
 from tinygrad_rnn.layers.base import Layer
 from tinygrad_rnn.layers.recurrent import _Cell, _Recurrent
@@ -242,12 +243,13 @@ def _untouched(model):
 
 def _runs(where, output, layers):
     """(layer path, k) -> the run of the k-th cell in ``output``'s graph: the fused op, or
-    {t: {name: Variable}} for the composed steps."""
+    {t: {name: Variable or array}} for steps (composed, or one step op a step)."""
     cell_of = {id(cell.Wh): (path, k) for path, cells in layers.items() for k, cell in enumerate(cells)}
     if output.creator is None:
         raise ValueError(f"{where}: the result has no graph (computed under no_grad, or from no parameter)")
     found = {}  # (path, k) -> list of runs
     steps, owner = {}, {}  # the scope of one composed call -> its steps, and its (path, k)
+    loops = {}  # the scope of step-by-step calls -> {"owners": {(path, k)}, name: [Variable or step op]}
     nodes, _ = _walk([output], grads=False)
     for f in nodes:
         if not isinstance(f, Function):
@@ -260,7 +262,16 @@ def _runs(where, output, layers):
                     _Fused(isinstance(f, GRUSequence), f.inputs[0], Wh.data, hs, h, f.activations()))
             continue
         match = _STEP_SCOPE.fullmatch(f.scope[-1]) if f.scope else None
-        if match is None:
+        if match is None:  # outside a sequence's steps: a step of a Python loop, or no step at all
+            loop = loops.setdefault(f.scope, {"owners": set()})
+            if isinstance(f, MatMul) and id(f.inputs[1]) in cell_of:
+                loop["owners"].add(cell_of[id(f.inputs[1])])
+            if type(f) in (LSTM, GRU):
+                loop.setdefault("ops", []).append(f)
+            for ref in f.outputs:
+                y = ref()
+                if y is not None and y.name:
+                    loop.setdefault(y.name, []).append(y)
             continue
         call, t = f.scope[:-1], int(match.group(1))
         if isinstance(f, MatMul) and id(f.inputs[1]) in cell_of:
@@ -274,17 +285,53 @@ def _runs(where, output, layers):
         # a layer run twice in one scope names every step's Variables twice: each is a run
         runs = max(len(v) for step in steps[call].values() for v in step.values())
         found.setdefault(key, []).extend([run] * runs)
+    for scope, loop in loops.items():
+        if loop["owners"]:
+            key, run = _loop_run(where, layers, scope, loop)
+            found.setdefault(key, []).append(run)
     for path, cells in layers.items():
         for k in range(len(cells)):
             count = len(found.get((path, k), ()))
-            name = path if len(cells) == 1 else f"{path} (cell{k})"
             if count == 0:
-                raise ValueError(f"{where}: the result does not depend on the recurrent layer {name!r} "
-                                 "(or it ran step by step, which is not seen: run it over the sequence)")
+                raise ValueError(f"{where}: the result does not depend on the recurrent layer "
+                                 f"{_cell_name(layers, path, k)!r}")
             if count > 1:
-                raise ValueError(f"{where}: the recurrent layer {name!r} ran {count} times in the graph; "
-                                 "inspect one run at a time")
+                raise ValueError(f"{where}: the recurrent layer {_cell_name(layers, path, k)!r} ran {count} times "
+                                 "in the graph; inspect one run at a time")
     return {key: runs[0] for key, runs in found.items()}
+
+
+def _cell_name(layers, path, k):
+    return path if len(layers[path]) == 1 else f"{path} (cell{k})"
+
+
+def _loop_run(where, layers, scope, loop):
+    """((path, k), {t: {name: Variable or array}}) of the steps one cell ran one at a time in
+    ``scope``; a step's values come after the previous step's in the graph (higher generation).
+    A step op gives every step's activations; its ``h`` Variables (for their gradients) are the
+    named outputs, of which the last may be missing: a final h nobody used got no gradient."""
+    owners = sorted(loop.pop("owners"))
+    name = _cell_name(layers, *owners[0])
+    if len(owners) > 1:
+        names = " and ".join(repr(_cell_name(layers, *key)) for key in owners)
+        raise ValueError(f"{where}: the recurrent layers {names} ran step by step in one name scope "
+                         f"({'/'.join(scope) or 'the top level'}); call each as cell(x, state) or layer.step, "
+                         "which give each its own scope")
+    ops = sorted(loop.pop("ops", ()), key=lambda op: op.generation)
+    named = {n: sorted(vs, key=lambda v: v.generation) for n, vs in loop.items() if n in _NAMES}
+    if ops:
+        steps = [op.activations() for op in ops]
+        hs = named.get("h", [])
+        if len(hs) not in (len(steps), len(steps) - 1):
+            raise ValueError(f"{where}: {name!r} ran {len(steps)} steps but {len(hs)} of its outputs h were found")
+        for step, h in zip(steps, hs):
+            step["h"] = h
+        return owners[0], dict(enumerate(steps))
+    lengths = {n: len(vs) for n, vs in named.items()}
+    if "h" not in named or len(set(lengths.values())) != 1:
+        raise ValueError(f"{where}: the steps of {name!r} do not all reach the result "
+                         f"({', '.join(f'{n}: {c}' for n, c in lengths.items()) or 'no h'} of its steps)")
+    return owners[0], {t: {n: vs[t] for n, vs in named.items()} for t in range(lengths["h"])}
 
 
 def _activations(run):
@@ -292,11 +339,15 @@ def _activations(run):
     if isinstance(run, _Fused):
         return {name: as_numpy(a) for name, a in run.activations.items()}
     names = sorted(run[0], key=_NAMES.index)
-    return {name: np.stack([as_numpy(step[name].data) for step in run.values()]) for name in names}
+    return {name: np.stack([as_numpy(getattr(step[name], "data", step[name])) for step in run.values()])
+            for name in names}
 
 
 def _grad(v):
-    """The gradient a Variable kept (``retain_grad``), zeros when none reached it."""
+    """The gradient a Variable kept (``retain_grad``), zeros when none reached it (or for an
+    array: a step's output that nothing used)."""
+    if not isinstance(v, Variable):
+        return get_array_module(v).zeros_like(v)
     return get_array_module(v.data).zeros_like(v.data) if v.grad is None else v.grad.data
 
 

@@ -136,6 +136,7 @@ class LSTM(Function):
         self.gates, self.tanh_c = xp.empty_like(a), xp.empty_like(c)
         h_next, c_next = xp.empty_like(c), xp.empty_like(c)
         _cell_forward(a, c, self.gates, self.tanh_c, h_next, c_next)
+        self.c, self.h = c_next, h_next  # no copies: for activations(), the outputs themselves
         return h_next, c_next
 
     def backward(self, gh, gc):
@@ -143,6 +144,15 @@ class LSTM(Function):
         da = get_array_module(gh).empty_like(self.gates)
         gc_prev = _cell_backward(self.gates, self.tanh_c, self.arg(1), gh, gc, da)
         return da, gc_prev
+
+    def activations(self):
+        """What forward saved, by the book's names: ``i, f, g, o`` (after their sigmoid or tanh),
+        ``c`` and ``h``, each (N, H) (views; used by ``tinygrad_rnn.inspect``).
+
+        Raises:
+            RuntimeError: a backward without ``retain_graph`` freed them.
+        """
+        return {**_gate_blocks(self, "ifgo"), "c": self.c, "h": self.h}
 
 
 def _check(op, inputs, want, steps_first=False):
@@ -202,11 +212,12 @@ def lstm(a, c):
 
 
 def _gate_blocks(op, names):
-    """The (T, N, H) blocks of a sequence op's saved gates, by name (views), while its graph is kept."""
+    """The (T, N, H) blocks of a sequence op's saved gates, or the (N, H) ones of a step op's, by
+    name (views), while its graph is kept."""
     if op.freed:
         raise RuntimeError(f"{op.op}: activations asked after backward freed them; ask before, "
                            "or pass retain_graph=True to backward")
-    size = op.hs.shape[2]
+    size = op.gates.shape[-1] // len(names)
     return {name: op.gates[..., k * size:(k + 1) * size] for k, name in enumerate(names)}
 
 
@@ -384,6 +395,7 @@ class GRU(Function):
         self.gates, self.hn = xp.empty_like(xw), xp.empty_like(h)
         h_next = xp.empty_like(h)
         _gru_forward(xw, hw, h, bh, self.gates, self.hn, h_next)
+        self.h = h_next  # not a copy: for activations(), the output itself
         return h_next
 
     def backward(self, gh):
@@ -392,6 +404,15 @@ class GRU(Function):
         dxw, dhw = xp.empty_like(self.gates), xp.empty_like(self.gates)
         gh_direct = _gru_backward(self.gates, self.hn, self.arg(2), gh, dxw, dhw)
         return dxw, dhw, gh_direct, dhw[:, 2 * gh.shape[1]:].sum(axis=0)
+
+    def activations(self):
+        """What forward saved, by the book's names: ``r, z, n`` and ``h``, each (N, H) (views; used
+        by ``tinygrad_rnn.inspect``).
+
+        Raises:
+            RuntimeError: a backward without ``retain_graph`` freed them.
+        """
+        return {**_gate_blocks(self, "rzn"), "h": self.h}
 
 
 def gru(xw, hw, h, bh):

@@ -274,6 +274,7 @@ class LSTMCell(_Cell):
         h, c = state
         if self.fused:
             h, c = F.lstm(xw + F.matmul(h, self.Wh), c)
+            h.name, c.name = "h", "c"  # the op holds the gates; tinygrad_rnn.inspect finds the steps by these
             return h, c
         a_i, a_f, a_g, a_o = F.split(xw + F.matmul(h, self.Wh), 4, axis=1)
         i, f, g, o = F.sigmoid(a_i), F.sigmoid(a_f), F.tanh(a_g), F.sigmoid(a_o)
@@ -340,7 +341,9 @@ class GRUCell(_Cell):
     def _gates(self, xw, state, bn):
         (h,) = state
         if self.fused:
-            return (F.gru(xw, F.matmul(h, self.Wh), h, bn),)
+            h = F.gru(xw, F.matmul(h, self.Wh), h, bn)
+            h.name = "h"  # the op holds the gates; tinygrad_rnn.inspect finds the steps by this
+            return (h,)
         cut = [2 * self.hidden_size]
         x_rz, x_n = F.split(xw, cut, axis=1)
         h_rz, h_n = F.split(F.matmul(h, self.Wh), cut, axis=1)
