@@ -220,6 +220,11 @@ def test_launcher_size_from_the_environment(monkeypatch):
     assert dist.launched_size() == 1
     monkeypatch.setenv("SLURM_STEP_NUM_TASKS", "4")
     assert dist.launched_size() == 4
+    for name in ("OMPI_COMM_WORLD_RANK", "PMI_RANK", "MPI_LOCALRANKID", "SLURM_PROCID"):
+        monkeypatch.delenv(name, raising=False)
+    assert dist.launched_rank() == 0
+    monkeypatch.setenv("PMI_RANK", "3")
+    assert dist.launched_rank() == 3
     with pytest.raises(ValueError, match="device must be 'cpu' or 'gpu'"):
         dist.init(device="tpu")
 

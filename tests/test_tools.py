@@ -276,6 +276,14 @@ def test_a_resumed_run_goes_on_with_the_checkpoints_learning_rate_and_says_where
 
 
 @pytest.mark.skipif(shutil.which("mpirun") is None, reason="needs an MPI's mpirun")
+def test_a_command_line_mistake_under_mpirun_is_said_once_and_every_rank_exits_2():
+    done = run_mpi(2, ["-m", "mpi4py", str(ROOT / "tools" / "train_lm.py"), "--distributed", "--model", "gru"],
+                   timeout=60)
+    assert done.returncode == 2 and "Traceback" not in done.stderr, done.stderr
+    assert done.stderr.count("error: argument --model: invalid choice: 'gru'") == 1, done.stderr
+
+
+@pytest.mark.skipif(shutil.which("mpirun") is None, reason="needs an MPI's mpirun")
 def test_a_batch_the_ranks_do_not_divide_is_a_usage_error_on_every_rank(tmp_path):
     data = ptb_dir()
     flags = ["--distributed", "--model", "lstm", "--corpus-size", "2000", "--wordvec", "8", "--hidden", "8",

@@ -59,6 +59,8 @@ class ToolParser(argparse.ArgumentParser):
         super().__init__(description=description, epilog=epilog, formatter_class=_Help)
 
     def error(self, message):
+        if distributed.launched_rank():  # every rank parses the same command line: one message, from rank 0
+            raise SystemExit(2)
         usage_error(message)
 
 

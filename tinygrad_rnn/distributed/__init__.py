@@ -14,12 +14,12 @@ weight and dropout rows).
 """
 from tinygrad_rnn.distributed.collectives import (allreduce_grads, broadcast_optimizer_state, broadcast_parameters,
                                                   check_layout, gather_rows, layout)
-from tinygrad_rnn.distributed.comm import MpiComm, NcclComm, SerialComm, init, launched_size
+from tinygrad_rnn.distributed.comm import MpiComm, NcclComm, SerialComm, init, launched_rank, launched_size
 from tinygrad_rnn.distributed.data import Part, Shard, shard_rows
 from tinygrad_rnn.distributed.optimizer import DistributedOptimizer
 
 __all__ = [
     "DistributedOptimizer", "MpiComm", "NcclComm", "Part", "SerialComm", "Shard", "allreduce_grads",
-    "broadcast_optimizer_state", "broadcast_parameters", "check_layout", "gather_rows", "init", "launched_size",
-    "layout", "shard_rows",
+    "broadcast_optimizer_state", "broadcast_parameters", "check_layout", "gather_rows", "init", "launched_rank",
+    "launched_size", "layout", "shard_rows",
 ]

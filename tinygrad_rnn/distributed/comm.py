@@ -36,6 +36,8 @@ from tinygrad_rnn.checks import number
 
 # launcher variables that give the number of processes: Open MPI, MPICH/Hydra and Intel MPI, Slurm's srun
 _SIZE_VARIABLES = ("OMPI_COMM_WORLD_SIZE", "PMI_SIZE", "MPI_LOCALNRANKS", "SLURM_STEP_NUM_TASKS")
+# and those that give this process's rank, in the same order
+_RANK_VARIABLES = ("OMPI_COMM_WORLD_RANK", "PMI_RANK", "MPI_LOCALRANKID", "SLURM_PROCID")
 DEFAULT_TIMEOUT = 300.0
 
 
@@ -50,6 +52,20 @@ def launched_size():
         if value.isdigit():
             return int(value)
     return 1
+
+
+def launched_rank():
+    """This process's rank among those the launcher started (0 when not launched by MPI), read from
+    its environment before any communicator exists.
+
+    Returns:
+        int: 0 to ``launched_size() - 1``.
+    """
+    for name in _RANK_VARIABLES:
+        value = os.environ.get(name, "")
+        if value.isdigit():
+            return int(value)
+    return 0
 
 
 class SerialComm:
