@@ -45,6 +45,20 @@ def in_ci():
     return os.environ.get("CI", "").lower() not in ("", "0", "false")
 
 
+def ptb_or_skip():
+    """The folder holding PTB's three files on this disk (``TINYGRAD_RNN_DATA`` or the cache); the
+    suite never downloads them: without them a test skips, and fails in CI (``../shared`` has them)."""
+    from tinygrad_rnn.data import ptb
+
+    files = [ptb.locate(split, download=False) for split in ("train", "valid", "test")]
+    if None in files:
+        message = "PTB not found: set TINYGRAD_RNN_DATA to a folder holding ptb/ptb.{train,valid,test}.txt"
+        if in_ci():
+            pytest.fail(message)
+        pytest.skip(message)
+    return files[0].parent
+
+
 def _mpi_missing():
     if shutil.which("mpirun") is None:
         return "no mpirun (Debian: apt-get install openmpi-bin; make test installs it as root)"

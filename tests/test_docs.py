@@ -14,7 +14,7 @@ import sys
 from pathlib import Path
 
 import pytest
-from conftest import in_ci
+from conftest import in_ci, ptb_or_skip
 
 import tinygrad_rnn
 
@@ -129,6 +129,8 @@ def test_every_python_block_of_the_readme_and_guides_runs(page, tmp_path, monkey
         if in_ci():
             pytest.fail(f"{page.name} draws graphs, and CI must have Graphviz's dot")
         pytest.skip(f"{page.name} draws graphs: Graphviz's dot is missing (make dot)")
+    if any("ptb." in code for _, code, reason in blocks if reason is None):
+        ptb_or_skip()
     monkeypatch.chdir(tmp_path)  # the blocks write their files (graphs, checkpoints) here
     monkeypatch.setenv("MPLBACKEND", "Agg")
     namespace = {"__name__": "__main__"}

@@ -10,6 +10,7 @@ import sys
 from pathlib import Path
 
 import pytest
+from conftest import ptb_or_skip
 
 from tinygrad_rnn import cuda
 from tinygrad_rnn.data import ptb
@@ -70,10 +71,7 @@ def test_flags_out_of_range_are_refused_before_any_work(tmp_path, tool, flags, m
 
 
 def ptb_dir():
-    data = os.environ.get("TINYGRAD_RNN_DATA") or str(ROOT.parent / "shared" / "data")
-    if not (Path(data) / "ptb" / "ptb.train.txt").is_file() and ptb.locate("train", download=False) is None:
-        pytest.skip("PTB not found: set TINYGRAD_RNN_DATA to a folder holding ptb/ptb.{train,valid,test}.txt")
-    return data
+    return str(ptb_or_skip())
 
 
 def test_train_lm_prints_a_summary_resumes_and_generate_reads_its_checkpoint(tmp_path):
