@@ -197,6 +197,32 @@ def run_worker(script, args, impl, model, *more, **extra):
     return result
 
 
+def layer_shapes(text):
+    """An argparse ``type`` for recurrent layers' shapes: ``"TxNxH,..."`` -> [(T, N, H), ...], each at least 1."""
+    shapes = []
+    for shape in text.split(","):
+        try:
+            steps, batch, size = (int(part) for part in shape.split("x"))
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"a shape is TxNxH, such as 35x20x100, got {shape!r}") from None
+        if min(steps, batch, size) < 1:
+            raise argparse.ArgumentTypeError(f"a shape's sizes must be at least 1, got {shape!r}")
+        shapes.append((steps, batch, size))
+    return shapes
+
+
+def fastest(runs, reps):
+    """Each run's minimum seconds over ``reps`` rounds, the runs interleaved (after one untimed round)."""
+    best = dict.fromkeys(runs, float("inf"))
+    for rep in range(reps + 1):
+        for name, run in runs.items():
+            began = time.perf_counter()
+            run()
+            if rep:
+                best[name] = min(best[name], time.perf_counter() - began)
+    return best
+
+
 def hand_trainer(spec, optimizer, args, clip):
     """A ``Trainer`` without a batch source on ``build_model(spec, seed=args.seed)``, on ``args.device``.
 
