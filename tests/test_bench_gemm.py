@@ -16,11 +16,11 @@ def _run(*args):
 
 
 @pytest.mark.skipif(not onednn.available(), reason="oneDNN is not installed (pip install 'tinygrad_rnn[onednn]')")
-def test_bench_gemm_prints_every_product_of_every_shape_for_each_side_and_the_setup():
-    done = _run("--shapes", "3x2x4,2x3x5", "--rounds", "2")
+def test_bench_gemm_prints_every_product_of_every_shape_for_each_side_the_setup_and_the_layers():
+    done = _run("--shapes", "3x2x4,2x3x5", "--layers", "3x2x4", "--rounds", "2")
     assert done.returncode == 0, done.stderr
-    header, *results = [json.loads(line) for line in done.stdout.splitlines()]
-    assert header["command"] == "python tools/bench_gemm.py --shapes 3x2x4,2x3x5 --rounds 2"
+    header, *results, layer = [json.loads(line) for line in done.stdout.splitlines()]
+    assert header["command"] == "python tools/bench_gemm.py --shapes 3x2x4,2x3x5 --layers 3x2x4 --rounds 2"
     assert header["threads"] == 1 and header["versions"]["onednn"] == onednn.version()
     assert [(r["kind"], r["shape"], r.get("product")) for r in results] == [
         (kind, shape, product) for shape in ([3, 2, 4], [2, 3, 5])
@@ -34,6 +34,9 @@ def test_bench_gemm_prints_every_product_of_every_shape_for_each_side_and_the_se
         assert all(r[f"{side}_ms"] > 0 for side in sides) and r["numpy_to_onednn"] > 0
         assert set(r["impl"]) == set(r["max_rel_diff"]) == set(sides[1:])
         assert all(d < 1e-5 for d in r["max_rel_diff"].values())  # float32 rounding, not a wrong product
+    assert layer["kind"] == "layer" and layer["shape"] == [3, 2, 4] and layer["impl"]
+    assert layer["ours_ms"] > 0 and layer["onednn_lstm_ms"] > 0 and layer["ours_to_onednn_lstm"] > 0
+    assert all(d < 1e-5 for d in layer["max_rel_diff"].values())  # the LSTM primitive's binding is right
 
 
 def test_bench_gemm_without_onednn_says_how_to_install_it():

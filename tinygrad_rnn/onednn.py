@@ -33,7 +33,7 @@ _Dims = ctypes.c_int64 * 12  # dnnl_dims_t: DNNL_MAX_NDIMS
 _CPU, _IN_ORDER, _F32, _TAG_ANY, _SCRATCHPAD_USER = 1, 1, 3, 1, 1
 _QUERY_IMPL, _QUERY_WEIGHTS, _QUERY_SCRATCHPAD = 8, 131, 136
 _SRC, _DST, _WEIGHTS, _SCRATCHPAD = 1, 17, 33, 80
-_ALLOCATE = ctypes.c_void_p(-1).value  # DNNL_MEMORY_ALLOCATE: the library owns the buffer
+ALLOCATE = ctypes.c_void_p(-1).value  # DNNL_MEMORY_ALLOCATE: the library owns the buffer
 _RUNTIMES = {0: "none", 1: "sequential", 2: "OpenMP", 4: "TBB", 8: "threadpool"}
 _STATUS = {1: "out of memory", 2: "invalid arguments", 3: "unimplemented", 5: "runtime error"}
 
@@ -43,7 +43,8 @@ class _Version(ctypes.Structure):
                 ("cpu_runtime", ctypes.c_uint), ("gpu_runtime", ctypes.c_uint)]
 
 
-class _Arg(ctypes.Structure):
+class ExecArg(ctypes.Structure):
+    """``dnnl_exec_arg_t``: one argument of a primitive's execution, its index (``DNNL_ARG_*``) and memory."""
     _fields_ = [("arg", ctypes.c_int), ("memory", _P)]
 
 
@@ -122,33 +123,58 @@ def version():
     return f"{v.major}.{v.minor}.{v.patch} ({_RUNTIMES.get(v.cpu_runtime, v.cpu_runtime)})"
 
 
-def _check(status, what):
+def check(status, what):
+    """Raise for a ``dnnl_status_t`` other than success.
+
+    Args:
+        status (int): what a C API function returned.
+        what (str): the call, for the message (``"matmul"``).
+    Raises:
+        RuntimeError: ``status`` is not 0; the message names ``what`` and the status.
+    """
     if status:
         raise RuntimeError(f"oneDNN {what} failed: {_STATUS.get(status, f'status {status}')}")
 
 
-def _create(function, what, *args):
-    """Call a ``dnnl_*_create`` function and return the handle it made."""
+def create(function, what, *args):
+    """Call a ``dnnl_*_create`` function, whose first argument receives the new handle, and return the handle.
+
+    Args:
+        function: the C function (``library().dnnl_stream_create``).
+        what (str): the call, for an error message.
+        *args: its other arguments.
+    Returns:
+        ctypes.c_void_p: the handle; the caller destroys it.
+    Raises:
+        RuntimeError: the call failed.
+    """
     handle = _P()
-    _check(function(ctypes.byref(handle), *args), what)
+    check(function(ctypes.byref(handle), *args), what)
     return handle
 
 
-def _engine():
-    """The CPU engine every ``MatMul`` shares (created once)."""
+def engine():
+    """The CPU engine every user of the library here shares (created once; oneDNN's engines are thread-safe)."""
     with _lock:
         if "engine" not in _state:
-            _state["engine"] = _create(library().dnnl_engine_create, "engine creation", _CPU, 0)
+            _state["engine"] = create(library().dnnl_engine_create, "engine creation", _CPU, 0)
         return _state["engine"]
 
 
-def _descriptor(array, any_layout=False):
-    """A float32 memory descriptor of ``array``'s shape and strides, or of its shape in any layout."""
+def descriptor(array, any_layout=False):
+    """A float32 memory descriptor of ``array``'s shape and strides, or of its shape in any layout.
+
+    Args:
+        array (ndarray): float32, up to 12 dimensions.
+        any_layout (bool): leave the layout to the primitive (its weights, to be packed).
+    Returns:
+        ctypes.c_void_p: the descriptor; the caller destroys it (``dnnl_memory_desc_destroy``).
+    """
     lib, dims = library(), _Dims(*array.shape)
     if any_layout:
-        return _create(lib.dnnl_memory_desc_create_with_tag, "memory descriptor", array.ndim, dims, _F32, _TAG_ANY)
+        return create(lib.dnnl_memory_desc_create_with_tag, "memory descriptor", array.ndim, dims, _F32, _TAG_ANY)
     strides = _Dims(*(s // array.itemsize for s in array.strides))
-    return _create(lib.dnnl_memory_desc_create_with_strides, "memory descriptor", array.ndim, dims, _F32, strides)
+    return create(lib.dnnl_memory_desc_create_with_strides, "memory descriptor", array.ndim, dims, _F32, strides)
 
 
 def _release(lib, handles):
@@ -183,7 +209,7 @@ class MatMul:
                 raise TypeError(f"onednn.MatMul: {name} must be a 2-D float32 array, got {array.shape} {array.dtype}")
         if x.shape[1] != w.shape[0] or out.shape != (x.shape[0], w.shape[1]):
             raise ValueError(f"onednn.MatMul: shapes {x.shape} @ {w.shape} -> {out.shape} do not fit")
-        lib, engine = library(), _engine()
+        lib, cpu = library(), engine()
         handles = []  # (kind, handle), released in reverse when this object goes, or when building it fails
         self._finalizer = weakref.finalize(self, _release, lib, handles)
 
@@ -192,41 +218,41 @@ class MatMul:
             return handle
 
         def make(kind, function, *args):
-            return keep(kind, _create(function, kind.replace("_", " "), *args))
+            return keep(kind, create(function, kind.replace("_", " "), *args))
 
-        def memory(descriptor, data):
-            return make("memory", lib.dnnl_memory_create, descriptor, engine, data)
+        def memory(md, data):
+            return make("memory", lib.dnnl_memory_create, md, cpu, data)
 
-        x_md, out_md, w_md = (keep("memory_desc", _descriptor(a)) for a in (x, out, w))
-        wanted_md = keep("memory_desc", _descriptor(w, any_layout=True)) if packed else w_md
+        x_md, out_md, w_md = (keep("memory_desc", descriptor(a)) for a in (x, out, w))
+        wanted_md = keep("memory_desc", descriptor(w, any_layout=True)) if packed else w_md
         attr = make("primitive_attr", lib.dnnl_primitive_attr_create)
-        _check(lib.dnnl_primitive_attr_set_scratchpad_mode(attr, _SCRATCHPAD_USER), "scratchpad mode")
-        pd = make("primitive_desc", lib.dnnl_matmul_primitive_desc_create, engine, x_md, wanted_md, None, out_md,
+        check(lib.dnnl_primitive_attr_set_scratchpad_mode(attr, _SCRATCHPAD_USER), "scratchpad mode")
+        pd = make("primitive_desc", lib.dnnl_matmul_primitive_desc_create, cpu, x_md, wanted_md, None, out_md,
                   attr)
         impl = ctypes.c_char_p()
-        _check(lib.dnnl_primitive_desc_query(pd, _QUERY_IMPL, 0, ctypes.byref(impl)), "query")
+        check(lib.dnnl_primitive_desc_query(pd, _QUERY_IMPL, 0, ctypes.byref(impl)), "query")
         self.impl = impl.value.decode()
         self._primitive = make("primitive", lib.dnnl_primitive_create, pd)
-        self._stream = make("stream", lib.dnnl_stream_create, engine, _IN_ORDER)
-        scratchpad = memory(lib.dnnl_primitive_desc_query_md(pd, _QUERY_SCRATCHPAD, 0), _ALLOCATE)
+        self._stream = make("stream", lib.dnnl_stream_create, cpu, _IN_ORDER)
+        scratchpad = memory(lib.dnnl_primitive_desc_query_md(pd, _QUERY_SCRATCHPAD, 0), ALLOCATE)
         self._w = w if not packed else None
         if packed:
             packed_md = lib.dnnl_primitive_desc_query_md(pd, _QUERY_WEIGHTS, 0)  # lives as long as pd
-            weights = memory(packed_md, _ALLOCATE)
-            reorder_pd = make("primitive_desc", lib.dnnl_reorder_primitive_desc_create, w_md, engine, packed_md,
-                              engine, None)
+            weights = memory(packed_md, ALLOCATE)
+            reorder_pd = make("primitive_desc", lib.dnnl_reorder_primitive_desc_create, w_md, cpu, packed_md,
+                              cpu, None)
             reorder = make("primitive", lib.dnnl_primitive_create, reorder_pd)
-            args = (_Arg * 2)(_Arg(_SRC, memory(w_md, w.ctypes.data)), _Arg(_DST, weights))
-            _check(lib.dnnl_primitive_execute(reorder, self._stream, 2, args), "reorder")
-            _check(lib.dnnl_stream_wait(self._stream), "stream wait")
+            args = (ExecArg * 2)(ExecArg(_SRC, memory(w_md, w.ctypes.data)), ExecArg(_DST, weights))
+            check(lib.dnnl_primitive_execute(reorder, self._stream, 2, args), "reorder")
+            check(lib.dnnl_stream_wait(self._stream), "stream wait")
         else:
             weights = memory(w_md, w.ctypes.data)
         self._x, self.out = memory(x_md, None), out
-        self._args = (_Arg * 4)(_Arg(_SRC, self._x), _Arg(_WEIGHTS, weights),
-                                _Arg(_DST, memory(out_md, out.ctypes.data)), _Arg(_SCRATCHPAD, scratchpad))
+        self._args = (ExecArg * 4)(ExecArg(_SRC, self._x), ExecArg(_WEIGHTS, weights),
+                                ExecArg(_DST, memory(out_md, out.ctypes.data)), ExecArg(_SCRATCHPAD, scratchpad))
         self._set, self._execute = lib.dnnl_memory_set_data_handle, lib.dnnl_primitive_execute
 
     def __call__(self, x):
         """Write ``x @ w`` into ``out``; ``x`` has the shape and strides of the example given at construction."""
         self._set(self._x, x.ctypes.data)
-        _check(self._execute(self._primitive, self._stream, 4, self._args), "matmul")
+        check(self._execute(self._primitive, self._stream, 4, self._args), "matmul")
