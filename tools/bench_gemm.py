@@ -36,9 +36,6 @@ NumPy's time over oneDNN's, ``impl``: the implementation oneDNN chose), ``kind: 
 import argparse
 import ctypes
 import json
-import os
-import subprocess
-import sys
 
 import numpy as np
 
@@ -246,14 +243,10 @@ def main():
     if not onednn.available():
         usage_error(f"needs oneDNN, which is not installed: pip install 'tinygrad_rnn[onednn]' "
                     f"(the {onednn.DISTRIBUTION} wheel)")
-    header = benchmark.header(args, threads=1)
-    header["versions"]["onednn"] = onednn.version()
-    header["kernels"]["onednn"] = f"oneDNN {onednn.version()} matmul primitive"
+    header = benchmark.add_cpu_extras(benchmark.header(args, threads=1))
+    header["kernels"]["onednn"] = f"oneDNN {onednn.version()}: its matmul and LSTM primitives"
     print(json.dumps(header), flush=True)
-    # the BLAS and OpenMP read their thread counts when they load: set them for a fresh interpreter
-    env = dict(os.environ, **dict.fromkeys(benchmark.THREAD_VARIABLES, "1"))
-    done = subprocess.run([sys.executable, __file__, "--worker", *sys.argv[1:]], env=env)
-    sys.exit(done.returncode)
+    benchmark.rerun_on_one_thread(__file__)
 
 
 if __name__ == "__main__":

@@ -24,18 +24,13 @@ and the ratios ``to_torch_onednn`` and ``to_gemms``) and ``kind: "products"`` li
     python tools/bench_rnn.py [--shapes 7x128x128,35x20x100,35x20x650] [--cells lstm,gru] [--rounds 60]
 """
 import argparse
-import importlib.metadata
 import importlib.util
 import json
-import os
-import subprocess
-import sys
 import warnings
 
 import numpy as np
 
 from tinygrad_rnn import onednn
-from tinygrad_rnn.functions import rnn
 from tinygrad_rnn.tools import benchmark
 
 SHAPES = "7x128x128,35x20x100,35x20x650"  # seq2seq's encoder, LSTMLM, BetterLSTMLM
@@ -165,19 +160,8 @@ def main():
     if args.worker:
         worker(args)
         return
-    header = benchmark.header(args, threads=1)
-    numba = importlib.util.find_spec("numba") is not None
-    header["versions"]["numba"] = importlib.metadata.version("numba") if numba else None
-    header["versions"]["onednn"] = onednn.version() if onednn.available() else None
-    header["kernels"]["tinygrad_rnn"] += " (compiled element-wise steps: Numba)" if numba else ""
-    if onednn.available():
-        header["kernels"]["tinygrad_rnn"] += (f" (per-step products of at least {rnn.ONEDNN_MIN_MULTIPLY_ADDS} "
-                                              f"multiply-adds: oneDNN {onednn.version()} matmul)")
-    print(json.dumps(header), flush=True)
-    # the BLAS and OpenMP read their thread counts when they load: set them for a fresh interpreter
-    env = dict(os.environ, **dict.fromkeys(benchmark.THREAD_VARIABLES, "1"))
-    done = subprocess.run([sys.executable, __file__, "--worker", *sys.argv[1:]], env=env)
-    sys.exit(done.returncode)
+    print(json.dumps(benchmark.add_cpu_extras(benchmark.header(args, threads=1))), flush=True)
+    benchmark.rerun_on_one_thread(__file__)
 
 
 if __name__ == "__main__":
