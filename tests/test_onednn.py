@@ -1,7 +1,9 @@
 """oneDNN's matmul (the ``onednn`` extra) against float64 products, and the sequence ops' steps on it
 against the NumPy path."""
 import contextlib
+import os
 import platform
+import subprocess
 import sys
 import threading
 
@@ -128,14 +130,16 @@ def _layer(draw, dtype):
     return (F.lstm_sequence if cell == "lstm" else F.gru_sequence), arrays
 
 
-@given(layer=_layer(np.float32), seed=seeds())
-def test_sequence_ops_on_onednn_match_the_numpy_path_in_float32(library, layer, seed):
+@given(layer=_layer(np.float32), numba=st.booleans(), seed=seeds())
+def test_sequence_ops_on_onednn_match_the_numpy_path_in_float32(library, layer, numba, seed):
     # Only the summation order of the step products differs, by a few float32 units of each
     # pre-activation; the element-wise steps (tanh, sigmoid, products with states and gates of
     # magnitude <= about 2) carry them on without growth over these few steps: the suite's float32
     # tolerance holds
     op, arrays = layer
-    with _every_product_on_onednn() as built:
+    with _every_product_on_onednn() as built, pytest.MonkeyPatch.context() as patch:
+        if not numba:  # oneDNN's products with NumPy's element-wise steps, as where Numba is not installed
+            patch.setattr(rnn, "_compiled_kernels", lambda x: None)
         got = _values_and_gradients(op, arrays, seed, True)
     assert len(built) == 2  # one MatMul for the forward's steps, one for the backward's
     want = _values_and_gradients(op, arrays, seed, False)
@@ -185,3 +189,30 @@ def test_threads_running_sequence_ops_on_onednn_get_their_own_results(library):
     for g, w in zip(got, want, strict=True):
         for a, b in zip(g, w, strict=True):
             np.testing.assert_array_equal(a, b)
+
+
+_FORKED = """
+import os, sys
+import numpy as np
+from tinygrad_rnn import functions as F, onednn
+from tinygrad_rnn.functions import rnn
+rnn.ONEDNN_MIN_MULTIPLY_ADDS = 0
+arrays = [np.full(s, 0.1, np.float32) for s in [(3, 64, 1024), (64, 256), (64, 256), (256, 1024)]]
+want = F.lstm_sequence(*arrays)[0].data  # on oneDNN, with two OpenMP threads
+pid = os.fork()
+if pid == 0:
+    try:  # on BLAS: it must finish, with the same values up to rounding
+        ok = not onednn.usable() and np.allclose(F.lstm_sequence(*arrays)[0].data, want, rtol=1e-5, atol=1e-6)
+        onednn.MatMul(arrays[1], arrays[3], np.empty((64, 1024), np.float32))
+    except RuntimeError as e:
+        os._exit(0 if ok and "forked after oneDNN loaded" in str(e) else 1)
+    os._exit(1)
+_, status = os.waitpid(pid, 0)
+sys.exit(os.waitstatus_to_exitcode(status))
+"""
+
+
+def test_a_child_forked_after_onednn_ran_on_threads_uses_blas_instead_of_hanging(library):
+    done = subprocess.run([sys.executable, "-c", _FORKED], env={**os.environ, "OMP_NUM_THREADS": "2"},
+                          capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr

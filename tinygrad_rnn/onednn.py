@@ -13,10 +13,15 @@ does OpenBLAS's. Nothing here runs when ``tinygrad_rnn`` is imported: the librar
 Thread safety: the CPU engine is shared (oneDNN's engines are); each ``MatMul`` has its own stream,
 memory objects and scratchpad (user-managed, so that two ``MatMul`` of one shape, which share one
 cached primitive, never share a buffer): use one ``MatMul`` from one thread at a time.
+
+Processes: GNU OpenMP's threads do not survive ``fork``, and a forked child that runs an OpenMP
+region its parent had run with several threads hangs. So a child forked after the library loaded
+does not use it: ``usable()`` is False there (the sequence ops run on BLAS) and ``MatMul`` raises.
 """
 import ctypes
 import functools
 import importlib.metadata
+import os
 import threading
 import weakref
 
@@ -102,6 +107,7 @@ def library():
     if path is None:
         raise missing(DISTRIBUTION, "onednn", "oneDNN's matmul")
     lib = ctypes.CDLL(str(path))
+    os.register_at_fork(after_in_child=lambda: _state.update(forked=True))
     for name, argtypes in _PROTOTYPES.items():
         function = getattr(lib, name)
         function.argtypes, function.restype = argtypes, _RESULTS.get(name, ctypes.c_int)
@@ -111,6 +117,11 @@ def library():
 def available():
     """Whether the ``onednn`` extra is installed (without loading it)."""
     return library_path() is not None
+
+
+def usable():
+    """Whether ``MatMul`` can run in this process: False in a child forked after the library loaded."""
+    return "forked" not in _state
 
 
 def version():
@@ -140,9 +151,9 @@ def create(function, what, *args):
     """Call a ``dnnl_*_create`` function, whose first argument receives the new handle, and return the handle.
 
     Args:
-        function: the C function (``library().dnnl_stream_create``).
+        function (ctypes function): the C function (``library().dnnl_stream_create``).
         what (str): the call, for an error message.
-        *args: its other arguments.
+        *args (object): its other arguments.
     Returns:
         ctypes.c_void_p: the handle; the caller destroys it.
     Raises:
@@ -209,6 +220,10 @@ class MatMul:
                 raise TypeError(f"onednn.MatMul: {name} must be a 2-D float32 array, got {array.shape} {array.dtype}")
         if x.shape[1] != w.shape[0] or out.shape != (x.shape[0], w.shape[1]):
             raise ValueError(f"onednn.MatMul: shapes {x.shape} @ {w.shape} -> {out.shape} do not fit")
+        if not usable():
+            raise RuntimeError("onednn.MatMul: this process was forked after oneDNN loaded, and its GNU OpenMP "
+                               "threads do not survive fork; start processes with the 'spawn' or 'forkserver' "
+                               "method of multiprocessing")
         lib, cpu = library(), engine()
         handles = []  # (kind, handle), released in reverse when this object goes, or when building it fails
         self._finalizer = weakref.finalize(self, _release, lib, handles)

@@ -310,7 +310,8 @@ def _step_product(w, out):
 
     oneDNN's matmul, with ``w`` packed once into its own layout, where the ``onednn`` extra is installed
     and ``w`` is a float32 NumPy array with ``len(out) * w.size`` at least ``ONEDNN_MIN_MULTIPLY_ADDS``,
-    unless the current context says ``using_config("compiled_kernels", False)``; else ``matmul``, on a
+    unless the current context says ``using_config("compiled_kernels", False)`` or this process was
+    forked after oneDNN loaded (``onednn.usable``); else ``matmul``, on a
     C-ordered copy of ``w`` (BLAS reads it faster than a transposed view, every step). oneDNN sums in
     another order than BLAS: the results differ in float32 rounding.
 
@@ -325,7 +326,7 @@ def _step_product(w, out):
     if (Config.compiled_kernels and isinstance(w, np.ndarray) and w.dtype == np.float32
             and len(out) * w.size >= ONEDNN_MIN_MULTIPLY_ADDS):
         onednn = _onednn_module()
-    if onednn is None:
+    if onednn is None or not onednn.usable():
         w = xp.ascontiguousarray(w)
         return lambda x: xp.matmul(x, w, out=out)
     matmul = onednn.MatMul(np.empty((len(out), w.shape[0]), np.float32), w, out)
