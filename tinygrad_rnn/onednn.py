@@ -62,7 +62,6 @@ _PROTOTYPES = {
     "dnnl_memory_desc_create_with_strides": [_PP, ctypes.c_int, _Dims, ctypes.c_int, _Dims],
     "dnnl_memory_desc_create_with_tag": [_PP, ctypes.c_int, _Dims, ctypes.c_int, ctypes.c_int],
     "dnnl_memory_desc_destroy": [_P],
-    "dnnl_memory_desc_get_size": [_P],
     "dnnl_primitive_attr_create": [_PP],
     "dnnl_primitive_attr_set_scratchpad_mode": [_P, ctypes.c_int],
     "dnnl_primitive_attr_destroy": [_P],
@@ -79,8 +78,7 @@ _PROTOTYPES = {
     "dnnl_memory_destroy": [_P],
     "dnnl_stream_wait": [_P],
 }
-_RESULTS = {"dnnl_version": ctypes.POINTER(_Version), "dnnl_memory_desc_get_size": ctypes.c_size_t,
-            "dnnl_primitive_desc_query_md": _P}
+_RESULTS = {"dnnl_version": ctypes.POINTER(_Version), "dnnl_primitive_desc_query_md": _P}
 _lock = threading.Lock()
 _state = {}
 

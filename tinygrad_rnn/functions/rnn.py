@@ -311,9 +311,9 @@ def _step_product(w, out):
     oneDNN's matmul, with ``w`` packed once into its own layout, where the ``onednn`` extra is installed
     and ``w`` is a float32 NumPy array with ``len(out) * w.size`` at least ``ONEDNN_MIN_MULTIPLY_ADDS``,
     unless the current context says ``using_config("compiled_kernels", False)`` or this process was
-    forked after oneDNN loaded (``onednn.usable``); else ``matmul``, on a
-    C-ordered copy of ``w`` (BLAS reads it faster than a transposed view, every step). oneDNN sums in
-    another order than BLAS: the results differ in float32 rounding.
+    forked after oneDNN loaded (``onednn.usable``); else ``matmul``, on a C-ordered copy of ``w``
+    (BLAS reads it faster than a transposed view, every step). oneDNN sums in another order than
+    BLAS: the results differ in float32 rounding.
 
     Args:
         w (ndarray): (K, M) the recurrent weights or their transpose (a view).
@@ -514,8 +514,7 @@ def _gru_steps_forward(xw, h, Wh, bh, gates, hn, hs):
 def _gru_steps_backward(gates, hn, hs, h0, Wh, ghs, gh, dxw, dhw):
     """The T steps of a GRU layer's backward: fill ``dxw`` and ``dhw`` (T, N, 3H); return h0's gradient."""
     xp = get_array_module(gates)
-    # the kernels' first step reads through_wh as the part of h's gradient through Wh: none yet
-    through_wh = xp.zeros(h0.shape, gates.dtype)
+    through_wh = xp.zeros(h0.shape, gates.dtype)  # zeros: what the kernels' first step adds (below)
     product = _step_product(Wh.T, through_wh)
     kernels = _compiled_kernels(gates)
     if kernels is None:
