@@ -5,6 +5,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import tinygrad_rnn.onednn
+
 TOOL = Path(__file__).resolve().parent.parent / "tools" / "bench_rnn.py"
 
 
@@ -22,7 +24,9 @@ def test_bench_rnn_prints_the_kernels_then_every_side_of_every_layer_and_the_pro
     numba = header["versions"]["numba"]
     assert (numba is not None) == (importlib.util.find_spec("numba") is not None)
     assert (header["versions"]["torch"] is not None) == torch_there == ("torch" in header["kernels"])
-    impls = ["numpy"] + (["compiled"] if numba else []) + ["gemms"]
+    onednn = header["versions"]["onednn"]
+    assert (onednn is not None) == tinygrad_rnn.onednn.available() == ("oneDNN" in header["kernels"]["tinygrad_rnn"])
+    impls = ["numpy"] + (["compiled"] if numba or onednn else []) + ["gemms"]
     impls += ["torch_onednn", "torch_no_onednn"] if torch_there else []
     layers = [r for r in results if r["kind"] == "layer"]
     assert [(r["cell"], r["shape"], r["impl"]) for r in layers] == [

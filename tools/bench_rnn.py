@@ -5,7 +5,9 @@ that a slow phase of the machine hits every side, and keeps the minimum over ``-
 
 - ``numpy``: ``F.lstm_sequence`` / ``F.gru_sequence`` forward + backward on the NumPy path
   (``using_config("compiled_kernels", False)``);
-- ``compiled``: the same with the ``cpu`` extra's compiled backward steps (where Numba is installed);
+- ``compiled``: the same with the optional extras that ``compiled_kernels`` switches on, where installed:
+  the ``cpu`` extra's compiled element-wise steps (Numba) and the ``onednn`` extra's matmul for the
+  per-step products of at least ``rnn.ONEDNN_MIN_MULTIPLY_ADDS`` multiply-adds;
 - ``gemms``: the recurrent products alone: T forward ``h @ Wh``, T backward ``da @ Wh.T``, one ``dWh``;
 - ``torch_onednn`` / ``torch_no_onednn``: PyTorch's ``nn.LSTM`` / ``nn.GRU`` with input size 1 (so
   that nearly all of the work is recurrent), forward + backward, with and without oneDNN's fused
@@ -15,38 +17,24 @@ Then (``kind: "products"``) the three recurrent products of the largest shape al
 against ``torch.mm`` (PyTorch's own BLAS): ``h @ Wh``, ``da @ Wh.T`` and ``dWh``.
 
 Everything runs in one worker process with one BLAS and OpenMP thread. Prints one JSON object a line:
-the benchmarks' header (``benchmark.header``: command, machine, BLAS, versions, Numba's among them,
+the benchmarks' header (``benchmark.header``: command, machine, BLAS, versions, Numba's and oneDNN's among them,
 and the kernels each side runs), then ``kind: "layer"`` lines (``cell``, ``shape``, ``impl``, ``ms``,
 and the ratios ``to_torch_onednn`` and ``to_gemms``) and ``kind: "products"`` lines.
 
     python tools/bench_rnn.py [--shapes 7x128x128,35x20x100,35x20x650] [--cells lstm,gru] [--rounds 60]
 """
 import argparse
-import importlib.metadata
 import importlib.util
 import json
-import os
-import subprocess
-import sys
-import time
 import warnings
 
 import numpy as np
 
+from tinygrad_rnn import onednn
 from tinygrad_rnn.tools import benchmark
 
 SHAPES = "7x128x128,35x20x100,35x20x650"  # seq2seq's encoder, LSTMLM, BetterLSTMLM
 BLOCKS = {"lstm": 4, "gru": 3}
-
-
-def _shape(text):
-    try:
-        steps, batch, size = (int(part) for part in text.split("x"))
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"a shape is TxNxH, such as 35x20x100, got {text!r}") from None
-    if min(steps, batch, size) < 1:
-        raise argparse.ArgumentTypeError(f"a shape's sizes must be at least 1, got {text!r}")
-    return steps, batch, size
 
 
 def _ours(cell, steps, batch, size, compiled):
@@ -110,18 +98,6 @@ def _torch(cell, steps, batch, size, onednn):
     return run
 
 
-def _timed(runs, reps):
-    """Each run's minimum seconds over ``reps`` rounds, the runs interleaved (after one untimed round)."""
-    best = dict.fromkeys(runs, float("inf"))
-    for rep in range(reps + 1):
-        for name, run in runs.items():
-            began = time.perf_counter()
-            run()
-            if rep:
-                best[name] = min(best[name], time.perf_counter() - began)
-    return best
-
-
 def _products(steps, batch, size, reps, torch_there):
     """NumPy's BLAS against torch.mm on the three products of one (T, N, H) LSTM layer."""
     rng = np.random.default_rng(0)
@@ -139,7 +115,7 @@ def _products(steps, batch, size, reps, torch_there):
             if name == "dWh":  # the same transposed layout as NumPy's product
                 tx = torch.from_numpy(hs).T
             runs["torch_mm"] = lambda tx=tx, ty=ty: torch.mm(tx, ty)
-        best = _timed(runs, reps)
+        best = benchmark.fastest(runs, reps)
         print(json.dumps({"kind": "products", "product": name, "shape": [list(x.shape), list(y.shape)],
                           **{f"{impl}_ms": round(s * 1e3, 4) for impl, s in best.items()}}), flush=True)
 
@@ -150,7 +126,7 @@ def worker(args):
         import torch
 
         torch.set_num_threads(1)
-    compiled = importlib.util.find_spec("numba") is not None
+    compiled = importlib.util.find_spec("numba") is not None or onednn.available()
     for cell in args.cells:
         for steps, batch, size in args.shapes:
             runs = {"numpy": _ours(cell, steps, batch, size, False)}
@@ -160,7 +136,7 @@ def worker(args):
             if torch_there:
                 runs["torch_onednn"] = _torch(cell, steps, batch, size, True)
                 runs["torch_no_onednn"] = _torch(cell, steps, batch, size, False)
-            best = _timed(runs, args.rounds)
+            best = benchmark.fastest(runs, args.rounds)
             for impl, seconds in best.items():
                 line = {"kind": "layer", "cell": cell, "shape": [steps, batch, size], "impl": impl,
                         "ms": round(seconds * 1e3, 4), "to_gemms": round(seconds / best["gemms"], 3)}
@@ -172,7 +148,7 @@ def worker(args):
 
 def main():
     parser = benchmark.parser(__doc__, rounds=60, devices=("cpu",), workers=False, seed=False)
-    parser.add_argument("--shapes", type=lambda text: [_shape(s) for s in text.split(",")], default=SHAPES,
+    parser.add_argument("--shapes", type=benchmark.layer_shapes, default=SHAPES,
                         help="comma-separated TxNxH (default %(default)s)")
     parser.add_argument("--cells", type=lambda text: text.split(","), default="lstm,gru",
                         help="comma-separated cells among lstm, gru (default %(default)s)")
@@ -184,15 +160,8 @@ def main():
     if args.worker:
         worker(args)
         return
-    header = benchmark.header(args, threads=1)
-    numba = importlib.util.find_spec("numba") is not None
-    header["versions"]["numba"] = importlib.metadata.version("numba") if numba else None
-    header["kernels"]["tinygrad_rnn"] += " (compiled element-wise steps: Numba)" if numba else ""
-    print(json.dumps(header), flush=True)
-    # the BLAS and OpenMP read their thread counts when they load: set them for a fresh interpreter
-    env = dict(os.environ, **dict.fromkeys(benchmark.THREAD_VARIABLES, "1"))
-    done = subprocess.run([sys.executable, __file__, "--worker", *sys.argv[1:]], env=env)
-    sys.exit(done.returncode)
+    print(json.dumps(benchmark.add_cpu_extras(benchmark.header(args, threads=1))), flush=True)
+    benchmark.rerun_on_one_thread(__file__)
 
 
 if __name__ == "__main__":

@@ -153,6 +153,43 @@ def header(args, threads=None):
             "kernels": {"tinygrad_rnn": ours, **({"torch": _torch_kernels(args.device)} if torch else {})}}
 
 
+def add_cpu_extras(header):
+    """Name, in a ``header``, the optional CPU extras that tinygrad_rnn's fused recurrent ops run with here:
+    Numba's compiled element-wise steps and oneDNN's matmul for the large per-step products.
+
+    Args:
+        header (dict): from ``header``; its ``versions`` get ``numba`` and ``onednn`` (None where not
+            installed) and its ``kernels["tinygrad_rnn"]`` what runs.
+    Returns:
+        dict: ``header``.
+    """
+    from tinygrad_rnn import onednn
+    from tinygrad_rnn.functions import rnn
+
+    numba = importlib.util.find_spec("numba") is not None
+    header["versions"]["numba"] = importlib.metadata.version("numba") if numba else None
+    header["versions"]["onednn"] = onednn.version() if onednn.available() else None
+    header["kernels"]["tinygrad_rnn"] += " (compiled element-wise steps: Numba)" if numba else ""
+    if onednn.available():
+        header["kernels"]["tinygrad_rnn"] += (f" (per-step products of at least {rnn.ONEDNN_MIN_MULTIPLY_ADDS} "
+                                              f"multiply-adds: oneDNN {onednn.version()} matmul)")
+    return header
+
+
+def rerun_on_one_thread(script):
+    """Run ``script --worker`` with this command's arguments in a fresh interpreter whose BLAS and OpenMP
+    have one thread (they read their thread counts when they load), and exit with its status.
+
+    Args:
+        script (str): the benchmark script (its ``__file__``).
+    Raises:
+        SystemExit: always.
+    """
+    env = dict(os.environ, **dict.fromkeys(THREAD_VARIABLES, "1"))
+    done = subprocess.run([sys.executable, script, "--worker", *sys.argv[1:]], env=env)
+    sys.exit(done.returncode)
+
+
 def print_header(args, threads=None):
     """Print ``header(args, threads)`` as one JSON line."""
     print(json.dumps(header(args, threads)), flush=True)
@@ -195,6 +232,32 @@ def run_worker(script, args, impl, model, *more, **extra):
     result = dict(json.loads(done.stdout.strip().splitlines()[-1]), **extra)
     print(json.dumps(result), flush=True)
     return result
+
+
+def layer_shapes(text):
+    """An argparse ``type`` for recurrent layers' shapes: ``"TxNxH,..."`` -> [(T, N, H), ...], each at least 1."""
+    shapes = []
+    for shape in text.split(","):
+        try:
+            steps, batch, size = (int(part) for part in shape.split("x"))
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"a shape is TxNxH, such as 35x20x100, got {shape!r}") from None
+        if min(steps, batch, size) < 1:
+            raise argparse.ArgumentTypeError(f"a shape's sizes must be at least 1, got {shape!r}")
+        shapes.append((steps, batch, size))
+    return shapes
+
+
+def fastest(runs, reps):
+    """Each run's minimum seconds over ``reps`` rounds, the runs interleaved (after one untimed round)."""
+    best = dict.fromkeys(runs, float("inf"))
+    for rep in range(reps + 1):
+        for name, run in runs.items():
+            began = time.perf_counter()
+            run()
+            if rep:
+                best[name] = min(best[name], time.perf_counter() - began)
+    return best
 
 
 def hand_trainer(spec, optimizer, args, clip):

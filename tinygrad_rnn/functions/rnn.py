@@ -23,6 +23,11 @@ import numpy as np
 from tinygrad_rnn.backend import elementwise_kernel, get_array_module, kernel_source
 from tinygrad_rnn.core import Config, Function, as_variable
 
+# Per-step products of at least this many multiply-adds (N x H x 4H) run on oneDNN's matmul where its
+# extra is installed (_step_product): at N 20 it wins from H 128 up; below, its few microseconds a call
+# (ctypes and the primitive's dispatch) lose to BLAS (tools/bench_gemm.py)
+ONEDNN_MIN_MULTIPLY_ADDS = 2**20
+
 # On the GPU each step's element-wise math is one kernel, where NumPy's version below launches
 # about ten (their launch overhead dominates a step at these sizes). Same formulas, block by block;
 # gate names end in g because CuPy reserves i and n.
@@ -261,8 +266,9 @@ def _lstm_steps_forward(xw, h, c, Wh, gates, tanh_c, hs, cs):
     xp = get_array_module(xw)
     a = xp.empty(xw.shape[1:], dtype=xw.dtype)  # one workspace for every step's pre-activations
     kernels = _compiled_kernels(xw)
+    product = _step_product(Wh, a)
     for t in range(len(xw)):
-        xp.matmul(h, Wh, out=a)
+        product(h)
         if kernels is None:
             a += xw[t]
             _cell_forward(a, c, gates[t], tanh_c[t], hs[t], cs[t])
@@ -278,19 +284,19 @@ def _lstm_steps_forward(xw, h, c, Wh, gates, tanh_c, hs, cs):
 def _lstm_steps_backward(gates, tanh_c, cs, c0, Wh, ghs, gh, gc, da):
     """The T steps of an LSTM layer's backward: fill ``da`` (T, N, 4H); return the gradients of h0 and c0."""
     xp = get_array_module(gates)
-    # BLAS reads a C-ordered copy of Wh.T faster than the transposed view, every step
-    Wh_T = xp.ascontiguousarray(Wh.T)
+    gh_prev, gc_prev = xp.empty(c0.shape, gates.dtype), xp.empty(c0.shape, gates.dtype)
+    product = _step_product(Wh.T, gh_prev)
     kernels = _compiled_kernels(gates)
     if kernels is None:
         for t in reversed(range(len(da))):
             gh = gh + ghs[t]
             gc = _cell_backward(gates[t], tanh_c[t], cs[t - 1] if t else c0, gh, gc, da[t])
-            gh = da[t] @ Wh_T
+            product(da[t])
+            gh = gh_prev
         return gh, gc
-    gh_prev, gc_prev = xp.empty(c0.shape, gates.dtype), xp.empty(c0.shape, gates.dtype)
     for t in reversed(range(len(da))):
         kernels.lstm_backward_step(gates[t], tanh_c[t], cs[t - 1] if t else c0, gh, ghs[t], gc, da[t], gc_prev)
-        xp.matmul(da[t], Wh_T, out=gh_prev)
+        product(da[t])
         gh, gc = gh_prev, gc_prev
     return gh, gc
 
@@ -301,6 +307,41 @@ def _cpu_kernels():
     if importlib.util.find_spec("numba") is None:
         return None
     return importlib.import_module("tinygrad_rnn.functions._cpu_kernels")
+
+
+@functools.cache
+def _onednn_module():
+    """The ``onednn`` module where its extra is installed, else None."""
+    onednn = importlib.import_module("tinygrad_rnn.onednn")
+    return onednn if onednn.available() else None
+
+
+def _step_product(w, out):
+    """``product(x)``, writing ``x @ w`` into ``out`` at every step of a sequence op.
+
+    oneDNN's matmul, with ``w`` packed once into its own layout, where the ``onednn`` extra is installed
+    and ``w`` is a float32 NumPy array with ``len(out) * w.size`` at least ``ONEDNN_MIN_MULTIPLY_ADDS``,
+    unless the current context says ``using_config("compiled_kernels", False)`` or this process was
+    forked after oneDNN loaded (``onednn.usable``); else ``matmul``, on a C-ordered copy of ``w``
+    (BLAS reads it faster than a transposed view, every step). oneDNN sums in another order than
+    BLAS: the results differ in float32 rounding.
+
+    Args:
+        w (ndarray): (K, M) the recurrent weights or their transpose (a view).
+        out (ndarray): (N, M) the workspace every step's product goes to.
+    Returns:
+        callable: ``product(x)`` for every step's ``x`` (N, K).
+    """
+    xp = get_array_module(w)
+    onednn = None
+    if (Config.compiled_kernels and isinstance(w, np.ndarray) and w.dtype == np.float32
+            and len(out) * w.size >= ONEDNN_MIN_MULTIPLY_ADDS):
+        onednn = _onednn_module()
+    if onednn is None or not onednn.usable():
+        w = xp.ascontiguousarray(w)
+        return lambda x: xp.matmul(x, w, out=out)
+    matmul = onednn.MatMul(np.empty((len(out), w.shape[0]), np.float32), w, out)
+    return lambda x: matmul(np.ascontiguousarray(x))  # the layout it was built for
 
 
 def _compiled_kernels(x):
@@ -476,9 +517,10 @@ def _gru_steps_forward(xw, h, Wh, bh, gates, hn, hs):
     xp = get_array_module(xw)
     hw = xp.empty(xw.shape[1:], dtype=xw.dtype)  # one workspace for every step's recurrent projection
     kernels = _compiled_kernels(xw)
+    product = _step_product(Wh, hw)
     size = h.shape[1]
     for t in range(len(xw)):
-        xp.matmul(h, Wh, out=hw)
+        product(h)
         if kernels is None:
             _gru_forward(xw[t], hw, h, bh, gates[t], hn[t], hs[t])
         else:
@@ -493,22 +535,24 @@ def _gru_steps_forward(xw, h, Wh, bh, gates, hn, hs):
 def _gru_steps_backward(gates, hn, hs, h0, Wh, ghs, gh, dxw, dhw):
     """The T steps of a GRU layer's backward: fill ``dxw`` and ``dhw`` (T, N, 3H); return h0's gradient."""
     xp = get_array_module(gates)
-    Wh_T = xp.ascontiguousarray(Wh.T)  # as for the LSTM: faster for BLAS than the transposed view
+    through_wh = xp.zeros(h0.shape, gates.dtype)  # zeros: what the kernels' first step adds (below)
+    product = _step_product(Wh.T, through_wh)
     kernels = _compiled_kernels(gates)
     if kernels is None:
         for t in reversed(range(len(dxw))):
             gh = gh + ghs[t]
             direct = _gru_backward(gates[t], hn[t], hs[t - 1] if t else h0, gh, dxw[t], dhw[t])
-            gh = direct + dhw[t] @ Wh_T
+            product(dhw[t])
+            gh = direct + through_wh
         return gh
     # h's gradient stays in its two parts, gh * z and dhw @ Wh.T, which the next step adds (the last
     # step's comes whole, with zeros as its second part)
-    direct, through_wh = xp.empty(h0.shape, gates.dtype), xp.zeros(h0.shape, gates.dtype)
+    direct = xp.empty(h0.shape, gates.dtype)
     incoming = gh
     for t in reversed(range(len(dxw))):
         kernels.gru_backward_step(gates[t], hn[t], hs[t - 1] if t else h0, incoming, through_wh, ghs[t], dxw[t],
                                   dhw[t], direct)
-        xp.matmul(dhw[t], Wh_T, out=through_wh)
+        product(dhw[t])
         incoming = direct
     return direct + through_wh
 
