@@ -109,6 +109,49 @@ def language_models(runs, textbook):
     return out
 
 
+def _spread(values):
+    """'mean ± sample standard deviation (min-max)' of a few runs."""
+    values = [float(v) for v in values]
+    mean = sum(values) / len(values)
+    sd = math.sqrt(sum((v - mean) ** 2 for v in values) / (len(values) - 1)) if len(values) > 1 else 0.0
+    return f"{mean:.1f} ± {sd:.1f} ({min(values):.1f}-{max(values):.1f})"
+
+
+def seeds(folder, textbook):
+    """LSTMLM over several seeds beside the textbook's own code, from ``lm-lstm-seeds/``: ``ours-<seed>/``
+    holds a run's ``summary.json`` and ``cuts.json`` (its final parameters scored both ways), ``book-<seed>.json``
+    what the textbook's script gave with that NumPy seed."""
+    where = folder / "lm-lstm-seeds"
+    ours = {int(p.name.removeprefix("ours-")): (json.loads((p / "summary.json").read_text()),
+                                                json.loads((p / "cuts.json").read_text()))
+            for p in sorted(where.glob("ours-*"))}
+    book = {int(p.stem.removeprefix("book-")): json.loads(p.read_text()) for p in sorted(where.glob("book-*.json"))}
+    if not ours and not book:
+        return []
+    out = ["## LSTMLM over three seeds, beside the textbook's own code", "",
+           "The classic recipe (V 10,000, D = H 100, N 20, T 35, SGD lr 20, clip 0.25, 4 epochs) run with seeds "
+           "0, 1, 2, on one BLAS thread, by `python tools/train_lm.py --model lstm --seed S --no-progress`, and by "
+           "the textbook's `ch06/train_rnnlm.py` (deep-learning-from-scratch-2, MIT license, unchanged; PTB's three "
+           "files linked into its `dataset/`) run after `np.random.seed(S)` with the same NumPy. Each model's final "
+           "parameters are scored on the test set two ways: the textbook's `eval_perplexity` cut (10 streams, "
+           "windows of 35, the last partial window of each stream dropped, streams wrapping around the end) and "
+           "ours (`perplexity`: every one of the 82,429 targets once). The textbook reports "
+           f"{textbook['lm-lstm']}.", ""]
+    rows = [[f"tinygrad_rnn, seed {k}", _num(c["last"]["book_cut"], 2), _num(c["last"]["all_cut"], 2),
+             _num(s["test_perplexity"], 2), _num(s["train_perplexity"], 2)] for k, (s, c) in ours.items()]
+    rows += [[f"the textbook's code, seed {k}", _num(b["book_cut"], 2), _num(b["all_cut"], 2), "—", "—"]
+             for k, b in book.items()]
+    out += _table(["run", "test ppl, textbook's cut", "test ppl, every target", "test ppl as train_lm reports it",
+                   "train ppl (last epoch)"], rows)
+    out += [""]
+    for name, runs in (("tinygrad_rnn", [c["last"] for _, c in ours.values()]),
+                       ("the textbook's code", list(book.values()))):
+        if runs:
+            out += [f"- {name} ({len(runs)} seeds): textbook's cut {_spread([r['book_cut'] for r in runs])}, "
+                    f"every target {_spread([r['all_cut'] for r in runs])} (mean ± standard deviation, range)."]
+    return out + [""]
+
+
 def seq2seq(runs, textbook):
     out = ["## Seq2seq on generated addition questions", ""]
     present = [(name, title) for name, title in ADDITION_RUNS if name in runs]
@@ -331,8 +374,9 @@ def main(argv=None):
              "commands below wrote (`summary.json`, `history.json`) or printed (the benchmarks). Measured on a",
              "2-core CPU machine in float32; such a machine has slow phases, so throughput compares only",
              "within one benchmark run, where the sides alternate.", "", *REPRODUCING, ""]
-    lines += (language_models(runs, textbook) + data_parallel(runs) + seq2seq(runs, textbook) + captioning(runs)
-              + throughput(folder) + phases(folder) + recurrent_layer(folder) + scaling(folder) + engine(folder))
+    lines += (language_models(runs, textbook) + seeds(folder, textbook) + data_parallel(runs)
+              + seq2seq(runs, textbook) + captioning(runs) + throughput(folder) + phases(folder)
+              + recurrent_layer(folder) + scaling(folder) + engine(folder))
     with atomic_write(args.out, "w") as f:
         f.write("\n".join(lines).rstrip() + "\n")
     print(f"wrote {args.out} from {len(runs)} runs")
