@@ -10,6 +10,7 @@ def _swap_last(a):
 
 class MatMul(Function):
     op = "matmul"
+    fresh_grads = True
 
     def forward(self, x, W):
         if W.ndim == 2 and x.ndim > 2:  # one 2-D product: NumPy's batched matmul is several times slower
@@ -44,6 +45,8 @@ def matmul(x, W):
 
 
 class Linear(Function):
+    fresh_grads = True
+
     def forward(self, x, W, b=None):
         y = x.reshape(-1, x.shape[-1]) @ W  # one 2-D product whatever the leading axes
         if b is not None:
@@ -54,10 +57,20 @@ class Linear(Function):
         x, W = self.arg(0), self.arg(1)
         gy2 = gy.reshape(-1, gy.shape[-1])
         gx = (gy2 @ W.T).reshape(x.shape)
-        gW = x.reshape(-1, x.shape[-1]).T @ gy2
+        x2 = x.reshape(-1, x.shape[-1])
+        if _column_major(self.inputs[1].data):
+            # W is a transposed view (TiedLinear's E.W.T): its gradient in the same layout, so that the
+            # embedding's gradient adds to it and the optimizer updates E.W row by row, not across rows
+            gW = (gy2.T @ x2).T
+        else:
+            gW = x2.T @ gy2
         if len(self.inputs) == 2:
             return gx, gW
         return gx, gW, gy2.sum(axis=0)
+
+
+def _column_major(a):
+    return a.flags.f_contiguous and not a.flags.c_contiguous
 
 
 def linear(x, W, b=None):
