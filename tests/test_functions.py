@@ -564,6 +564,26 @@ def test_softmax_cross_entropy_ignores_labels_in_sum_and_count():
     np.testing.assert_allclose(F.softmax_cross_entropy(x, t, ignore_label=-1).data, full, rtol=1e-12)
 
 
+@pytest.mark.parametrize("dtype", [np.float16, np.float32, np.float64])
+@given(data=st.data(), block=st.integers(1, 12))
+def test_softmax_cross_entropy_row_blocks_give_the_bits_of_one_block(dtype, data, block):
+    from tinygrad_rnn.functions import loss as loss_module
+
+    (x, t), kw = data.draw(_softmax_ce_case())
+    gy = np.asarray(data.draw(st.floats(0.5, 2.0)), dtype=dtype)
+    x = x.astype(dtype)
+    results = []
+    for elements in (block, 1 << 30):  # blocks of a few rows (CPU), then all rows as one (the GPU's path)
+        with pytest.MonkeyPatch.context() as patch:
+            patch.setattr(loss_module, "_BLOCK", elements)
+            v = tg.Variable(x)
+            loss = F.softmax_cross_entropy(v, t, **kw)
+            loss.backward(grad=gy)
+        results.append((loss.data, v.grad.data))
+    np.testing.assert_array_equal(results[0][0], results[1][0])
+    np.testing.assert_array_equal(results[0][1], results[1][1])
+
+
 def test_embed_id_accumulates_duplicate_ids():
     W = tg.Variable(np.zeros((3, 2)))
     F.embed_id(np.array([[1, 1], [1, 2]]), W).backward(grad=np.ones((2, 2, 2)))

@@ -11,6 +11,9 @@ from tinygrad_rnn.core import Config, Function, Variable, _to_array, as_variable
 from tinygrad_rnn.functions.array import _bounded, accumulation_dtype, check_index_range, index_range_error
 
 
+_BLOCK = 1 << 16  # elements of a row block of softmax_cross_entropy on the CPU: 256 KiB of float32
+
+
 def _labels(t, op):
     t = t.data if isinstance(t, Variable) else t
     if not hasattr(t, "dtype") or t.dtype.kind not in "iu":
@@ -45,13 +48,22 @@ class SoftmaxCrossEntropy(Function):
             # on the device: no host read in a training step
             self.count = xp.maximum(self.mask.sum(), 1).astype(acc)
         self.t = t1
-        rows = xp.arange(t1.size)
-        z = x2 - x2.max(axis=1, keepdims=True)
-        z_target = z[rows, t1]
-        # in place: the (N, C) scores are the largest arrays of a language model. Backward
-        # normalizes as it scales, so the softmax itself is never written: one pass less.
-        self.e = xp.exp(z, out=z)
-        self.s = self.e.sum(axis=1, dtype=acc)
+        n, classes = x2.shape
+        # Backward normalizes as it scales, so the softmax itself is never written: one pass less.
+        self.e = xp.empty((n, classes), x.dtype)
+        self.s = xp.empty(n, acc)
+        z_target = xp.empty(n, x.dtype)
+        # On the CPU, row blocks small enough that the max, the shift, exp and the sum find the block
+        # in the cache (the (N, C) scores of a language model are far larger than the cache): the
+        # same operations on the same rows, so the same bits as one block.
+        step = n if xp is not np else max(1, _BLOCK // classes)
+        for start in range(0, n, step):
+            rows = slice(start, start + step)
+            block = x2[rows]
+            z = xp.subtract(block, block.max(axis=1, keepdims=True), out=self.e[rows])
+            z_target[rows] = z[xp.arange(z.shape[0]), t1[rows]]
+            xp.exp(z, out=z)
+            z.sum(axis=1, dtype=acc, out=self.s[rows])
         logp = z_target - xp.log(self.s)
         if self.mask is not None:
             logp = logp * self.mask
