@@ -280,7 +280,8 @@ class Variable:
                 has the wrong shape.
             TypeError: ``grad`` lies on another device than self.
             RuntimeError: the walk reaches a graph an earlier backward freed (nothing is
-                accumulated or freed then).
+                accumulated or freed then; an op that already wrote over what it saved, see
+                ``Function.final``, refuses another backward with an error of its own).
         """
         xp = backend.get_array_module(self.data)
         if grad is None:
@@ -404,11 +405,18 @@ class Function:
         fresh_grads (bool): every gradient array ``backward`` returns is new and its own (no view
             of ``gy``, of a saved array or of another returned gradient), so the engine may add
             another gradient of the same input into it in place.
+
+    Attributes:
+        final (bool): set by the engine before each ``backward``: True when the walk frees the
+            graph afterwards (no ``retain_graph``), so ``backward`` may write over arrays that
+            ``forward`` saved; an op that does must refuse to run ``backward`` again (a walk
+            refused after it ran leaves those arrays used).
     """
 
     int_inputs = ()
     twice_differentiable = True
     fresh_grads = False
+    final = False
     generation = 0
     scope = ()
     freed = False  # set by a backward without retain_graph, which drops what the op saved
@@ -589,6 +597,7 @@ def _run_backward(root, seed, retain_grad, create_graph, retain_graph):
                 gys.append(entry[1])
                 if retain_grad:
                     _accumulate(y, entry[1], create_graph)
+        f.final = not retain_graph
         gxs = f.backward(*gys)
         if not isinstance(gxs, (tuple, list)):
             gxs = (gxs,)
