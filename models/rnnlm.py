@@ -5,7 +5,6 @@ across calls (truncated BPTT) until ``reset_state()``.
 """
 import numpy as np
 
-from tinygrad_rnn import functions as F
 from tinygrad_rnn import layers as L
 
 

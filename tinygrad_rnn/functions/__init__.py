@@ -14,9 +14,10 @@ from tinygrad_rnn.functions.noise import dropout, dropout_mask
 from tinygrad_rnn.functions.rnn import gru, gru_sequence, lstm, lstm_sequence
 
 __all__ = [
-    "accuracy", "add", "broadcast_to", "clip", "concat", "div", "dropout", "dropout_mask", "embed_id",
-    "exp", "getitem", "gru", "gru_sequence", "linear", "linear_softmax_cross_entropy", "log", "log_softmax", "lstm", "lstm_sequence", "matmul", "max",
-    "mean", "mean_squared_error", "min", "mul", "neg", "pow", "relu", "reshape", "sigmoid", "sigmoid_cross_entropy",
-    "softmax", "softmax_cross_entropy", "split", "stack", "sub", "sum", "sum_to", "tanh", "transpose",
+    "accuracy", "add", "broadcast_to", "clip", "concat", "div", "dropout", "dropout_mask", "embed_id", "exp",
+    "getitem", "gru", "gru_sequence", "linear", "linear_softmax_cross_entropy", "log", "log_softmax", "lstm",
+    "lstm_sequence", "matmul", "max", "mean", "mean_squared_error", "min", "mul", "neg", "pow", "relu", "reshape",
+    "sigmoid", "sigmoid_cross_entropy", "softmax", "softmax_cross_entropy", "split", "stack", "sub", "sum",
+    "sum_to", "tanh", "transpose",
 ]
 __all__ += ["conv2d", "flatten", "max_pool2d"]
