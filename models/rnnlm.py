@@ -5,15 +5,27 @@ across calls (truncated BPTT) until ``reset_state()``.
 """
 import numpy as np
 
-from tinygrad_rnn import functions as F
 from tinygrad_rnn import layers as L
 
 
 class _LanguageModel(L.Layer):
-    """Shared parts (``loss``); subclasses implement ``forward``."""
+    """Shared parts (``forward``, ``loss``); subclasses implement ``features`` and have an output layer ``fc``."""
+
+    def forward(self, xs):
+        """Scores of the next token.
+
+        Args:
+            xs (ndarray): (N, T) integer ids in [0, V).
+        Returns:
+            Variable: (N, T, V).
+        """
+        return self.fc(self.features(xs))
 
     def loss(self, xs, ts, ignore_label=None):
         """Mean cross-entropy of the next-token scores: the one contract of training and evaluation.
+
+        The output layer's ``softmax_cross_entropy``: the value and gradients of
+        ``F.softmax_cross_entropy(self(xs), ts)`` without keeping the (N, T, V) scores.
 
         Args:
             xs (ndarray): (N, T) integer ids.
@@ -23,7 +35,7 @@ class _LanguageModel(L.Layer):
         Returns:
             Variable: () float.
         """
-        return F.softmax_cross_entropy(self(xs), ts, ignore_label=ignore_label)
+        return self.fc.softmax_cross_entropy(self.features(xs), ts, ignore_label=ignore_label)
 
 
 class SimpleRNNLM(_LanguageModel):
@@ -44,15 +56,15 @@ class SimpleRNNLM(_LanguageModel):
         self.rnn = L.RNN(wordvec_size, hidden_size, stateful=True, seed=rng, dtype=dtype)
         self.fc = L.Linear(hidden_size, vocab_size, seed=rng, dtype=dtype)
 
-    def forward(self, xs):
-        """Scores of the next token.
+    def features(self, xs):
+        """What the output layer ``fc`` maps to the next token's scores.
 
         Args:
             xs (ndarray): (N, T) integer ids in [0, V).
         Returns:
-            Variable: (N, T, V).
+            Variable: (N, T, H).
         """
-        return self.fc(self.rnn(self.embed(xs)))
+        return self.rnn(self.embed(xs))
 
 
 class LSTMLM(_LanguageModel):
@@ -74,15 +86,15 @@ class LSTMLM(_LanguageModel):
         self.lstm = L.LSTM(wordvec_size, hidden_size, stateful=True, seed=rng, dtype=dtype, fused=fused)
         self.fc = L.Linear(hidden_size, vocab_size, seed=rng, dtype=dtype)
 
-    def forward(self, xs):
-        """Scores of the next token.
+    def features(self, xs):
+        """What the output layer ``fc`` maps to the next token's scores.
 
         Args:
             xs (ndarray): (N, T) integer ids in [0, V).
         Returns:
-            Variable: (N, T, V).
+            Variable: (N, T, H).
         """
-        return self.fc(self.lstm(self.embed(xs)))
+        return self.lstm(self.embed(xs))
 
 
 class BetterLSTMLM(_LanguageModel):
@@ -114,14 +126,14 @@ class BetterLSTMLM(_LanguageModel):
         self.drop2 = L.Dropout(dropout, seed=rng)
         self.fc = L.TiedLinear(self.embed)
 
-    def forward(self, xs):
-        """Scores of the next token.
+    def features(self, xs):
+        """What the output layer ``fc`` maps to the next token's scores.
 
         Args:
             xs (ndarray): (N, T) integer ids in [0, V).
         Returns:
-            Variable: (N, T, V).
+            Variable: (N, T, H).
         """
         hs = self.lstm1(self.drop0(self.embed(xs)))
         hs = self.lstm2(self.drop1(hs))
-        return self.fc(self.drop2(hs))
+        return self.drop2(hs)

@@ -158,6 +158,39 @@ def test_gradients_of_a_variable_used_twice_accumulate_and_persist_across_calls(
     assert x.grad is None
 
 
+def _many_uses(a, W):
+    """``a`` and ``h = tanh(a)`` used by ops whose gradients are their own (linear, matmul, getitem, embed_id's
+    table), which the engine may sum into in place, and by ops that pass ``gy`` or a view of it on (add,
+    transpose) or make a new one (mul): every way ``_add_grad`` sums, in a graph that also reaches ``W`` twice."""
+    h = F.tanh(a)
+    uses = [h + 0.0, F.linear(h, W), F.matmul(h, W), F.transpose(F.transpose(h)) * 2.0,
+            F.getitem(h, np.array([0, 0, 2])), F.embed_id(np.array([1, 1]), h), F.linear(h, F.transpose(W)),
+            F.matmul(h, F.transpose(W) * 1.0), a * 2.0, F.sum(a, axis=0, keepdims=True) * a, F.linear(a, W)]
+    return F.concat([F.reshape(u, (-1,)) for u in uses], axis=0), h
+
+
+def test_gradients_summed_in_place_match_central_differences():
+    rng = np.random.default_rng(0)
+    tg.gradient_check(lambda a, W: _many_uses(a, W)[0], rng.standard_normal((3, 4)), rng.standard_normal((4, 4)),
+                      seed=0)
+
+
+def test_sums_in_place_leave_the_upstream_retained_and_earlier_gradients_unchanged():
+    rng = np.random.default_rng(0)
+    a, W = tg.Variable(rng.standard_normal((3, 4))), tg.Variable(rng.standard_normal((4, 4)))
+    y, h = _many_uses(a, W)
+    gy = rng.standard_normal(y.shape)
+    seen = [gy.copy()]
+    y.backward(grad=gy, retain_grad=True, retain_graph=True)
+    held = [gy, y.grad.data, h.grad.data, a.grad.data, W.grad.data]  # what a user may keep
+    seen += [g.copy() for g in held[1:]]
+    y.backward(grad=gy, retain_grad=True)
+    for array, before in zip(held, seen):
+        np.testing.assert_array_equal(array, before)
+    np.testing.assert_array_equal(a.grad.data, 2 * seen[3])  # the second backward adds the same again
+    np.testing.assert_array_equal(h.grad.data, 2 * seen[2])
+
+
 def test_diamond_graph_runs_each_function_once_in_generation_order():
     x = tg.Variable(np.array(2.0))
     a = x ** 2

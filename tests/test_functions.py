@@ -232,6 +232,24 @@ def _np_sigmoid(x):
     return 1 / (1 + np.exp(-x))
 
 
+@st.composite
+def _linear_softmax_ce_case(draw):
+    (x, t), kw = draw(_softmax_ce_case())
+    W = draw(float_arrays((draw(st.integers(1, 4)), x.shape[-1])))
+    x = draw(float_arrays(x.shape[:-1] + W.shape[:1]))
+    b = draw(st.one_of(st.none(), float_arrays(W.shape[1:])))
+    return ((x, W, t) if b is None else (x, W, b, t)), kw
+
+
+def _linear_then_ce(fn):
+    """Call ``fn(x, W, b, t, **kw)`` on a case's inputs (x, W, t) or (x, W, b, t)."""
+    def call(x, W, *rest, **kw):
+        b, t = rest if len(rest) == 2 else (None, rest[0])
+        return fn(x, W, b, t, **kw)
+
+    return call
+
+
 def _np_sigmoid_ce(x, t):
     p = _np_sigmoid(x)
     return -(t * np.log(p) + (1 - t) * np.log(1 - p)).mean()
@@ -392,6 +410,9 @@ OPS = [
     Op("softmax", F.softmax, lambda x, axis: np.exp(_np_log_softmax(x, axis)), _softmax_case()),
     Op("log_softmax", F.log_softmax, _np_log_softmax, _softmax_case()),
     Op("softmax_cross_entropy", F.softmax_cross_entropy, _np_softmax_ce, _softmax_ce_case()),
+    Op("linear_softmax_cross_entropy", _linear_then_ce(F.linear_softmax_cross_entropy),
+       _linear_then_ce(lambda x, W, b, t, **kw: _np_softmax_ce(x @ W + (0.0 if b is None else b), t, **kw)),
+       _linear_softmax_ce_case()),
     Op("sigmoid_cross_entropy", F.sigmoid_cross_entropy, _np_sigmoid_ce, _sigmoid_ce_case()),
     Op("mean_squared_error", F.mean_squared_error, lambda a, b: ((a - b) ** 2).mean(), _mse_case()),
     Op("dropout", F.dropout, lambda x, p, mask: x * mask / (1 - p), _dropout_case()),
@@ -562,6 +583,65 @@ def test_softmax_cross_entropy_ignores_labels_in_sum_and_count():
     t = np.array([1, -1, 3, -1])
     full = F.softmax_cross_entropy(x[[0, 2]], t[[0, 2]]).data
     np.testing.assert_allclose(F.softmax_cross_entropy(x, t, ignore_label=-1).data, full, rtol=1e-12)
+
+
+@pytest.mark.parametrize("dtype", [np.float16, np.float32, np.float64])
+@given(data=st.data(), block=st.integers(1, 12))
+def test_softmax_cross_entropy_row_blocks_give_the_bits_of_one_block(dtype, data, block):
+    from tinygrad_rnn.functions import loss as loss_module
+
+    (x, t), kw = data.draw(_softmax_ce_case())
+    gy = np.asarray(data.draw(st.floats(0.5, 2.0)), dtype=dtype)
+    x = x.astype(dtype)
+    results = []
+    for elements in (block, 1 << 30):  # blocks of a few rows (CPU), then all rows as one (the GPU's path)
+        with pytest.MonkeyPatch.context() as patch:
+            patch.setattr(loss_module, "_BLOCK", elements)
+            v = tg.Variable(x)
+            loss = F.softmax_cross_entropy(v, t, **kw)
+            loss.backward(grad=gy)
+        results.append((loss.data, v.grad.data))
+    np.testing.assert_array_equal(results[0][0], results[1][0])
+    np.testing.assert_array_equal(results[0][1], results[1][1])
+
+
+@pytest.mark.parametrize("dtype", [np.float16, np.float32, np.float64])
+@given(data=st.data(), tied=st.booleans(), seed=seeds())
+def test_linear_softmax_cross_entropy_gives_the_bits_of_linear_then_softmax_cross_entropy(dtype, data, tied, seed):
+    (x, W, *rest), kw = data.draw(_linear_softmax_ce_case())
+    b, t = rest if len(rest) == 2 else (None, rest[0])
+    if tied:  # W a transposed view, as TiedLinear passes it: its gradient comes in its layout
+        W = np.ascontiguousarray(W.T).T
+    gy = np.random.default_rng(seed).uniform(0.5, 2.0)
+    results = []
+    for fused in (True, False):
+        xs = [tg.Variable(a.astype(dtype)) for a in (x, W, b) if a is not None]
+        bv = xs[2] if b is not None else None
+        if fused:
+            loss = F.linear_softmax_cross_entropy(xs[0], xs[1], bv, t, **kw)
+        else:
+            loss = F.softmax_cross_entropy(F.linear(xs[0], xs[1], bv), t, **kw)
+        loss.backward(grad=np.asarray(gy, dtype), retain_graph=True)  # the scores' gradient in a new array
+        retained = [v.grad.data.copy() for v in xs]
+        for v in xs:
+            v.cleargrad()
+        loss.backward(grad=np.asarray(gy, dtype))  # the last backward writes it over the exponentials
+        results.append([loss.data] + retained + [v.grad.data for v in xs])
+        assert not tied or xs[1].grad.data.flags.f_contiguous
+    for fused, composed in zip(*results):
+        np.testing.assert_array_equal(fused, composed)
+        assert fused.dtype == composed.dtype == dtype
+
+
+def test_a_loss_whose_backward_was_refused_after_it_ran_refuses_another():
+    x = tg.Variable(np.ones((2, 3)))
+    h = F.tanh(x)
+    F.sum(h).backward()  # frees tanh
+    loss = F.linear_softmax_cross_entropy(h, np.ones((3, 4)), None, np.array([0, 1]))
+    with pytest.raises(RuntimeError, match="tanh: backward reached a graph that an earlier backward freed"):
+        loss.backward()
+    with pytest.raises(RuntimeError, match="linear_softmax_cross_entropy: a backward that was refused already"):
+        loss.backward()
 
 
 def test_embed_id_accumulates_duplicate_ids():

@@ -242,6 +242,24 @@ def test_embedding_and_tied_projection_backward_match_numerical(v, d, n, t, seed
     check_layer_grads(model, lambda x: model.out(F.tanh(model.embed(x))), ids, seed=seed)
 
 
+def test_tied_gradient_is_row_major_and_the_sum_of_both_uses():
+    rng = np.random.default_rng(0)
+    model = L.Layer()
+    model.embed = L.Embedding(7, 3, seed=rng, dtype=F64)
+    model.out = L.TiedLinear(model.embed)
+    W, ids, gy = model.embed.W, rng.integers(0, 7, (2, 5)), rng.standard_normal((2, 5, 7))
+    model.out(F.tanh(model.embed(ids))).backward(grad=gy)
+    tied = W.grad.data
+    hs = tg.Variable(np.tanh(W.data[ids]))  # the two uses, each alone: the projection, then the lookup
+    W.cleargrad()
+    model.out(hs).backward(grad=gy)
+    projection = W.grad.data
+    W.cleargrad()
+    model.embed(ids).backward(grad=(1 - hs.data ** 2) * hs.grad.data)
+    np.testing.assert_allclose(tied, projection + W.grad.data, rtol=1e-12, atol=1e-15)
+    assert tied.flags.c_contiguous  # in W's layout: the optimizer updates it row by row
+
+
 def test_embedding_looks_up_rows():
     layer = L.Embedding(4, 2, seed=0)
     np.testing.assert_array_equal(layer(np.array([[3, 0]])).data, layer.W.data[[[3, 0]]])

@@ -44,6 +44,24 @@ def test_model_loss_backward_matches_numerical_end_to_end(name):
 
 
 @pytest.mark.parametrize("name", MODELS)
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_model_loss_gives_the_bits_of_softmax_cross_entropy_of_its_scores(name, dtype):
+    xs, ts = _batch()
+    results = []
+    for fused_loss in (True, False):  # two models of the same seed, dropout active: the same masks
+        model = MODELS[name](seed=0, dtype=dtype)
+        for _ in range(2):  # the second batch starts from the carried state
+            loss = model.loss(xs, ts, ignore_label=0) if fused_loss else tg.functions.softmax_cross_entropy(
+                model(xs), ts, ignore_label=0)
+            model.cleargrads()
+            loss.backward()
+            loss.unchain_backward()
+        results.append([loss.data] + [p.grad.data for p in model.params()])
+    for fused, composed in zip(*results):
+        np.testing.assert_array_equal(fused, composed)
+
+
+@pytest.mark.parametrize("name", MODELS)
 def test_model_is_stateful_until_reset(name):
     model = MODELS[name](seed=0)
     xs, _ = _batch()

@@ -280,7 +280,8 @@ class Variable:
                 has the wrong shape.
             TypeError: ``grad`` lies on another device than self.
             RuntimeError: the walk reaches a graph an earlier backward freed (nothing is
-                accumulated or freed then).
+                accumulated or freed then; an op that already wrote over what it saved, see
+                ``Function.final``, refuses another backward with an error of its own).
         """
         xp = backend.get_array_module(self.data)
         if grad is None:
@@ -401,10 +402,21 @@ class Function:
         op (str): name used in error messages (default: the class name in snake_case).
         int_inputs (tuple): positions that may hold integer arrays (labels, ids).
         twice_differentiable (bool): whether ``backward`` may run under ``create_graph``.
+        fresh_grads (bool): every gradient array ``backward`` returns is new and its own (no view
+            of ``gy``, of a saved array or of another returned gradient), so the engine may add
+            another gradient of the same input into it in place.
+
+    Attributes:
+        final (bool): set by the engine before each ``backward``: True when the walk frees the
+            graph afterwards (no ``retain_graph``), so ``backward`` may write over arrays that
+            ``forward`` saved; an op that does must refuse to run ``backward`` again (a walk
+            refused after it ran leaves those arrays used).
     """
 
     int_inputs = ()
     twice_differentiable = True
+    fresh_grads = False
+    final = False
     generation = 0
     scope = ()
     freed = False  # set by a backward without retain_graph, which drops what the op saved
@@ -538,10 +550,32 @@ def _freed_error(f):
         "retain_graph=True to the earlier backward")
 
 
+def _add_grad(entry, gx, fresh):
+    """Add ``gx`` to a pending entry's gradient, in place where one of the two arrays is the engine's own.
+
+    An entry's array is its own (``entry[2]``) when the engine made it (a sum) or a Function
+    with ``fresh_grads`` returned it: no one else holds it until its creator runs, so adding into
+    it cannot change a gradient seen elsewhere (a retained ``.grad``, a view passed on). The sum
+    is the same either way (addition commutes); recorded sums (``create_graph``) never go in place.
+    """
+    g = entry[1]
+    if isinstance(g, Variable) or g.dtype != gx.dtype:  # recorded, or a promoting sum: as before
+        g = g + gx
+    elif entry[2]:
+        g += gx  # a NumPy scalar (a 0-d sum) is rebound, not changed: hence the assignment below
+    elif fresh:
+        gx += g
+        g = gx
+    else:
+        g = g + gx
+    entry[1], entry[2] = g, not isinstance(g, Variable)
+
+
 def _run_backward(root, seed, retain_grad, create_graph, retain_graph):
-    # pending: id(Variable) -> [Variable, gradient summed so far]; an entry is consumed when its
-    # creator runs, so intermediate gradients are freed as the walk goes on.
-    pending = {id(root): [root, seed]}
+    # pending: id(Variable) -> [Variable, gradient summed so far, whether that array is the engine's
+    # own]; an entry is consumed when its creator runs, so intermediate gradients are freed as the
+    # walk goes on.
+    pending = {id(root): [root, seed, False]}
     heap, seen, order, done = [], set(), itertools.count(), []
     push, pop, anomaly = heapq.heappush, heapq.heappop, _settings.get().anomaly
     if root.creator is not None:
@@ -563,6 +597,7 @@ def _run_backward(root, seed, retain_grad, create_graph, retain_graph):
                 gys.append(entry[1])
                 if retain_grad:
                     _accumulate(y, entry[1], create_graph)
+        f.final = not retain_graph
         gxs = f.backward(*gys)
         if not isinstance(gxs, (tuple, list)):
             gxs = (gxs,)
@@ -571,6 +606,7 @@ def _run_backward(root, seed, retain_grad, create_graph, retain_graph):
             raise RuntimeError(f"{f.op}: backward returned {len(gxs)} gradients for {len(inputs)} inputs")
         if anomaly:
             _check_finite(f, gxs, "backward")
+        fresh = f.fresh_grads and not create_graph
         for x, gx in zip(inputs, gxs):
             if gx is None:
                 continue
@@ -580,15 +616,15 @@ def _run_backward(root, seed, retain_grad, create_graph, retain_graph):
             key = id(x)
             entry = pending.get(key)
             if entry is None:
-                pending[key] = [x, gx]
+                pending[key] = [x, gx, fresh]
                 creator = x.creator
                 if creator is not None and creator not in seen:
                     seen.add(creator)
                     push(heap, (-creator.generation, next(order), creator))
             else:
-                entry[1] = entry[1] + gx  # never in place: gradients may alias each other
+                _add_grad(entry, gx, fresh)
         done.append(f)
-    for var, g in pending.values():
+    for var, g, _ in pending.values():
         _accumulate(var, g, create_graph)
     if not retain_graph:  # only after a complete walk: a refused backward leaves the graph as it was
         for f in done:

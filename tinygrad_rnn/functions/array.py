@@ -92,6 +92,7 @@ def _is_basic(index):
 
 class GetItem(Function):
     op = "getitem"
+    fresh_grads = True  # GetItemGrad's zeros
 
     def __init__(self, index):
         self.index = index
@@ -175,6 +176,7 @@ def check_index_range(op, what, ids, size):
 
 class EmbedID(Function):
     int_inputs = (0,)
+    fresh_grads = True  # GetItemGrad's zeros
 
     def forward(self, ids, W):
         self.ids, self.W_shape = ids, W.shape

@@ -10,6 +10,7 @@ def _swap_last(a):
 
 class MatMul(Function):
     op = "matmul"
+    fresh_grads = True
 
     def forward(self, x, W):
         if W.ndim == 2 and x.ndim > 2:  # one 2-D product: NumPy's batched matmul is several times slower
@@ -44,6 +45,8 @@ def matmul(x, W):
 
 
 class Linear(Function):
+    fresh_grads = True
+
     def forward(self, x, W, b=None):
         y = x.reshape(-1, x.shape[-1]) @ W  # one 2-D product whatever the leading axes
         if b is not None:
@@ -51,13 +54,40 @@ class Linear(Function):
         return y.reshape(x.shape[:-1] + (W.shape[1],))
 
     def backward(self, gy):
-        x, W = self.arg(0), self.arg(1)
-        gy2 = gy.reshape(-1, gy.shape[-1])
-        gx = (gy2 @ W.T).reshape(x.shape)
-        gW = x.reshape(-1, x.shape[-1]).T @ gy2
-        if len(self.inputs) == 2:
-            return gx, gW
-        return gx, gW, gy2.sum(axis=0)
+        return linear_grads(self, gy.reshape(-1, gy.shape[-1]), len(self.inputs) == 3)
+
+
+def linear_grads(func, gy2, bias):
+    """The gradients of ``x @ W (+ b)`` from those of its (n, H) rows: Linear's backward, shared with fused ops.
+
+    Args:
+        func (Function): the op; its inputs begin with x (..., D), W (D, H) and, with ``bias``, b (H,).
+        gy2 (ndarray | Variable): (n, H), n the product of x's leading axes.
+        bias (bool): whether the op has b.
+    Returns:
+        tuple: gx (..., D), gW (D, H) and gb (H,) where the op has b: arrays, or Variables under
+        ``create_graph``.
+    """
+    x, W = func.arg(0), func.arg(1)
+    gx = (gy2 @ W.T).reshape(x.shape)
+    x2 = x.reshape(-1, x.shape[-1])
+    W_data = func.inputs[1].data
+    if W_data.flags.f_contiguous and not W_data.flags.c_contiguous:
+        # W is a transposed view (TiedLinear's E.W.T): its gradient in the same layout, so that the
+        # embedding's gradient adds to it and the optimizer updates E.W row by row, not across rows
+        gW = (gy2.T @ x2).T
+    else:
+        gW = x2.T @ gy2
+    if not bias:
+        return gx, gW
+    return gx, gW, gy2.sum(axis=0)
+
+
+def check_linear(op, x, W, b):
+    """Refuse shapes of ``x @ W + b`` that do not fit, naming ``op`` and the shapes."""
+    if x.ndim < 1 or W.ndim != 2 or x.shape[-1] != W.shape[0] or (b is not None and b.shape != (W.shape[1],)):
+        raise ValueError(f"{op}: shapes x {x.shape}, W {W.shape}, b {None if b is None else b.shape} "
+                         "do not fit (need x (..., D), W (D, H), b (H,))")
 
 
 def linear(x, W, b=None):
@@ -74,7 +104,5 @@ def linear(x, W, b=None):
     """
     x, W = as_variable(x), as_variable(W)
     b = None if b is None else as_variable(b)
-    if x.ndim < 1 or W.ndim != 2 or x.shape[-1] != W.shape[0] or (b is not None and b.shape != (W.shape[1],)):
-        raise ValueError(f"linear: shapes x {x.shape}, W {W.shape}, b {None if b is None else b.shape} "
-                         "do not fit (need x (..., D), W (D, H), b (H,))")
+    check_linear("linear", x, W, b)
     return Linear()(x, W) if b is None else Linear()(x, W, b)

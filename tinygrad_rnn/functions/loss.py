@@ -1,4 +1,5 @@
-"""Losses and metrics: softmax_cross_entropy, sigmoid_cross_entropy, mean_squared_error, accuracy.
+"""Losses and metrics: softmax_cross_entropy, linear_softmax_cross_entropy, sigmoid_cross_entropy,
+mean_squared_error, accuracy.
 
 Each loss sums and averages in ``accumulation_dtype`` (float32 at least) and returns the mean in
 the scores' dtype: a float16 loss over many rows neither overflows nor stalls. Gradients keep
@@ -9,6 +10,10 @@ import numpy as np
 from tinygrad_rnn.backend import get_array_module
 from tinygrad_rnn.core import Config, Function, Variable, _to_array, as_variable
 from tinygrad_rnn.functions.array import _bounded, accumulation_dtype, check_index_range, index_range_error
+from tinygrad_rnn.functions.linalg import check_linear, linear_grads
+
+
+_BLOCK = 1 << 16  # elements of a row block of softmax_cross_entropy on the CPU: 256 KiB of float32
 
 
 def _labels(t, op):
@@ -32,11 +37,23 @@ class SoftmaxCrossEntropy(Function):
         self.ignore_label = ignore_label
 
     def forward(self, x, t):
-        xp = get_array_module(x)
-        acc = accumulation_dtype(x.dtype)
         self.x_shape = x.shape
         x2 = x.reshape(-1, x.shape[-1])
-        t1 = _bounded(t.ravel(), x.shape[-1])
+        return self._mean(x2, get_array_module(x).empty(x2.shape, x.dtype), t)
+
+    def backward(self, gy):
+        return self._scores_grad(gy).reshape(self.x_shape), None
+
+    def _mean(self, scores, e, t, b=None):
+        """The mean loss of the (n, C) ``scores`` (plus ``b``, (C,)) against the labels ``t``.
+
+        Keeps in ``e`` (n, C), which may be ``scores`` itself, the exponentials of the shifted
+        scores, and what backward needs on ``self``.
+        """
+        xp = get_array_module(scores)
+        acc = accumulation_dtype(scores.dtype)
+        n, classes = scores.shape
+        t1 = _bounded(t.ravel(), classes)
         self.mask = None if self.ignore_label is None else (t.ravel() != self.ignore_label)
         if self.mask is None:
             self.count = max(t1.size, 1)  # 0 rows: a loss of 0, not 0 / 0
@@ -45,26 +62,45 @@ class SoftmaxCrossEntropy(Function):
             # on the device: no host read in a training step
             self.count = xp.maximum(self.mask.sum(), 1).astype(acc)
         self.t = t1
-        rows = xp.arange(t1.size)
-        z = x2 - x2.max(axis=1, keepdims=True)
-        z_target = z[rows, t1]
-        # in place: the (N, C) scores are the largest arrays of a language model. Backward
-        # normalizes as it scales, so the softmax itself is never written: one pass less.
-        self.e = xp.exp(z, out=z)
-        self.s = self.e.sum(axis=1, dtype=acc)
+        # Backward normalizes as it scales, so the softmax itself is never written: one pass less.
+        self.e, self.s, self.dtype = e, xp.empty(n, acc), scores.dtype
+        z_target = xp.empty(n, scores.dtype)
+        # On the CPU, row blocks small enough that the bias, the max, the shift, exp and the sum find
+        # the block in the cache (the (N, C) scores of a language model are far larger than the
+        # cache): the same operations on the same rows, so the same bits as one block.
+        step = n if xp is not np else max(1, _BLOCK // classes)
+        for start in range(0, n, step):
+            rows = slice(start, start + step)
+            block = scores[rows] if b is None else xp.add(scores[rows], b, out=e[rows])
+            z = xp.subtract(block, block.max(axis=1, keepdims=True), out=e[rows])
+            z_target[rows] = z[xp.arange(z.shape[0]), t1[rows]]
+            xp.exp(z, out=z)
+            z.sum(axis=1, dtype=acc, out=self.s[rows])
         logp = z_target - xp.log(self.s)
         if self.mask is not None:
             logp = logp * self.mask
-        return xp.asanyarray(-logp.sum() / self.count, dtype=x.dtype)
+        return xp.asanyarray(-logp.sum() / self.count, dtype=scores.dtype)
 
-    def backward(self, gy):
+    def _scores_grad(self, gy):
+        """The (n, C) gradient of the scores: softmax * scale, less scale at the labels.
+
+        When the graph is freed after this backward (``final``), it is written over the
+        exponentials, which no later backward needs; otherwise it is a new array.
+        """
         xp = get_array_module(gy)
+        if self.e is None:
+            raise RuntimeError(f"{self.op}: a backward that was refused already used what forward saved; "
+                               "run the forward again")
         scale = gy.astype(self.s.dtype, copy=False) / self.count
-        gx = self.e * (scale / self.s)[:, None]  # softmax * scale; a new array: e stays for a second backward
+        ratio = (scale / self.s)[:, None]
+        if self.final and self.e.dtype == ratio.dtype:  # float16 scores: scaled in float32, as below
+            gx, self.e = xp.multiply(self.e, ratio, out=self.e), None
+        else:
+            gx = self.e * ratio
         gx[xp.arange(self.t.size), self.t] -= scale
         if self.mask is not None:
             gx *= self.mask[:, None]
-        return gx.astype(self.e.dtype, copy=False).reshape(self.x_shape), None
+        return gx.astype(self.dtype, copy=False)
 
 
 def softmax_cross_entropy(x, t, ignore_label=None):
@@ -102,6 +138,61 @@ def softmax_cross_entropy(x, t, ignore_label=None):
 
 def _counted(t, ignore_label):
     return t if ignore_label is None else t[t != ignore_label]
+
+
+class LinearSoftmaxCrossEntropy(SoftmaxCrossEntropy):
+    fresh_grads = True
+
+    def __init__(self, ignore_label, bias):
+        super().__init__(ignore_label)
+        self.bias = bias
+        self.int_inputs = (3,) if bias else (2,)  # the labels come last
+
+    def forward(self, x, W, *rest):
+        scores = x.reshape(-1, x.shape[-1]) @ W  # no one else sees them: the exponentials overwrite them
+        return self._mean(scores, scores, rest[-1], *rest[:-1])
+
+    def backward(self, gy):
+        return (*linear_grads(self, self._scores_grad(gy), self.bias), None)
+
+
+def linear_softmax_cross_entropy(x, W, b, t, ignore_label=None):
+    """``softmax_cross_entropy(linear(x, W, b), t, ignore_label)`` as one op: the loss of an output layer.
+
+    The same operations in the same order, so the same loss and gradients, bit for bit, as the two
+    ops; but the (..., C) scores are never a Variable of their own: the exponentials are written
+    over them, and backward writes the scores' gradient over those (unless the graph is
+    retained), so the largest arrays of a language model's step exist once.
+
+    Args:
+        x (Variable | ndarray): (..., D).
+        W (Variable | ndarray): (D, C).
+        b (Variable | ndarray | None): (C,), or None for no bias.
+        t (ndarray): (...) integer labels in [0, C), or ``ignore_label``.
+        ignore_label (int, optional): as ``softmax_cross_entropy``.
+    Returns:
+        Variable: () the mean over the counted entries.
+    Raises:
+        TypeError: ``t`` is not an integer array.
+        ValueError: the shapes do not fit (as ``linear``), ``t.shape != x.shape[:-1]``, or C == 0.
+        IndexError: a label outside [0, C) (as ``softmax_cross_entropy``).
+    """
+    op = "linear_softmax_cross_entropy"
+    x, W = as_variable(x), as_variable(W)
+    b = None if b is None else as_variable(b)
+    t = _labels(t, op)
+    check_linear(op, x, W, b)
+    _classes(op, W)
+    if t.shape != x.shape[:-1]:
+        raise ValueError(f"{op}: labels of shape {t.shape} do not match inputs of shape {x.shape} "
+                         "(need t.shape == x.shape[:-1])")
+    if Config.debug:
+        check_index_range(op, "labels", _counted(t, ignore_label), W.shape[1])
+    func = LinearSoftmaxCrossEntropy(ignore_label, b is not None)
+    try:
+        return func(x, W, t) if b is None else func(x, W, b, t)
+    except IndexError:  # NumPy's bounds check: say it in this op's words
+        raise index_range_error(op, "labels", _counted(t, ignore_label), W.shape[1]) from None
 
 
 class SigmoidCrossEntropy(Function):

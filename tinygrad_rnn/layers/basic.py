@@ -61,12 +61,31 @@ class Linear(Layer):
         Returns:
             Variable: (..., H).
         """
+        self._created_for(x)
+        return F.linear(x, self.W, self.b)
+
+    def softmax_cross_entropy(self, x, t, ignore_label=None):
+        """``F.softmax_cross_entropy(self(x), t, ignore_label)`` as one op (``F.linear_softmax_cross_entropy``).
+
+        The loss of an output layer: the same value and gradients, but the (..., H) scores are
+        never kept (see the op).
+
+        Args:
+            x (Variable | ndarray): (..., D).
+            t (ndarray): (...) integer labels in [0, H), or ``ignore_label``.
+            ignore_label (int, optional): targets left out of the mean.
+        Returns:
+            Variable: () the mean cross-entropy.
+        """
+        self._created_for(x)
+        return F.linear_softmax_cross_entropy(x, self.W, self.b, t, ignore_label)
+
+    def _created_for(self, x):
         if self.W is None:
             self._create(x.shape[-1])
             if get_array_module(x) is not np:
                 for p in self.params():
                     p.to_gpu()
-        return F.linear(x, self.W, self.b)
 
 
 class Embedding(Layer):
@@ -157,6 +176,18 @@ class TiedLinear(Layer):
             Variable: (..., V).
         """
         return F.linear(x, F.transpose(self.W), self.b)
+
+    def softmax_cross_entropy(self, x, t, ignore_label=None):
+        """``F.softmax_cross_entropy(self(x), t, ignore_label)`` as one op, as ``Linear.softmax_cross_entropy``.
+
+        Args:
+            x (Variable | ndarray): (..., D).
+            t (ndarray): (...) integer labels in [0, V), or ``ignore_label``.
+            ignore_label (int, optional): targets left out of the mean.
+        Returns:
+            Variable: () the mean cross-entropy.
+        """
+        return F.linear_softmax_cross_entropy(x, F.transpose(self.W), self.b, t, ignore_label)
 
 
 class Dropout(Layer):
