@@ -22,8 +22,9 @@ from tinygrad_rnn.tools.train_seq2seq import draw_attention
 from tinygrad_rnn.training import ExactMatch, Trainer
 
 FAST = os.environ.get("TINYGRAD_RNN_TUTORIAL_FAST") == "1"
-COUNT, TEST = (300, 50) if FAST else (5000, 500)
-EPOCHS = 1 if FAST else 2
+COUNT, TEST = (300, 50) if FAST else (9000, 1000)    # the book: 45,000 to train on, 5,000 held out
+EPOCHS = 1 if FAST else 6                            # the book: 10
+LR = 0.01                                            # the book: 0.001
 
 data = toy_seq.load_task("date", count=COUNT, test_size=TEST, reverse=True)
 for x, t in zip(data.x_train[:4], data.t_train[:4]):
@@ -48,14 +49,17 @@ for x, t in zip(data.x_train[:4], data.t_train[:4]):
 # ## Peeky against attention
 #
 # Both models get the book's sizes (character vectors of 16, hidden states of 256) and the same
-# training; the held-out exact match after every epoch, overlaid:
+# training: Adam, batches of 128, gradients clipped at a norm of 5. Two settings differ from the
+# book's, so that the page is built in minutes: 8,000 dates to train on (the book: 45,000) and a
+# learning rate of 0.01, ten times the book's 0.001; 6 epochs are 372 updates. The held-out
+# exact match (1,000 dates) after every epoch, overlaid:
 
 # %%
 def train(model_class):
     """Train one model on the dates and return it and its held-out exact match per epoch."""
     model = model_class(len(data.vocab), 16, 256, seed=0)
     batches = ShuffledBatcher((data.x_train, data.t_train), batch_size=128, seed=0, vocab_size=len(data.vocab))
-    trainer = Trainer(model, Adam(0.001, eps=1e-7).setup(model), batches, clip=5.0,
+    trainer = Trainer(model, Adam(LR, eps=1e-7).setup(model), batches, clip=5.0,
                       evaluators=[ExactMatch(data.x_test, data.t_test)])
     trainer.fit(epochs=EPOCHS)
     return model, [100 * record["test_exact_match"] for record in trainer.history["epochs"]]
@@ -68,6 +72,7 @@ fig, ax = plt.subplots(figsize=(6, 4))
 for name, accuracy in (("peeky seq2seq", peeky_accuracy), ("attention", attention_accuracy)):
     ax.plot(np.arange(1, EPOCHS + 1), accuracy, "o-", label=name)
     print(f"{name:14s} held-out exact match per epoch: " + ", ".join(f"{a:.1f} %" for a in accuracy))
+ax.set_xticks(np.arange(1, EPOCHS + 1))
 ax.set_xlabel("epoch")
 ax.set_ylabel("held-out exact match (%)")
 ax.set_ylim(0, 100)
@@ -75,15 +80,15 @@ ax.grid(True, alpha=0.3)
 ax.legend()
 
 # %% [markdown]
-# What to compare is the speed. In the book (45,000 dates, 10 epochs) attention gets nearly every
-# held-out date right within the first few epochs, because the decoder can copy the digits of
-# the year and the day straight from the positions where they stand, wherever the format put
-# them; the peeky model must first squeeze the whole date into one vector and learns more slowly.
-# The run on this page is far shorter, so that it finishes in a few minutes on two CPU cores:
-# 4,500 dates for 2 epochs, about 70 updates. That is too few for either model to write a whole
-# date right, and the exact match printed above stays near 0 for both. To see the book's curves,
-# raise `COUNT` and `EPOCHS` to the book's 50,000 and 10; the project's 10-epoch run of the
-# attention model is on the [results](../results.md) page.
+# What to compare is the speed. For three epochs neither model gets more than 1 % of the dates
+# right to the last character; in the fourth, attention jumps to 93.0 % while the peeky model
+# reaches 20.2 %, and after 6 epochs attention gets 99.7 % of the held-out dates right and the
+# peeky model 90.7 %. Attention learns faster because the decoder can copy the digits of the year
+# and the day straight from the positions where they stand, wherever the format put them; the
+# peeky model must first squeeze the whole date into one vector. The book (45,000 dates, 10
+# epochs) shows the same: attention near 100 % within its first epochs, the peeky model behind it.
+# The project's 10-epoch run of the attention model at the book's settings is on the
+# [results](../results.md) page.
 #
 # ## The heatmap
 #
@@ -99,9 +104,9 @@ answer = draw_attention(attention, data, "august 23, 2008", lambda x: x, "attent
 print("august 23, 2008 ->", answer)
 
 # %% [markdown]
-# After this short run the weights are still spread over the question and the answer is wrong;
-# trained as in the book, the heatmap shows three bright blocks: the year's digits look at
-# `2008`, the month's at `august`, the day's at `23`, in the order the answer needs them and not
-# in the order the question gives them. Nobody tells the model that `august` means `08`: the
-# alignment is learned from the answers only, which is why attention also helps translation,
-# where the words of two languages come in different orders.
+# The answer is right, and the heatmap shows three bright blocks: the year's digits look at
+# `2008` at the end of the question, the month's at the `u` and `g` of `august`, the day's at
+# `23`, in the order the answer needs them and not in the order the question gives them. Nobody
+# tells the model that `august` means `08`: the alignment is learned from the answers only,
+# which is why attention also helps translation, where the words of two languages come in
+# different orders.

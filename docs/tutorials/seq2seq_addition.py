@@ -21,8 +21,9 @@ from tinygrad_rnn.optimizers import Adam
 from tinygrad_rnn.training import ExactMatch, Trainer
 
 FAST = os.environ.get("TINYGRAD_RNN_TUTORIAL_FAST") == "1"
-COUNT, TEST = (600, 100) if FAST else (10000, 1000)   # the book: 45,000 to train on, 5,000 held out
+COUNT, TEST = (600, 100) if FAST else (46000, 1000)   # the book: 45,000 to train on, 5,000 held out
 EPOCHS = 2 if FAST else 4                              # the book: 25
+LR = 0.01                                              # the book: 0.001
 
 # %% [markdown]
 # ## The data
@@ -42,10 +43,12 @@ for x, t in zip(data.x_train[:3], data.t_train[:3]):
 # %% [markdown]
 # ## Three models, one recipe
 #
-# All three are trained the same way: Adam (learning rate 0.001), batches of 128, gradients clipped
-# at a norm of 5, word vectors of 16 and a hidden state of 128, as in the book. After every epoch
-# `ExactMatch` decodes every held-out question greedily and counts the answers that are right to
-# the last character: a sum with one wrong digit scores zero.
+# All three are trained the same way: Adam, batches of 128, gradients clipped at a norm of 5,
+# word vectors of 16 and a hidden state of 128, on 45,000 questions, as in the book. One setting
+# differs: the learning rate is 0.01, ten times the book's 0.001, so that 4 epochs (1,404 updates
+# a model) already show the book's ordering instead of its 25. After every epoch `ExactMatch`
+# decodes 1,000 held-out questions greedily and counts the answers that are right to the last
+# character: a sum with one wrong digit scores zero.
 #
 # - **plain** (`Seq2seq`): the decoder sees the question only through its initial state.
 # - **reversed**: the same model reads `57+61` as `16+75`. The first digits the decoder must
@@ -61,7 +64,7 @@ def train(model_class, reverse):
     task = toy_seq.load_task("addition", count=COUNT, test_size=TEST, reverse=reverse)
     model = model_class(len(task.vocab), 16, 128, seed=0)
     batches = ShuffledBatcher((task.x_train, task.t_train), batch_size=128, seed=0, vocab_size=len(task.vocab))
-    trainer = Trainer(model, Adam(0.001, eps=1e-7).setup(model), batches, clip=5.0,
+    trainer = Trainer(model, Adam(LR, eps=1e-7).setup(model), batches, clip=5.0,
                       evaluators=[ExactMatch(task.x_test, task.t_test)])
     trainer.fit(epochs=EPOCHS)
     return model, task, [100 * record["test_exact_match"] for record in trainer.history["epochs"]]
@@ -77,6 +80,7 @@ for name, (_, _, accuracy) in runs.items():
 fig, ax = plt.subplots(figsize=(6, 4))
 for name, (_, _, accuracy) in runs.items():
     ax.plot(np.arange(1, EPOCHS + 1), accuracy, "o-", label=name)
+ax.set_xticks(np.arange(1, EPOCHS + 1))
 ax.set_xlabel("epoch")
 ax.set_ylabel("held-out exact match (%)")
 ax.set_ylim(0, 100)
@@ -84,15 +88,15 @@ ax.grid(True, alpha=0.3)
 ax.legend()
 
 # %% [markdown]
-# In the book the curves tell the chapter's story: the plain model learns slowly, reversing the
-# questions helps a great deal, and peeking lifts the accuracy far above both; over the book's
-# 25 epochs on 45,000 questions the three end near 10 %, 54 % and 98 %. The run on this page is
-# far shorter, so that it finishes in a few minutes on two CPU cores: 9,000 questions for 4
-# epochs. That is too little for any of the three: each gets fewer than 1 % of the held-out
-# sums right to the last digit, and the three curves lie on top of each other near 0. Exact
-# match is a harsh measure; it rises only once whole answers come out right. To see the book's
-# curves, raise `COUNT` and `EPOCHS` to the book's 50,000 and 25; the project's own 25-epoch runs
-# (`tinygrad-rnn-train-seq2seq --task addition ...`) are on the [results](../results.md) page.
+# The curves tell the chapter's story, in the book's order. After 4 epochs the plain model gets
+# 8.9 % of the held-out sums right to the last digit, the same model reading reversed questions
+# 20.8 %, and the peeky model on reversed questions 93.9 %: reversing helps, and peeking helps
+# far more. The book, after 25 epochs at the learning rate 0.001, ends near 10 %, 54 % and 98 %.
+# The peeky model is nearly done here, while the other two are still climbing, the reversed model
+# by about 5 points an epoch. With `EPOCHS = 8` the three reach 17.5 %, 29.3 % and 98.2 % (the
+# peeky model dips to 91.4 % in epoch 7 on the way); the project's own 25-epoch
+# runs (learning rate 0.001 on a cosine schedule, `tinygrad-rnn-train-seq2seq --task addition
+# ...`, on the [results](../results.md) page) end at 16.3 %, 59.9 % and 98.9 %.
 #
 # ## What the models answer
 #
@@ -109,7 +113,8 @@ for name, (model, task, _) in runs.items():
         print(f"    {task.question(x).strip():>7s} = {answer.strip():<4s} {mark}")
 
 # %% [markdown]
-# After this short run the models write nearly the same few answers whatever the question (such as
-# `101` and `102`): they have not yet learned to compute a sum. Trained as in the book, the peeky
-# model's errors become rare (2 % of the held-out sums), and beam search (`beam_width=3`) keeps
-# the three most likely partial answers instead of one.
+# Of these five questions the peeky model gets all five right, the reversed model one and the
+# plain model none, though each of the plain model's sums is within 4 of the right one: wrong
+# in the last digits, not in the size. Beam search (`beam_width=3`) keeps the three most likely
+# partial answers instead of one; on the project's 25-epoch peeky run it raises the held-out
+# exact match from 98.9 % to 99.1 %.
