@@ -13,9 +13,9 @@ parameters of each dtype and device in one flat buffer (``tinygrad_rnn.packing``
 becomes a view of it, of the same shape and values, so that an update is a dozen whole-buffer
 operations instead of a dozen per parameter; the state arrays follow at the first update. A
 ``p.data`` replaced later (``load_state_dict``, ``to_gpu``, an assignment) is noticed at the next
-update, which packs the parameters again. A group with a parameter lacking a gradient in a step,
-and a parameter whose data shares memory with another's, is updated parameter by parameter, by
-the same formulas on arrays of its own: both ways give the same bits.
+update, which packs the parameters again. A group in which some parameter has no gradient in a
+step is updated parameter by parameter, and so are parameters whose data share memory (packing
+would part them): by the same formulas on arrays of their own, so both ways give the same bits.
 
 Gradient arrays (``p.grad.data``) are read only: the engine may hand the same array to several
 parameters or give a broadcast view. The update copies them into a buffer of its own, in the
