@@ -469,7 +469,7 @@ def test_clipping_handed_to_the_update_leaves_p_grad_as_the_backward_gave_it():
     eager.p = Parameter(np.zeros(2))
     seen = []
     eager.p.grad = Variable(g)
-    opt_eager = Adam(0.1).setup(eager).add_hook(GradientClipping(1.0)).add_hook(lambda o: seen.append(eager.p.grad.data))
-    opt_eager.update()
+    opt_eager = Adam(0.1).setup(eager).add_hook(GradientClipping(1.0))
+    opt_eager.add_hook(lambda o: seen.append(eager.p.grad.data)).update()
     np.testing.assert_allclose(seen[-1], [0.6, 0.8], rtol=1e-6)  # a later hook sees the clipped gradient
     np.testing.assert_array_equal(eager.p.data, p.data)  # the same step either way

@@ -17,7 +17,8 @@ def test_groups_keep_first_appearance_order_and_split_by_dtype():
     assert [name for name, _ in groups[np.dtype(np.float32), "cpu"]] == ["a", "c"]
 
 
-@given(shape_list=st.lists(shapes(), min_size=1, max_size=5), dtype=st.sampled_from([np.float16, np.float32, np.float64]))
+@given(shape_list=st.lists(shapes(), min_size=1, max_size=5),
+       dtype=st.sampled_from([np.float16, np.float32, np.float64]))
 def test_views_are_aligned_disjoint_views_of_a_zero_buffer(shape_list, dtype):
     like = np.zeros(0, dtype).view(Marked)
     flat = packing.buffer(like, shape_list)

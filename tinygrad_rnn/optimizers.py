@@ -46,9 +46,7 @@ class _Group:
         self.names = [name for name, _ in members]
         self.params = [p for _, p in members]
         self.shapes = [p.shape for p in self.params]
-        self.data = packing.buffer(self.params[0].data, self.shapes)
-        parts = packing.views(self.data, self.shapes)
-        packing.fill(parts, [p.data for p in self.params])
+        self.data, parts = packing.pack(self.params[0].data, self.shapes, [p.data for p in self.params])
         for p, part in zip(self.params, parts):
             p.data = part
         self.grad = self.grads = self.work = None
@@ -174,6 +172,10 @@ class Optimizer:
     def update(self, weight=None):
         """Run the hooks, then apply one step to every parameter of the target that has a gradient.
 
+        Parameters added, removed or given new data since the last update are packed again
+        first (a copy); each group whose parameters all have a gradient steps as a whole, the
+        rest parameter by parameter.
+
         Args:
             weight (float, optional): the weight of this process's loss in a data-parallel step
                 (``distributed.DistributedOptimizer.update``); one process holds the whole loss,
@@ -231,15 +233,13 @@ class Optimizer:
     def _group_state(self, group):
         """The group's state buffers ({slot: flat}); its members' state arrays become views of them
         (values copied in) unless they already are."""
-        views = [(name, slot, part) for slot, (_, parts) in group.state.items() for name, part in zip(group.names, parts)]
-        if len(views) != len(group.names) * len(self.slots) or any(
-                self.state.get(name, {}).get(slot) is not part for name, slot, part in views):
+        packed = all(self.state.get(name, {}).get(slot) is part
+                     for slot, (_, parts) in group.state.items() for name, part in zip(group.names, parts))
+        if len(group.state) != len(self.slots) or not packed:
             states = [self._slots_of(name, p.data) for name, p in zip(group.names, group.params)]
             group.state = {}
             for slot in self.slots:
-                flat = packing.buffer(group.data, group.shapes)
-                parts = packing.views(flat, group.shapes)
-                packing.fill(parts, [state[slot] for state in states])
+                flat, parts = packing.pack(group.data, group.shapes, [state[slot] for state in states])
                 for state, part in zip(states, parts):
                     state[slot] = part
                 group.state[slot] = (flat, parts)

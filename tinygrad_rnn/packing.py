@@ -6,9 +6,10 @@ parallelism moves gradients, parameters and optimizer state packed, one collecti
 Each array starts at a multiple of 256 bytes (CuPy's allocation alignment), so that a view is
 aligned as well as an array of its own for a kernel's vector loads; the gaps hold zeros.
 
-    flat = buffer(first, shapes)         # zeros, on first's device, of first's dtype and array type
+    flat = buffer(like, shapes)          # zeros, of like's dtype, device and array type
     parts = views(flat, shapes)          # one view a shape, no copy
     fill(parts, arrays)                  # copy each array into its view
+    flat, parts = pack(like, shapes, arrays)  # the three at once
 """
 from math import prod
 
@@ -85,3 +86,19 @@ def fill(parts, arrays, factor=None):
             part[...] = a
         else:
             get_array_module(part).multiply(a, factor, out=part)
+
+
+def pack(like, shapes, arrays):
+    """A new flat buffer (``buffer``) with each array copied into its view (``views``, ``fill``).
+
+    Args:
+        like (ndarray): gives the buffer's dtype, device and array type.
+        shapes (sequence of tuple): one a view.
+        arrays (list of ndarray | None): one a view; None leaves that view zero.
+    Returns:
+        tuple: ``(flat, parts)``, the (L,) buffer and its views.
+    """
+    flat = buffer(like, shapes)
+    parts = views(flat, shapes)
+    fill(parts, arrays)
+    return flat, parts

@@ -72,9 +72,7 @@ def broadcast_parameters(model, comm):
     for members in packing.groups(model.namedparams()).values():
         params = [p for _, p in members]
         shapes = [p.shape for p in params]
-        flat = packing.buffer(params[0].data, shapes)
-        parts = packing.views(flat, shapes)
-        packing.fill(parts, [p.data for p in params])
+        flat, parts = packing.pack(params[0].data, shapes, [p.data for p in params])
         comm.bcast(flat)
         for p, part in zip(params, parts):
             p.data[...] = part
@@ -97,10 +95,8 @@ def broadcast_optimizer_state(optimizer, comm):
         by_dtype.setdefault(dtype, []).append((key, shape))
     for dtype, entries in by_dtype.items():
         shapes = [shape for _, shape in entries]
-        flat = packing.buffer(np.empty(0, dtype=dtype), shapes)
-        parts = packing.views(flat, shapes)
-        if comm.is_root:
-            packing.fill(parts, [state[key] for key, _ in entries])
+        mine = [state[key] for key, _ in entries] if comm.is_root else []  # the others receive
+        flat, parts = packing.pack(np.empty(0, dtype=dtype), shapes, mine)
         comm.bcast(flat)
         arrays.update((key, part) for (key, _), part in zip(entries, parts))
     if not comm.is_root:
@@ -150,9 +146,8 @@ def allreduce_grads(model, comm, weight=None):
     for members in packing.groups(reduced).values():
         params = [p for _, p in members]
         shapes = [p.shape for p in params]
-        flat = packing.buffer(params[0].data, shapes)
-        parts = packing.views(flat, shapes)
-        packing.fill(parts, [None if p.grad is None else p.grad.data for p in params])
+        grads = [None if p.grad is None else p.grad.data for p in params]  # None: zeros, as no gradient here
+        flat, parts = packing.pack(params[0].data, shapes, grads)
         flat *= flat.dtype.type(share)
         comm.allreduce(flat)
         for p, part in zip(params, parts):
