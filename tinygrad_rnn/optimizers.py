@@ -225,6 +225,7 @@ class Optimizer:
             p is q and p.data is data and name == known for (name, p), (known, q, data) in zip(pairs, self._layout))
 
     def _pack(self, pairs):
+        """One _Group per dtype and device of the parameters, leaving out those that share memory."""
         aliased = _aliased(pairs)
         packable = [(name, p) for name, p in pairs if id(p) not in aliased]
         self._groups = [_Group(members) for members in packing.groups(packable).values()]
