@@ -2,9 +2,12 @@ import math
 
 import numpy as np
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from tinygrad_rnn import Parameter, Variable
 from tinygrad_rnn import layers as L
+from tinygrad_rnn.testing import seeds, shapes
 from tinygrad_rnn.optimizers import SGD, AdaGrad, Adam, GradientClipping, MomentumSGD, RMSprop, clip_grads
 
 P0 = np.array([1.0, -2.0, 0.5])
@@ -271,3 +274,202 @@ def test_gradient_clipping_hook_clips_before_the_update_and_keeps_the_norm_on_th
         opt.add_hook(3)
     with pytest.raises(ValueError, match="GradientClipping: max_norm"):
         GradientClipping(0.0)
+
+
+# Packed updates. The learning rates are not powers of two, so that a product folded into another
+# (lr * scale) rounds differently from the two products taken one after the other.
+PACKED = {
+    "SGD": lambda: SGD(0.3),
+    "SGD+wd": lambda: SGD(0.3, weight_decay=0.01),
+    "MomentumSGD": lambda: MomentumSGD(0.3, momentum=0.7, weight_decay=0.01),
+    "AdaGrad": lambda: AdaGrad(0.3, weight_decay=0.01),
+    "RMSprop": lambda: RMSprop(0.3, decay=0.9, weight_decay=0.01),
+    "Adam": lambda: Adam(0.3, beta1=0.8, beta2=0.9, weight_decay=0.01),
+}
+
+
+class Params(L.Layer):
+    def __init__(self, arrays):
+        super().__init__()
+        for i, a in enumerate(arrays):
+            setattr(self, f"p{i}", Parameter(a.copy()))
+
+
+def reference_step(opt, p, g, state, t):
+    """One parameter's step as the optimizers wrote it before packing: an expression a formula,
+    temporaries and all; ``p`` and the state arrays change in place."""
+    if opt.weight_decay:
+        g = g + opt.weight_decay * p
+    if type(opt) is SGD:
+        p -= opt.lr * g
+    elif type(opt) is MomentumSGD:
+        v = state.setdefault("v", np.zeros_like(p))
+        v *= opt.momentum
+        v -= opt.lr * g
+        p += v
+    elif type(opt) is AdaGrad:
+        h = state.setdefault("h", np.zeros_like(p))
+        h += g * g
+        p -= opt.lr * g / (np.sqrt(h) + opt.eps)
+    elif type(opt) is RMSprop:
+        h = state.setdefault("h", np.zeros_like(p))
+        h *= opt.decay
+        h += (1 - opt.decay) * g * g
+        p -= opt.lr * g / (np.sqrt(h) + opt.eps)
+    else:
+        m, v = state.setdefault("m", np.zeros_like(p)), state.setdefault("v", np.zeros_like(p))
+        m *= opt.beta1
+        m += (1 - opt.beta1) * g
+        v *= opt.beta2
+        v += (1 - opt.beta2) * g * g
+        p -= opt.lr * (m / (1 - opt.beta1 ** t)) / (np.sqrt(v / (1 - opt.beta2 ** t)) + opt.eps)
+
+
+def reference_scale(grads, max_norm):
+    """The clipping scale as clip_grads computes it: squares summed parameter after parameter."""
+    norm = np.zeros((), dtype=np.result_type(np.float32, *grads))
+    for g in grads:
+        norm += np.vdot(g, g)
+    return np.minimum(max_norm / (np.sqrt(norm) + 1e-6), 1.0).astype(norm.dtype)
+
+
+class Later:
+    """A hook after the clipping: the clipping then replaces the gradients itself."""
+
+    def __call__(self, optimizer):
+        pass
+
+
+@pytest.mark.parametrize("clipping", [None, "last", "followed"])
+@pytest.mark.parametrize("name", PACKED)
+@given(shape_list=st.lists(shapes(), min_size=1, max_size=4), steps=st.lists(st.integers(0, 15), min_size=1,
+       max_size=4), seed=seeds())
+def test_packed_updates_match_the_per_parameter_formulas_bitwise(name, clipping, shape_list, steps, seed):
+    """Every step's bits equal those of the formulas written per parameter; each step's integer
+    says which parameters have a gradient (bit i: parameter i), so that packed steps (all of
+    them) and steps parameter by parameter (the group lacks a gradient) alternate."""
+    rng = np.random.default_rng(seed)
+    arrays = [rng.standard_normal(shape).astype(np.float32) for shape in shape_list]
+    model = Params(arrays)
+    opt = PACKED[name]().setup(model)
+    if clipping:
+        opt.add_hook(GradientClipping(0.5))
+    if clipping == "followed":
+        opt.add_hook(Later())
+    ref_opt, ref_params, ref_state = PACKED[name](), [a.copy() for a in arrays], {}
+    params = list(model.params())
+    for t, which in enumerate(steps, start=1):
+        grads = [rng.standard_normal(a.shape).astype(np.float32) if which >> i & 1 else None
+                 for i, a in enumerate(arrays)]
+        for p, g in zip(params, grads):
+            p.grad = None if g is None else Variable(np.broadcast_to(g, g.shape))  # read only
+        opt.update()
+        given_grads = [g for g in grads if g is not None]
+        scale = reference_scale(given_grads, 0.5) if clipping and given_grads else None
+        for i, g in enumerate(grads):
+            if g is None:
+                continue
+            p, state = ref_params[i], ref_state.setdefault(f"p{i}", {})
+            if scale is not None and clipping == "last" and name == "SGD":
+                p -= g * (scale * np.float32(ref_opt.lr))  # the clipping scale folded into the learning rate
+                continue
+            reference_step(ref_opt, p, g if scale is None else g * scale, state, t)
+        for i, p in enumerate(params):
+            np.testing.assert_array_equal(p.data, ref_params[i], err_msg=f"p{i} after step {t}")
+    expected = {f"{slot}/{pname}": a for pname, state in ref_state.items() for slot, a in state.items()}
+    got = {k: v for k, v in opt.state_dict().items() if "/" in k}
+    assert got.keys() == expected.keys()  # no state for a parameter that never had a gradient
+    for key, a in expected.items():
+        np.testing.assert_array_equal(got[key], a, err_msg=key)
+
+
+def test_the_folded_sgd_step_stays_within_rounding_of_the_unfolded_one():
+    """SGD multiplies the gradient by lr * scale (one rounding) where clip-then-step multiplies by
+    scale, then lr (two): the steps differ by rounding only, and not at all without clipping."""
+    rng = np.random.default_rng(0)
+    arrays = [rng.standard_normal((5, 3)), rng.standard_normal(4)]  # float64
+    folded, unfolded = Params(arrays), Params(arrays)
+    fold = SGD(0.3).setup(folded).add_hook(GradientClipping(0.5))
+    unfold = SGD(0.3).setup(unfolded).add_hook(GradientClipping(0.5)).add_hook(Later())
+    for _ in range(5):
+        for p, q in zip(folded.params(), unfolded.params()):
+            p.grad = q.grad = Variable(rng.standard_normal(p.shape))
+        fold.update()
+        unfold.update()
+    assert float(fold.hooks[0].norm) == float(unfold.hooks[0].norm) and float(fold.hooks[0].clipped) == 1.0
+    for p, q in zip(folded.params(), unfolded.params()):
+        assert not np.array_equal(p.data, q.data)
+        np.testing.assert_allclose(p.data, q.data, rtol=1e-15, atol=1e-15)
+
+
+def test_setup_packs_the_parameters_of_each_dtype_into_one_buffer():
+    a, b, c = np.arange(6.0, dtype=np.float32).reshape(2, 3), np.ones(1, np.float32), np.full((2, 2), 3.0)
+    model = Params([a, b, c])
+    SGD(0.1).setup(model)
+    assert model.p0.data.base is model.p1.data.base and model.p2.data.base is not model.p0.data.base
+    for p, x in zip(model.params(), (a, b, c)):
+        assert p.shape == x.shape and p.dtype == x.dtype and p.data.flags.c_contiguous
+        np.testing.assert_array_equal(p.data, x)
+        assert (p.data.ctypes.data - p.data.base.ctypes.data) % 256 == 0  # aligned as an array of its own
+
+
+def test_replaced_parameter_data_is_packed_again_and_keeps_being_updated():
+    rng = np.random.default_rng(0)
+    model = Params([rng.standard_normal(3).astype(np.float32), rng.standard_normal((2, 2)).astype(np.float32)])
+    opt = Adam(0.1).setup(model)
+    reference = Params([p.data for p in model.params()])
+    ref_opt = Adam(0.1).setup(reference)
+
+    def step():
+        for p, q in zip(model.params(), reference.params()):
+            p.grad = q.grad = Variable(rng.standard_normal(p.shape).astype(np.float32))
+        opt.update()
+        ref_opt.update()
+
+    step()
+    model.p0.data = np.full(3, 2.0, np.float32)  # a user's assignment
+    reference.p0.data = np.full(3, 2.0, np.float32)
+    step()
+    replaced = model.p0.data
+    assert replaced.base is model.p1.data.base  # packed again with the others
+    model.load_state_dict(reference.state_dict())  # replaces every parameter's data
+    opt.load_state_dict(ref_opt.state_dict())  # replaces the state arrays
+    step()
+    for p, q in zip(model.params(), reference.params()):
+        np.testing.assert_array_equal(p.data, q.data)
+    for key, value in ref_opt.state_dict().items():
+        np.testing.assert_array_equal(opt.state_dict()[key], value)
+    assert opt.state["p0"]["m"].base is opt.state["p1"]["m"].base  # the loaded state is packed too
+
+
+def test_parameters_sharing_memory_are_not_parted_by_packing():
+    shared = np.zeros(3)
+    model = Params([np.ones(2)])
+    model.a, model.b = Parameter(shared), Parameter(shared)  # one array, two parameters
+    opt = SGD(0.5).setup(model)
+    assert model.a.data is shared and model.b.data is shared
+    for p in model.params():
+        p.grad = Variable(np.ones(p.shape))
+    opt.update()
+    np.testing.assert_array_equal(shared, [-1.0, -1.0, -1.0])  # both steps landed in the shared array
+    np.testing.assert_array_equal(model.p0.data, [0.5, 0.5])
+
+
+def test_clipping_handed_to_the_update_leaves_p_grad_as_the_backward_gave_it():
+    p = Parameter(np.zeros(2))
+    model = Params([])
+    model.p = p
+    clipping = GradientClipping(1.0)
+    opt = Adam(0.1).setup(model).add_hook(clipping)
+    g = np.array([3.0, 4.0])
+    p.grad = Variable(g)
+    opt.update()
+    assert p.grad.data is g and float(clipping.norm) == 5.0
+    eager = Params([])
+    eager.p = Parameter(np.zeros(2))
+    seen = []
+    eager.p.grad = Variable(g)
+    opt_eager = Adam(0.1).setup(eager).add_hook(GradientClipping(1.0))
+    opt_eager.add_hook(lambda o: seen.append(eager.p.grad.data)).update()
+    np.testing.assert_allclose(seen[-1], [0.6, 0.8], rtol=1e-6)  # a later hook sees the clipped gradient
+    np.testing.assert_array_equal(eager.p.data, p.data)  # the same step either way

@@ -8,18 +8,69 @@ Usage::
     opt.update()                          # hooks, then every parameter that has a gradient, in place
     model.cleargrads()
 
-Parameter arrays (``p.data``) are owned and updated in place. Gradient arrays (``p.grad.data``)
-are read only: the engine may hand the same array to several parameters or give a broadcast
-view, so every formula here builds new arrays from them and never writes into them. Nothing
-here reads a device value back to the host. Learning-rate schedules live in
+Parameter arrays (``p.data``) are owned and updated in place. Once set up, the optimizer keeps the
+parameters of each dtype and device in one flat buffer (``tinygrad_rnn.packing``): every ``p.data``
+becomes a view of it, of the same shape and values, so that an update is a dozen whole-buffer
+operations instead of a dozen per parameter; the state arrays follow at the first update. A
+``p.data`` replaced later (``load_state_dict``, ``to_gpu``, an assignment) is noticed at the next
+update, which packs the parameters again. A group in which some parameter has no gradient in a
+step is updated parameter by parameter, and so are parameters whose data share memory (packing
+would part them): by the same formulas on arrays of their own, so both ways give the same bits.
+
+Gradient arrays (``p.grad.data``) are read only: the engine may hand the same array to several
+parameters or give a broadcast view. The update copies them into a buffer of its own, in the
+parameter's dtype, times the clipping scale when the last hook is a ``GradientClipping`` (one
+pass for both), and computes there, in place, each operation rounding as in the formula it
+spells out. Nothing here reads a device value back to the host. Learning-rate schedules live in
 ``tinygrad_rnn.training.schedules``.
 """
 import numpy as np
 
+from tinygrad_rnn import packing
 from tinygrad_rnn.backend import as_cupy, as_numpy, device_of, get_array_module
 from tinygrad_rnn.checks import number
 from tinygrad_rnn.core import Variable
 from tinygrad_rnn.phases import mark
+
+_NORM_EPS = 1e-6  # clip_grads' default: keeps the clipping scale finite for a zero norm
+
+
+class _Group:
+    """Parameters of one dtype and device whose data are views of one flat buffer (packed on creation).
+
+    The gradient buffer, the work buffer and the state buffers of the same layout come with the
+    first update that takes the group whole.
+    """
+
+    def __init__(self, members):
+        self.names = [name for name, _ in members]
+        self.params = [p for _, p in members]
+        self.shapes = [p.shape for p in self.params]
+        self.data, parts = packing.pack(self.params[0].data, self.shapes, [p.data for p in self.params])
+        for p, part in zip(self.params, parts):
+            p.data = part
+        self.grad = self.grads = self.work = None
+        self.state = {}  # slot name -> (flat buffer, its views), the views also in Optimizer.state
+
+    def gather(self, factor):
+        """Copy the members' gradients (times ``factor``) into the gradient buffer and return it."""
+        if self.grad is None:
+            self.grad = packing.buffer(self.data, self.shapes)
+            self.grads = packing.views(self.grad, self.shapes)
+        packing.fill(self.grads, [p.grad.data for p in self.params], factor)
+        return self.grad
+
+
+def _aliased(pairs):
+    """The ids of the parameters whose data shares memory with another parameter's (packing would part them)."""
+    out = set()
+    for members in packing.groups(pairs).values():
+        xp = get_array_module(members[0][1].data)
+        for i, (_, p) in enumerate(members):
+            for _, q in members[i + 1:]:
+                if xp.may_share_memory(p.data, q.data):
+                    out.update((id(p), id(q)))
+    return out
 
 
 class Optimizer:
@@ -29,7 +80,9 @@ class Optimizer:
     (checkpoints compare them), and implement ``_update_one``. Hooks (``add_hook``) run in the
     order they were added at the start of every ``update``, on the gradients it is about to apply
     (Chainer's pre-update hooks): a wrapper that changes the gradients first, such as
-    ``distributed.DistributedOptimizer``, has them run on its result.
+    ``distributed.DistributedOptimizer``, has them run on its result. The last hook may instead
+    hand the update a factor for every gradient (``GradientClipping.gradient_scale``), which the
+    update applies as it copies the gradients.
 
     Args:
         lr (float): learning rate > 0; schedules change ``self.lr`` between updates.
@@ -42,6 +95,7 @@ class Optimizer:
     slots = ()
     hyper = ("weight_decay",)
     _counters = ()  # integer attributes that belong to the state (Adam's step count)
+    _needs_work = True  # whether _update_one uses its work array (weight decay always does)
 
     def __init__(self, lr, weight_decay=0.0):
         self._lr = number(type(self).__name__, "lr", lr, 0.0, low_open=True)
@@ -49,6 +103,8 @@ class Optimizer:
         self.target = None
         self.state = {}  # parameter name -> {slot name -> array on the parameter's device}
         self.hooks = []
+        self._groups = []  # the packed parameters, one _Group per dtype and device
+        self._layout = []  # (name, parameter, its data) as packed: what an update checks is unchanged
 
     @property
     def lr(self):
@@ -76,7 +132,10 @@ class Optimizer:
         return {"class": type(self).__name__, "hyperparameters": self.hyperparameters()}
 
     def setup(self, target):
-        """Attach the optimizer to a model and forget any previous state.
+        """Attach the optimizer to a model, pack its parameters and forget any previous state.
+
+        Afterwards every parameter's ``data`` is a view of the flat buffer of its dtype and
+        device (same shape and values), except where two parameters share memory.
 
         Args:
             target (Layer): anything with ``namedparams()`` yielding ``(name, Parameter)`` pairs.
@@ -87,6 +146,7 @@ class Optimizer:
         self.state = {}
         for name in self._counters:
             setattr(self, name, 0)
+        self._pack(list(target.namedparams()))
         return self
 
     def add_hook(self, hook):
@@ -112,6 +172,10 @@ class Optimizer:
     def update(self, weight=None):
         """Run the hooks, then apply one step to every parameter of the target that has a gradient.
 
+        Parameters added, removed or given new data since the last update are packed again
+        first (a copy); each group whose parameters all have a gradient steps as a whole, the
+        rest parameter by parameter.
+
         Args:
             weight (float, optional): the weight of this process's loss in a data-parallel step
                 (``distributed.DistributedOptimizer.update``); one process holds the whole loss,
@@ -123,23 +187,102 @@ class Optimizer:
         """
         if self.target is None:
             raise RuntimeError(f"{type(self).__name__}.update: call setup(model) first")
-        for hook in self.hooks:
-            hook(self)
+        scale = self._run_hooks()
         mark("update")
         self._begin_step()
-        for name, p in self.target.namedparams():
-            if p.grad is None:
-                continue
-            g = p.grad.data
-            if self.weight_decay:
-                g = g + self.weight_decay * p.data
-            self._update_one(p.data, g, self._slots_of(name, p.data))
+        pairs = list(self.target.namedparams())
+        if not self._packed(pairs):
+            self._pack(pairs)
+        whole = set()
+        for group in self._groups:
+            if all(p.grad is not None for p in group.params):
+                grad = group.gather(self._factor(scale, group.data.dtype))
+                if group.work is None and (self._needs_work or self.weight_decay):
+                    group.work = get_array_module(grad).empty_like(grad)
+                self._apply(group.data, grad, self._group_state(group), group.work)
+                whole.update(map(id, group.params))
+        for name, p in pairs:
+            if p.grad is not None and id(p) not in whole:
+                self._update_alone(name, p, scale)
         return 1.0
+
+    def _run_hooks(self):
+        """Run the hooks in order; return the factor the last one hands over instead (None: none)."""
+        for hook in self.hooks[:-1]:
+            hook(self)
+        if not self.hooks:
+            return None
+        last = self.hooks[-1]
+        handover = getattr(last, "gradient_scale", None)
+        if callable(handover):  # nothing after it reads the gradients: the copy for the update scales them
+            return handover(self)
+        last(self)
+        return None
+
+    def _packed(self, pairs):
+        """Whether the target holds the parameters it held when packed, each with the data packed then."""
+        return len(pairs) == len(self._layout) and all(
+            p is q and p.data is data and name == known for (name, p), (known, q, data) in zip(pairs, self._layout))
+
+    def _pack(self, pairs):
+        """One _Group per dtype and device of the parameters, leaving out those that share memory."""
+        aliased = _aliased(pairs)
+        packable = [(name, p) for name, p in pairs if id(p) not in aliased]
+        self._groups = [_Group(members) for members in packing.groups(packable).values()]
+        self._layout = [(name, p, p.data) for name, p in pairs]
+
+    def _group_state(self, group):
+        """The group's state buffers ({slot: flat}); its members' state arrays become views of them
+        (values copied in) unless they already are."""
+        packed = all(self.state.get(name, {}).get(slot) is part
+                     for slot, (_, parts) in group.state.items() for name, part in zip(group.names, parts))
+        if len(group.state) != len(self.slots) or not packed:
+            states = [self._slots_of(name, p.data) for name, p in zip(group.names, group.params)]
+            group.state = {}
+            for slot in self.slots:
+                flat, parts = packing.pack(group.data, group.shapes, [state[slot] for state in states])
+                for state, part in zip(states, parts):
+                    state[slot] = part
+                group.state[slot] = (flat, parts)
+        return {slot: flat for slot, (flat, _) in group.state.items()}
+
+    def _update_alone(self, name, p, scale):
+        """One parameter's step, by the formulas of the packed step on arrays of its own."""
+        xp = get_array_module(p.data)
+        grad = xp.empty_like(p.data)
+        packing.fill([grad], [p.grad.data], self._factor(scale, p.data.dtype))
+        work = xp.empty_like(grad) if self._needs_work or self.weight_decay else None
+        self._apply(p.data, grad, self._slots_of(name, p.data), work)
+
+    def _factor(self, scale, dtype):
+        """What the gradients are multiplied by as they are copied for the update (None: copied as they are).
+
+        Args:
+            scale (ndarray | None): () the clipping scale handed over by the last hook, or None.
+            dtype (numpy.dtype): the parameters' dtype.
+        """
+        return None if scale is None else scale.astype(dtype)
+
+    def _apply(self, param, grad, state, work):
+        """Add the weight decay to ``grad`` (the optimizer's own copy), then step."""
+        if self.weight_decay:
+            get_array_module(param).multiply(param, self.weight_decay, out=work)
+            grad += work  # g + wd * p
+        self._update_one(param, grad, state, work)
 
     def _begin_step(self):
         """Hook for state shared by all parameters (Adam's step count)."""
 
-    def _update_one(self, param, grad, state):
+    def _update_one(self, param, grad, state, work):
+        """Step ``param`` in place.
+
+        Args:
+            param (ndarray): the parameter (or a group's flat buffer).
+            grad (ndarray): its gradient, of its shape and dtype, the optimizer's own: may be overwritten.
+            state (dict): slot name -> array of ``param``'s shape.
+            work (ndarray | None): scratch of ``param``'s shape and dtype (None when ``_needs_work``
+                is False and there is no weight decay).
+        """
         raise NotImplementedError
 
     def _slots_of(self, name, param):
@@ -213,13 +356,28 @@ class Optimizer:
 class SGD(Optimizer):
     """Plain stochastic gradient descent: ``p -= lr * g``.
 
+    Without weight decay the learning rate is folded into the copy of the gradients (times the
+    clipping scale, when clipping hands it over): ``p -= g * (lr * scale)``, one pass less than
+    ``p -= lr * (g * scale)``, whose product it rounds once less; unclipped (scale 1) the two are
+    the same bits.
+
     Args:
         lr (float): learning rate.
         weight_decay (float): L2 penalty coefficient.
     """
 
-    def _update_one(self, param, grad, state):
-        param -= self.lr * grad
+    _needs_work = False
+
+    def _factor(self, scale, dtype):
+        if self.weight_decay:  # the penalty joins the gradient before the learning rate scales it
+            return super()._factor(scale, dtype)
+        lr = dtype.type(self.lr)
+        return lr if scale is None else scale.astype(dtype) * lr
+
+    def _update_one(self, param, grad, state, work):
+        if self.weight_decay:
+            grad *= self.lr
+        param -= grad
 
 
 class MomentumSGD(Optimizer):
@@ -233,16 +391,29 @@ class MomentumSGD(Optimizer):
 
     slots = ("v",)
     hyper = ("momentum", "weight_decay")
+    _needs_work = False
 
     def __init__(self, lr=0.01, momentum=0.9, weight_decay=0.0):
         super().__init__(lr, weight_decay)
         self.momentum = number("MomentumSGD", "momentum", momentum, 0.0, 1.0)
 
-    def _update_one(self, param, grad, state):
+    def _update_one(self, param, grad, state, work):
         v = state["v"]
         v *= self.momentum
-        v -= self.lr * grad
+        grad *= self.lr
+        v -= grad
         param += v
+
+
+def _divided_step(param, grad, h, work, lr, eps):
+    """``param -= lr * grad / (sqrt(h) + eps)`` in place, rounding as that expression does;
+    overwrites ``grad`` and ``work`` (``h`` may be ``work``)."""
+    xp = get_array_module(param)
+    xp.sqrt(h, out=work)
+    work += eps
+    grad *= lr
+    grad /= work
+    param -= grad
 
 
 class AdaGrad(Optimizer):
@@ -261,10 +432,11 @@ class AdaGrad(Optimizer):
         super().__init__(lr, weight_decay)
         self.eps = number("AdaGrad", "eps", eps, 0.0, low_open=True)
 
-    def _update_one(self, param, grad, state):
+    def _update_one(self, param, grad, state, work):
         h = state["h"]
-        h += grad * grad
-        param -= self.lr * grad / (get_array_module(h).sqrt(h) + self.eps)
+        get_array_module(h).multiply(grad, grad, out=work)
+        h += work
+        _divided_step(param, grad, h, work, self.lr, self.eps)
 
 
 class RMSprop(Optimizer):
@@ -285,11 +457,13 @@ class RMSprop(Optimizer):
         self.decay = number("RMSprop", "decay", decay, 0.0, 1.0)
         self.eps = number("RMSprop", "eps", eps, 0.0, low_open=True)
 
-    def _update_one(self, param, grad, state):
+    def _update_one(self, param, grad, state, work):
         h = state["h"]
         h *= self.decay
-        h += (1 - self.decay) * grad * grad
-        param -= self.lr * grad / (get_array_module(h).sqrt(h) + self.eps)
+        get_array_module(h).multiply(grad, 1 - self.decay, out=work)
+        work *= grad  # (1 - decay) * g * g
+        h += work
+        _divided_step(param, grad, h, work, self.lr, self.eps)
 
 
 class Adam(Optimizer):
@@ -322,42 +496,27 @@ class Adam(Optimizer):
     def _begin_step(self):
         self.t += 1
 
-    def _update_one(self, param, grad, state):
+    def _update_one(self, param, grad, state, work):
+        xp = get_array_module(param)
         m, v = state["m"], state["v"]
         m *= self.beta1
-        m += (1 - self.beta1) * grad
+        xp.multiply(grad, 1 - self.beta1, out=work)
+        m += work
         v *= self.beta2
-        v += (1 - self.beta2) * grad * grad
-        m_hat = m / (1 - self.beta1 ** self.t)
-        v_hat = v / (1 - self.beta2 ** self.t)
-        param -= self.lr * m_hat / (get_array_module(v).sqrt(v_hat) + self.eps)
+        xp.multiply(grad, 1 - self.beta2, out=work)
+        work *= grad  # (1 - b2) * g * g
+        v += work
+        xp.divide(m, 1 - self.beta1 ** self.t, out=grad)  # m_hat: the gradient is spent
+        xp.divide(v, 1 - self.beta2 ** self.t, out=work)  # v_hat
+        _divided_step(param, grad, work, work, self.lr, self.eps)
 
 
-def clip_grads(params, max_norm, eps=1e-6):
-    """Scale all gradients together so that their global L2 norm is at most ``max_norm``.
-
-    The scale ``min(1, max_norm / (norm + eps))`` is computed and multiplied in on the device,
-    with no branch in Python: nothing is read back to the host. The squared norm is summed in
-    float32 at least (float64 for float64 gradients): in float16 it overflows once the norm
-    passes 256, and the scale would zero every gradient. Gradients are replaced by new
-    Variables of their own dtype, never scaled in place: two parameters may hold the same
-    gradient array, which in-place scaling would shrink twice.
-
-    Args:
-        params (iterable of Parameter): e.g. ``model.params()``; those without a gradient are skipped.
-        max_norm (float): the largest allowed norm, finite and > 0.
-        eps (float): keeps the scale finite for a zero norm, finite and >= 0.
-    Returns:
-        ndarray: () the global norm before clipping, float32 or float64, on the gradients' device
-        (0 when no parameter has a gradient).
-    Raises:
-        TypeError, ValueError: ``max_norm`` or ``eps`` is not a finite number in its range.
-    """
-    max_norm = number("clip_grads", "max_norm", max_norm, 0.0, low_open=True)
-    eps = number("clip_grads", "eps", eps, 0.0)
+def _clipping(params, max_norm, eps):
+    """The parameters with a gradient, their global gradient norm and the clipping scale (both
+    () on the gradients' device; None when no parameter has a gradient)."""
     with_grad = [p for p in params if p.grad is not None]
     if not with_grad:
-        return np.zeros((), dtype=np.float32)
+        return with_grad, np.zeros((), dtype=np.float32), None
     first = with_grad[0].grad.data
     xp = get_array_module(first)
     dtype = np.result_type(np.float32, *{p.grad.data.dtype for p in with_grad})
@@ -366,7 +525,32 @@ def clip_grads(params, max_norm, eps=1e-6):
         g = p.grad.data.astype(dtype, copy=False)  # a copy for float16 only
         norm += xp.vdot(g, g)  # one pass, no temporary of the gradient's size
     xp.sqrt(norm, out=norm)
-    scale = xp.minimum(max_norm / (norm + eps), 1.0).astype(dtype)
+    return with_grad, norm, xp.minimum(max_norm / (norm + eps), 1.0).astype(dtype)
+
+
+def clip_grads(params, max_norm, eps=_NORM_EPS):
+    """Scale all gradients together so that their global L2 norm is at most ``max_norm``.
+
+    The scale ``min(1, max_norm / (norm + eps))`` is computed and multiplied in on the device,
+    with no branch in Python: nothing is read back to the host. The squared norm is summed in
+    float32 at least (float64 for float64 gradients), one parameter after another: in float16
+    it overflows once the norm passes 256, and the scale would zero every gradient. Gradients
+    are replaced by new Variables of their own dtype, never scaled in place: two parameters may
+    hold the same gradient array, which in-place scaling would shrink twice.
+
+    Args:
+        params (iterable of Parameter): e.g. ``model.params()``; those without a gradient are skipped.
+        max_norm (float): the largest allowed norm, finite and > 0.
+        eps (float): keeps the scale finite for a zero norm, finite and >= 0 (1e-6 by default).
+    Returns:
+        ndarray: () the global norm before clipping, float32 or float64, on the gradients' device
+        (0 when no parameter has a gradient).
+    Raises:
+        TypeError, ValueError: ``max_norm`` or ``eps`` is not a finite number in its range.
+    """
+    max_norm = number("clip_grads", "max_norm", max_norm, 0.0, low_open=True)
+    eps = number("clip_grads", "eps", eps, 0.0)
+    with_grad, norm, scale = _clipping(params, max_norm, eps)
     scales = {}  # one cast of the scale per gradient dtype, so that no gradient changes dtype
     for p in with_grad:
         g = p.grad.data
@@ -379,9 +563,12 @@ def clip_grads(params, max_norm, eps=1e-6):
 class GradientClipping:
     """Optimizer hook: clip the global gradient norm to ``max_norm`` (``clip_grads``) before every update.
 
-    ``optimizer.add_hook(GradientClipping(0.25))``; ``Trainer(clip=0.25)`` adds it. The norm
-    before clipping and whether it exceeded ``max_norm`` stay on the device as ``norm`` and
-    ``clipped`` (never read in the step), for whoever records them (the trainer sums both).
+    ``optimizer.add_hook(GradientClipping(0.25))``; ``Trainer(clip=0.25)`` adds it. As the
+    optimizer's last hook it hands the scale to the update (``gradient_scale``), which multiplies
+    each gradient by it as it copies them: the same products as ``clip_grads``, without a pass of
+    their own, and ``p.grad`` keeps the gradient from before clipping. The norm before clipping
+    and whether it exceeded ``max_norm`` stay on the device as ``norm`` and ``clipped`` (never
+    read in the step), for whoever records them (the trainer sums both).
 
     Args:
         max_norm (float): the largest allowed norm, finite and > 0.
@@ -401,11 +588,28 @@ class GradientClipping:
         self.clipped = None
 
     def __call__(self, optimizer):
-        """Clip the gradients of ``optimizer.target``'s parameters.
+        """Clip the gradients of ``optimizer.target``'s parameters (``clip_grads``): ``p.grad`` is replaced.
 
         Args:
             optimizer (Optimizer): the optimizer about to update.
         """
         mark("clip")
         self.norm = clip_grads(optimizer.target.params(), self.max_norm)
+        self._count()
+
+    def gradient_scale(self, optimizer):
+        """The clipping scale of ``optimizer.target``'s gradients, left unscaled (the update applies it).
+
+        Args:
+            optimizer (Optimizer): the optimizer about to update; this hook is its last.
+        Returns:
+            ndarray | None: () ``min(1, max_norm / (norm + 1e-6))`` of the norm's dtype, on the
+            gradients' device; None when no parameter has a gradient.
+        """
+        mark("clip")
+        _, self.norm, scale = _clipping(optimizer.target.params(), self.max_norm, _NORM_EPS)
+        self._count()
+        return scale
+
+    def _count(self):
         self.clipped = (self.norm > self.max_norm).astype(self.norm.dtype)  # on the device: no read

@@ -3,12 +3,14 @@
 Parameters are visited in ``namedparams()`` order, which is the order the layers assigned them
 and so the same in every process that built the same model; ``check_layout`` proves it before
 the first collective, because ranks that disagree would otherwise wait on each other forever.
-Arrays travel packed: one flat buffer per (dtype, device) group, so that a step costs one
-collective per group, not one per parameter, and a float64 model is reduced in float64.
+Arrays travel packed (``tinygrad_rnn.packing``): one flat buffer per (dtype, device) group, so that
+a step costs one collective per group, not one per parameter, and a float64 model is reduced in
+float64.
 """
 import numpy as np
 
-from tinygrad_rnn.backend import as_numpy, get_array_module, is_cupy_array
+from tinygrad_rnn import packing
+from tinygrad_rnn.backend import as_numpy, is_cupy_array
 from tinygrad_rnn.core import Variable
 
 
@@ -58,14 +60,6 @@ def _describe(entry):
     return f"{shape} {dtype} on the {device}"
 
 
-def _groups(pairs):
-    """(dtype, device kind) -> [(name, Parameter)], each group in ``namedparams()`` order."""
-    groups = {}
-    for name, p in pairs:
-        groups.setdefault((p.data.dtype, _device(p.data)), []).append((name, p))
-    return groups
-
-
 def broadcast_parameters(model, comm):
     """Overwrite every rank's parameters with rank 0's, in place (one broadcast per dtype and device).
 
@@ -75,14 +69,13 @@ def broadcast_parameters(model, comm):
     """
     if comm.size == 1:
         return
-    for members in _groups(model.namedparams()).values():
-        xp = get_array_module(members[0][1].data)
-        flat = xp.concatenate([p.data.ravel() for _, p in members])
+    for members in packing.groups(model.namedparams()).values():
+        params = [p for _, p in members]
+        shapes = [p.shape for p in params]
+        flat, parts = packing.pack(params[0].data, shapes, [p.data for p in params])
         comm.bcast(flat)
-        offset = 0
-        for _, p in members:
-            p.data[...] = flat[offset:offset + p.data.size].reshape(p.shape)
-            offset += p.data.size
+        for p, part in zip(params, parts):
+            p.data[...] = part
 
 
 def broadcast_optimizer_state(optimizer, comm):
@@ -101,16 +94,11 @@ def broadcast_optimizer_state(optimizer, comm):
     for key, shape, dtype in shapes:
         by_dtype.setdefault(dtype, []).append((key, shape))
     for dtype, entries in by_dtype.items():
-        sizes = [int(np.prod(shape)) for _, shape in entries]
-        if comm.is_root:
-            flat = np.concatenate([np.ravel(state[key]) for key, _ in entries]).astype(dtype, copy=False)
-        else:
-            flat = np.empty(sum(sizes), dtype=dtype)
+        shapes = [shape for _, shape in entries]
+        mine = [state[key] for key, _ in entries] if comm.is_root else []  # the others receive
+        flat, parts = packing.pack(np.empty(0, dtype=dtype), shapes, mine)
         comm.bcast(flat)
-        offset = 0
-        for (key, shape), size in zip(entries, sizes):
-            arrays[key] = flat[offset:offset + size].reshape(shape)
-            offset += size
+        arrays.update((key, part) for (key, _), part in zip(entries, parts))
     if not comm.is_root:
         optimizer.load_state_dict(arrays)
 
@@ -155,21 +143,15 @@ def allreduce_grads(model, comm, weight=None):
         raise ValueError("distributed.allreduce_grads: the weights of all ranks sum to 0 (no loss terms)")
     share = weight / total if weighted else 1.0 / comm.size
     reduced = [(name, p) for (name, p), count in zip(pairs, summed[2:]) if count]
-    for members in _groups(reduced).values():
-        first = members[0][1].data
-        xp = get_array_module(first)
-        flat = xp.zeros(sum(p.data.size for _, p in members), dtype=first.dtype)
-        offset = 0
-        for _, p in members:
-            if p.grad is not None:
-                flat[offset:offset + p.data.size] = p.grad.data.ravel()
-            offset += p.data.size
-        flat *= first.dtype.type(share)
+    for members in packing.groups(reduced).values():
+        params = [p for _, p in members]
+        shapes = [p.shape for p in params]
+        grads = [None if p.grad is None else p.grad.data for p in params]  # None: zeros, as no gradient here
+        flat, parts = packing.pack(params[0].data, shapes, grads)
+        flat *= flat.dtype.type(share)
         comm.allreduce(flat)
-        offset = 0
-        for _, p in members:
-            p.grad = Variable(flat[offset:offset + p.data.size].reshape(p.shape))
-            offset += p.data.size
+        for p, part in zip(params, parts):
+            p.grad = Variable(part)
     return share
 
 
