@@ -9,8 +9,9 @@ same values and gradients in one forward and one backward; ``lstm_sequence`` and
 steps. LSTM and GRU cells and sequence layers use them unless they are built with
 ``fused=False``, which records every gate of every step. None of them is twice
 differentiable: record the composed graph for higher derivatives. On the CPU, the ``cpu``
-extra (Numba) compiles the element-wise work of the sequence ops' steps (``_cpu_kernels``), with
-the same formulas in the same order, so the same bits.
+extra (Numba) compiles the element-wise work of each step of the sequence ops (``_cpu_kernels``),
+with the same formulas in the same order; only float32's tanh differs (an approximation within a
+few ulp).
 
 Gate blocks are ordered i, f, g, o for the LSTM and r, z, n for the GRU, as everywhere in tinygrad_rnn.
 """
@@ -267,11 +268,7 @@ def _lstm_steps_forward(xw, h, c, Wh, gates, tanh_c, hs, cs):
             a += xw[t]
             _cell_forward(a, c, gates[t], tanh_c[t], hs[t], cs[t])
         else:
-            kernels.lstm_forward_scale(a, xw[t], gates[t])  # not into a: in place, the loop would not vectorize
-            xp.tanh(gates[t], out=gates[t])
-            kernels.lstm_forward_gates(gates[t], c, cs[t])
-            xp.tanh(cs[t], out=tanh_c[t])
-            xp.multiply(gates[t, :, 3 * c.shape[1]:], tanh_c[t], out=hs[t])
+            kernels.lstm_forward_step(a, xw[t], c, gates[t], tanh_c[t], hs[t], cs[t])
         h, c = hs[t], cs[t]
 
 
@@ -287,11 +284,11 @@ def _lstm_steps_backward(gates, tanh_c, cs, c0, Wh, ghs, gh, gc, da):
             gc = _cell_backward(gates[t], tanh_c[t], cs[t - 1] if t else c0, gh, gc, da[t])
             gh = da[t] @ Wh_T
         return gh, gc
-    gh_prev, gc_prev = xp.empty(c0.shape, gates.dtype), xp.empty(c0.shape, gates.dtype)
+    gh_prev, gc = xp.empty(c0.shape, gates.dtype), gc.copy()  # the kernel updates c's gradient in place
     for t in reversed(range(len(da))):
-        kernels.lstm_backward_step(gates[t], tanh_c[t], cs[t - 1] if t else c0, gh, ghs[t], gc, da[t], gc_prev)
+        kernels.lstm_backward_step(gates[t], tanh_c[t], cs[t - 1] if t else c0, gh, ghs[t], gc, da[t])
         xp.matmul(da[t], Wh_T, out=gh_prev)
-        gh, gc = gh_prev, gc_prev
+        gh = gh_prev
     return gh, gc
 
 
@@ -476,17 +473,12 @@ def _gru_steps_forward(xw, h, Wh, bh, gates, hn, hs):
     xp = get_array_module(xw)
     hw = xp.empty(xw.shape[1:], dtype=xw.dtype)  # one workspace for every step's recurrent projection
     kernels = _compiled_kernels(xw)
-    size = h.shape[1]
     for t in range(len(xw)):
         xp.matmul(h, Wh, out=hw)
         if kernels is None:
             _gru_forward(xw[t], hw, h, bh, gates[t], hn[t], hs[t])
         else:
-            kernels.gru_forward_scale(xw[t], hw, bh, gates[t], hn[t])
-            xp.tanh(gates[t, :, :2 * size], out=gates[t, :, :2 * size])
-            kernels.gru_forward_reset(xw[t], hn[t], gates[t])
-            xp.tanh(gates[t, :, 2 * size:], out=gates[t, :, 2 * size:])
-            kernels.gru_forward_mix(gates[t], h, hs[t])
+            kernels.gru_forward_step(xw[t], hw, h, bh, gates[t], hn[t], hs[t])
         h = hs[t]
 
 
@@ -502,14 +494,12 @@ def _gru_steps_backward(gates, hn, hs, h0, Wh, ghs, gh, dxw, dhw):
             gh = direct + dhw[t] @ Wh_T
         return gh
     # h's gradient stays in its two parts, gh * z and dhw @ Wh.T, which the next step adds (the last
-    # step's comes whole, with zeros as its second part)
-    direct, through_wh = xp.empty(h0.shape, gates.dtype), xp.zeros(h0.shape, gates.dtype)
-    incoming = gh
+    # step's comes whole, with zeros as its second part); the kernel updates the first in place
+    direct, through_wh = gh.copy(), xp.zeros(h0.shape, gates.dtype)
     for t in reversed(range(len(dxw))):
-        kernels.gru_backward_step(gates[t], hn[t], hs[t - 1] if t else h0, incoming, through_wh, ghs[t], dxw[t],
-                                  dhw[t], direct)
+        kernels.gru_backward_step(gates[t], hn[t], hs[t - 1] if t else h0, direct, through_wh, ghs[t], dxw[t],
+                                  dhw[t])
         xp.matmul(dhw[t], Wh_T, out=through_wh)
-        incoming = direct
     return direct + through_wh
 
 
