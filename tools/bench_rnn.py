@@ -5,7 +5,7 @@ that a slow phase of the machine hits every side, and keeps the minimum over ``-
 
 - ``numpy``: ``F.lstm_sequence`` / ``F.gru_sequence`` forward + backward on the NumPy path
   (``using_config("compiled_kernels", False)``);
-- ``compiled``: the same with the ``cpu`` extra's compiled backward steps (where Numba is installed);
+- ``compiled``: the same with the ``cpu`` extra's compiled element-wise steps (where Numba is installed);
 - ``gemms``: the recurrent products alone: T forward ``h @ Wh``, T backward ``da @ Wh.T``, one ``dWh``;
 - ``torch_onednn`` / ``torch_no_onednn``: PyTorch's ``nn.LSTM`` / ``nn.GRU`` with input size 1 (so
   that nearly all of the work is recurrent), forward + backward, with and without oneDNN's fused
