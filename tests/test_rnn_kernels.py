@@ -156,10 +156,11 @@ def test_compiled_path_equals_the_numpy_path_at_a_real_layer_size(kernels, dtype
     # wide rows, where the compiled loops run whole vectors; strided initial states and weights
     rng = np.random.default_rng(3)
     steps, n, size = 3, 20, 100
-    lstm = [rng.standard_normal(s).astype(dtype) for s in ((steps, n, 4 * size), (size, n), (n, size))]
-    lstm[1] = lstm[1].T
+    lstm = [rng.standard_normal(s).astype(dtype) for s in ((steps, n, 4 * size), (size, n), (size, n))]
+    lstm[1], lstm[2] = lstm[1].T, lstm[2].T
     lstm.append((rng.standard_normal((4 * size, size)) / 10).astype(dtype).T)
-    gru = [rng.standard_normal(s).astype(dtype) for s in ((steps, n, 3 * size), (n, size))]
+    gru = [rng.standard_normal(s).astype(dtype) for s in ((steps, n, 3 * size), (size, n))]
+    gru[1] = gru[1].T
     gru += [(rng.standard_normal((size, 3 * size)) / 10).astype(dtype), rng.standard_normal(size).astype(dtype)]
     for op, arrays in [(F.lstm_sequence, lstm), (F.gru_sequence, gru)]:
         _assert_close(_values_and_gradients(op, arrays, 0, True), _values_and_gradients(op, arrays, 0, False),

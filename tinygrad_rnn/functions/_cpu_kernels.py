@@ -3,7 +3,9 @@
 Each kernel does the element-wise work of one step, forward or backward, in one pass over the
 arrays, where NumPy's version in rnn.py makes about ten (forward) or fifteen (backward) passes
 through temporaries; the recurrent product stays NumPy's (its BLAS), one call a step. The
-formulas and the order of every operation are those of rnn.py.
+formulas and the order of every operation are those of rnn.py. A kernel takes the layer's whole
+(T, N, ...) arrays and the step: a call with the step's views costs twice as long, and a step
+takes a few microseconds at small sizes.
 
 The backward needs no transcendental function, so it gives the NumPy path's bits. The forward's
 tanh cannot be NumPy's SIMD one: a compiled loop would call the scalar libm tanh, many times
@@ -63,9 +65,11 @@ def _tanh_of(x):
 
 
 @numba.njit(cache=True, error_model="numpy")
-def lstm_forward_step(a, x, c, g, tanh_c, h_next, c_next):
-    """One LSTM step from ``a = h @ Wh`` and ``x``, the step's ``xw`` (N, 4H): fill ``g`` (N, 4H), the
-    gates, and the (N, H) rest."""
+def lstm_forward_step(t, a, xw, c0, gates, tanh_c, hs, cs):
+    """Step ``t`` of an LSTM layer from ``a = h @ Wh`` (N, 4H): fill ``gates[t]`` (N, 4H) and the
+    step's (N, H) ``tanh_c``, ``hs`` and ``cs`` from ``xw[t]`` and c (``cs[t - 1]``, or ``c0`` at t = 0)."""
+    x, g, c = xw[t], gates[t], cs[t - 1] if t > 0 else c0
+    tanh_c, h_next, c_next = tanh_c[t], hs[t], cs[t]
     n, size = c.shape
     half = a.dtype.type(0.5)
     for row in range(n):
@@ -89,12 +93,14 @@ def lstm_forward_step(a, x, c, g, tanh_c, h_next, c_next):
 
 
 @numba.njit(cache=True, error_model="numpy")
-def lstm_backward_step(g, tanh_c, c, gh, ghs, gc, da):
-    """One LSTM step backward: ``da`` (N, 4H) from the step's saved values; ``gc`` (N, H) becomes c's gradient.
+def lstm_backward_step(t, gates, tanh_c, cs, c0, gh, ghs, gc, da):
+    """Step ``t`` of an LSTM layer backward: ``da[t]`` (N, 4H) from the step's saved values; ``gc``
+    (N, H) becomes c's gradient.
 
-    The gradient reaching h' is ``gh + ghs`` (the next step's, plus the loss's at this step);
+    The gradient reaching h' is ``gh + ghs[t]`` (the next step's, plus the loss's at this step);
     ``gc`` is c''s on entry.
     """
+    g, tanh_c, c, ghs, da = gates[t], tanh_c[t], cs[t - 1] if t > 0 else c0, ghs[t], da[t]
     n, size = c.shape
     one = g.dtype.type(1)
     for row in range(n):
@@ -112,9 +118,10 @@ def lstm_backward_step(g, tanh_c, c, gh, ghs, gc, da):
 
 
 @numba.njit(cache=True, error_model="numpy")
-def gru_forward_step(x, hw, h, bh, g, hn, h_next):
-    """One GRU step from ``x``, the step's ``xw``, and ``hw = h @ Wh`` (N, 3H): fill ``g`` (N, 3H),
-    the gates, and ``hn`` and ``h_next`` (N, H)."""
+def gru_forward_step(t, hw, xw, h0, bh, gates, hn, hs):
+    """Step ``t`` of a GRU layer from ``hw = h @ Wh`` (N, 3H): fill ``gates[t]`` (N, 3H) and the
+    step's (N, H) ``hn`` and ``hs`` from ``xw[t]`` and h (``hs[t - 1]``, or ``h0`` at t = 0)."""
+    x, h, g, hn, h_next = xw[t], hs[t - 1] if t > 0 else h0, gates[t], hn[t], hs[t]
     n, size = h.shape
     half = x.dtype.type(0.5)
     for row in range(n):  # 1-D views of a row's blocks, as in lstm_forward_step
@@ -130,12 +137,15 @@ def gru_forward_step(x, hw, h, bh, g, hn, h_next):
 
 
 @numba.njit(cache=True, error_model="numpy")
-def gru_backward_step(g, hn, h, direct, through_wh, ghs, dxw, dhw):
-    """One GRU step backward: ``dxw``, ``dhw`` (N, 3H); ``direct`` becomes the gradient of h that skips Wh.
+def gru_backward_step(t, gates, hn, hs, h0, direct, through_wh, ghs, dxw, dhw):
+    """Step ``t`` of a GRU layer backward: ``dxw[t]``, ``dhw[t]`` (N, 3H); ``direct`` (N, H) becomes
+    the gradient of h that skips Wh.
 
-    The gradient reaching h' is ``direct + through_wh + ghs``: the next step's two parts (``gh * z``
-    and ``dhw @ Wh.T``) and the loss's at this step, added in the NumPy path's order.
+    The gradient reaching h' is ``direct + through_wh + ghs[t]``: the next step's two parts
+    (``gh * z`` and ``dhw @ Wh.T``) and the loss's at this step, added in the NumPy path's order.
     """
+    g, hn, h, ghs = gates[t], hn[t], hs[t - 1] if t > 0 else h0, ghs[t]
+    dxw, dhw = dxw[t], dhw[t]
     n, size = h.shape
     one = g.dtype.type(1)
     for row in range(n):  # 1-D views of a row's blocks, as in lstm_forward_step

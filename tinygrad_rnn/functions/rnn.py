@@ -263,13 +263,12 @@ def _lstm_steps_forward(xw, h, c, Wh, gates, tanh_c, hs, cs):
     a = xp.empty(xw.shape[1:], dtype=xw.dtype)  # one workspace for every step's pre-activations
     kernels = _compiled_kernels(xw)
     for t in range(len(xw)):
-        xp.matmul(h, Wh, out=a)
+        xp.matmul(hs[t - 1] if t else h, Wh, out=a)
         if kernels is None:
             a += xw[t]
-            _cell_forward(a, c, gates[t], tanh_c[t], hs[t], cs[t])
+            _cell_forward(a, cs[t - 1] if t else c, gates[t], tanh_c[t], hs[t], cs[t])
         else:
-            kernels.lstm_forward_step(a, xw[t], c, gates[t], tanh_c[t], hs[t], cs[t])
-        h, c = hs[t], cs[t]
+            kernels.lstm_forward_step(t, a, xw, c, gates, tanh_c, hs, cs)
 
 
 def _lstm_steps_backward(gates, tanh_c, cs, c0, Wh, ghs, gh, gc, da):
@@ -286,7 +285,7 @@ def _lstm_steps_backward(gates, tanh_c, cs, c0, Wh, ghs, gh, gc, da):
         return gh, gc
     gh_prev, gc = xp.empty(c0.shape, gates.dtype), gc.copy()  # the kernel updates c's gradient in place
     for t in reversed(range(len(da))):
-        kernels.lstm_backward_step(gates[t], tanh_c[t], cs[t - 1] if t else c0, gh, ghs[t], gc, da[t])
+        kernels.lstm_backward_step(t, gates, tanh_c, cs, c0, gh, ghs, gc, da)
         xp.matmul(da[t], Wh_T, out=gh_prev)
         gh = gh_prev
     return gh, gc
@@ -474,12 +473,12 @@ def _gru_steps_forward(xw, h, Wh, bh, gates, hn, hs):
     hw = xp.empty(xw.shape[1:], dtype=xw.dtype)  # one workspace for every step's recurrent projection
     kernels = _compiled_kernels(xw)
     for t in range(len(xw)):
-        xp.matmul(h, Wh, out=hw)
+        h_prev = hs[t - 1] if t else h
+        xp.matmul(h_prev, Wh, out=hw)
         if kernels is None:
-            _gru_forward(xw[t], hw, h, bh, gates[t], hn[t], hs[t])
+            _gru_forward(xw[t], hw, h_prev, bh, gates[t], hn[t], hs[t])
         else:
-            kernels.gru_forward_step(xw[t], hw, h, bh, gates[t], hn[t], hs[t])
-        h = hs[t]
+            kernels.gru_forward_step(t, hw, xw, h, bh, gates, hn, hs)
 
 
 def _gru_steps_backward(gates, hn, hs, h0, Wh, ghs, gh, dxw, dhw):
@@ -497,8 +496,7 @@ def _gru_steps_backward(gates, hn, hs, h0, Wh, ghs, gh, dxw, dhw):
     # step's comes whole, with zeros as its second part); the kernel updates the first in place
     direct, through_wh = gh.copy(), xp.zeros(h0.shape, gates.dtype)
     for t in reversed(range(len(dxw))):
-        kernels.gru_backward_step(gates[t], hn[t], hs[t - 1] if t else h0, direct, through_wh, ghs[t], dxw[t],
-                                  dhw[t])
+        kernels.gru_backward_step(t, gates, hn, hs, h0, direct, through_wh, ghs, dxw, dhw)
         xp.matmul(dhw[t], Wh_T, out=through_wh)
     return direct + through_wh
 
