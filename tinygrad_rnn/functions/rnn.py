@@ -9,8 +9,9 @@ same values and gradients in one forward and one backward; ``lstm_sequence`` and
 steps. LSTM and GRU cells and sequence layers use them unless they are built with
 ``fused=False``, which records every gate of every step. None of them is twice
 differentiable: record the composed graph for higher derivatives. On the CPU, the ``cpu``
-extra (Numba) compiles the element-wise work of the sequence ops' steps (``_cpu_kernels``), with
-the same formulas in the same order, so the same bits.
+extra (Numba) compiles the element-wise work of each step of the sequence ops (``_cpu_kernels``),
+with the same formulas in the same order; only float32's tanh differs (an approximation within a
+few ulp).
 
 Gate blocks are ordered i, f, g, o for the LSTM and r, z, n for the GRU, as everywhere in tinygrad_rnn.
 """
@@ -268,23 +269,18 @@ def _lstm_steps_forward(xw, h, c, Wh, gates, tanh_c, hs, cs):
     kernels = _compiled_kernels(xw)
     product = _step_product(Wh, a)
     for t in range(len(xw)):
-        product(h)
+        product(hs[t - 1] if t else h)
         if kernels is None:
             a += xw[t]
-            _cell_forward(a, c, gates[t], tanh_c[t], hs[t], cs[t])
+            _cell_forward(a, cs[t - 1] if t else c, gates[t], tanh_c[t], hs[t], cs[t])
         else:
-            kernels.lstm_forward_scale(a, xw[t], gates[t])  # not into a: in place, the loop would not vectorize
-            xp.tanh(gates[t], out=gates[t])
-            kernels.lstm_forward_gates(gates[t], c, cs[t])
-            xp.tanh(cs[t], out=tanh_c[t])
-            xp.multiply(gates[t, :, 3 * c.shape[1]:], tanh_c[t], out=hs[t])
-        h, c = hs[t], cs[t]
+            kernels.lstm_forward_step(t, a, xw, c, gates, tanh_c, hs, cs)
 
 
 def _lstm_steps_backward(gates, tanh_c, cs, c0, Wh, ghs, gh, gc, da):
     """The T steps of an LSTM layer's backward: fill ``da`` (T, N, 4H); return the gradients of h0 and c0."""
     xp = get_array_module(gates)
-    gh_prev, gc_prev = xp.empty(c0.shape, gates.dtype), xp.empty(c0.shape, gates.dtype)
+    gh_prev = xp.empty(c0.shape, gates.dtype)
     product = _step_product(Wh.T, gh_prev)
     kernels = _compiled_kernels(gates)
     if kernels is None:
@@ -294,10 +290,11 @@ def _lstm_steps_backward(gates, tanh_c, cs, c0, Wh, ghs, gh, gc, da):
             product(da[t])
             gh = gh_prev
         return gh, gc
+    gc = gc.copy()  # the kernel updates c's gradient in place
     for t in reversed(range(len(da))):
-        kernels.lstm_backward_step(gates[t], tanh_c[t], cs[t - 1] if t else c0, gh, ghs[t], gc, da[t], gc_prev)
+        kernels.lstm_backward_step(t, gates, tanh_c, cs, c0, gh, ghs, gc, da)
         product(da[t])
-        gh, gc = gh_prev, gc_prev
+        gh = gh_prev
     return gh, gc
 
 
@@ -518,18 +515,13 @@ def _gru_steps_forward(xw, h, Wh, bh, gates, hn, hs):
     hw = xp.empty(xw.shape[1:], dtype=xw.dtype)  # one workspace for every step's recurrent projection
     kernels = _compiled_kernels(xw)
     product = _step_product(Wh, hw)
-    size = h.shape[1]
     for t in range(len(xw)):
-        product(h)
+        h_prev = hs[t - 1] if t else h
+        product(h_prev)
         if kernels is None:
-            _gru_forward(xw[t], hw, h, bh, gates[t], hn[t], hs[t])
+            _gru_forward(xw[t], hw, h_prev, bh, gates[t], hn[t], hs[t])
         else:
-            kernels.gru_forward_scale(xw[t], hw, bh, gates[t], hn[t])
-            xp.tanh(gates[t, :, :2 * size], out=gates[t, :, :2 * size])
-            kernels.gru_forward_reset(xw[t], hn[t], gates[t])
-            xp.tanh(gates[t, :, 2 * size:], out=gates[t, :, 2 * size:])
-            kernels.gru_forward_mix(gates[t], h, hs[t])
-        h = hs[t]
+            kernels.gru_forward_step(t, hw, xw, h, bh, gates, hn, hs)
 
 
 def _gru_steps_backward(gates, hn, hs, h0, Wh, ghs, gh, dxw, dhw):
@@ -546,14 +538,11 @@ def _gru_steps_backward(gates, hn, hs, h0, Wh, ghs, gh, dxw, dhw):
             gh = direct + through_wh
         return gh
     # h's gradient stays in its two parts, gh * z and dhw @ Wh.T, which the next step adds (the last
-    # step's comes whole, with zeros as its second part)
-    direct = xp.empty(h0.shape, gates.dtype)
-    incoming = gh
+    # step's comes whole, with zeros as its second part); the kernel updates the first in place
+    direct = gh.copy()
     for t in reversed(range(len(dxw))):
-        kernels.gru_backward_step(gates[t], hn[t], hs[t - 1] if t else h0, incoming, through_wh, ghs[t], dxw[t],
-                                  dhw[t], direct)
+        kernels.gru_backward_step(t, gates, hn, hs, h0, direct, through_wh, ghs, dxw, dhw)
         product(dhw[t])
-        incoming = direct
     return direct + through_wh
 
 
