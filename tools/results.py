@@ -160,12 +160,11 @@ def seeds(folder, textbook):
         out += ["", "The two codes run the same recipe: the same initialization (embedding N(0, 0.01²), "
                 "W ~ N(0, 1/fan_in), biases 0), the same batches (20 streams a jump apart, the window position "
                 "carried across epochs), the same global-norm clipping (eps 1e-6), the state carried from window "
-                "to window and reset before the test. What differs is the random numbers (NumPy's legacy generator against `default_rng`) and the "
-                "order of float32 sums. The gap between single runs is seed spread: the textbook's own code moves by "
+                "to window and reset before the test. What differs is the random numbers (NumPy's legacy "
+                "generator against `default_rng`) and the order of float32 sums. The gap between single runs is seed spread: the textbook's own code moves by "
                 f"{max(b['book_cut'] for b in book.values()) - min(b['book_cut'] for b in book.values()):.1f} between "
                 f"seeds on this machine, the two codes' means by {abs(means[0] - means[1]):.1f}, and its seed-0 run "
-                "lands on the "
-                "printed 134.1. The textbook's cut reads "
+                "lands on the printed 134.1. The textbook's cut reads "
                 f"{sum(cuts) / len(cuts):.2f} higher than every target on average."]
     return out + [""]
 
