@@ -345,7 +345,9 @@ def recurrent_layer(folder):
     out = ["## One recurrent layer", "",
            f"`{head['command']}`: milliseconds for forward + backward of one layer in float32, one thread, the "
            "minimum over the repetitions, the sides interleaved. NumPy's BLAS: "
-           f"{head['blas']}; Numba {head['versions'].get('numba') or 'not installed'}; PyTorch "
+           f"{head['blas']}; Numba {head['versions'].get('numba') or 'not installed'}; oneDNN "
+           f"{head['versions'].get('onednn') or 'not installed'} (the `compiled` side: "
+           f"{head['kernels']['tinygrad_rnn']}); PyTorch "
            f"{head['versions']['torch'] or 'not installed'} ({head['kernels'].get('torch', '—')}). "
            "`gemms` is the layer's recurrent products alone.", ""]
     rows = []
