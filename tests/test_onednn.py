@@ -216,3 +216,13 @@ def test_a_child_forked_after_onednn_ran_on_threads_uses_blas_instead_of_hanging
     done = subprocess.run([sys.executable, "-c", _FORKED], env={**os.environ, "OMP_NUM_THREADS": "2"},
                           capture_output=True, text=True, timeout=120)
     assert done.returncode == 0, done.stderr
+
+
+@pytest.mark.parametrize("given, wanted", [(None, "PASSIVE"), ("ACTIVE", "ACTIVE")])
+def test_loading_makes_openmps_threads_wait_passively_unless_the_user_said_otherwise(library, given, wanted):
+    code = "import os; from tinygrad_rnn import onednn; onednn.library(); print(os.environ['OMP_WAIT_POLICY'])"
+    env = {k: v for k, v in os.environ.items() if k != "OMP_WAIT_POLICY"}
+    if given:
+        env["OMP_WAIT_POLICY"] = given
+    done = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0 and done.stdout.split() == [wanted], done.stderr
