@@ -17,10 +17,10 @@ Gate blocks are ordered i, f, g, o for the LSTM and r, z, n for the GRU, as ever
 """
 import functools
 import importlib
-import importlib.util
 
 import numpy as np
 
+from tinygrad_rnn import compiled
 from tinygrad_rnn.backend import elementwise_kernel, get_array_module, kernel_source
 from tinygrad_rnn.core import Config, Function, as_variable
 
@@ -299,14 +299,6 @@ def _lstm_steps_backward(gates, tanh_c, cs, c0, Wh, ghs, gh, gc, da):
 
 
 @functools.cache
-def _cpu_kernels():
-    """The module of compiled steps, or None where Numba (the ``cpu`` extra) is not installed."""
-    if importlib.util.find_spec("numba") is None:
-        return None
-    return importlib.import_module("tinygrad_rnn.functions._cpu_kernels")
-
-
-@functools.cache
 def _onednn_module():
     """The ``onednn`` module where its extra is installed, else None."""
     onednn = importlib.import_module("tinygrad_rnn.onednn")
@@ -342,14 +334,8 @@ def _step_product(w, out):
 
 
 def _compiled_kernels(x):
-    """The compiled steps for arrays of ``x``'s kind, or None: the NumPy path runs instead.
-
-    They serve float32 and float64 NumPy arrays where Numba is installed, unless the current context
-    says ``using_config("compiled_kernels", False)``.
-    """
-    if not Config.compiled_kernels or not isinstance(x, np.ndarray) or x.dtype not in (np.float32, np.float64):
-        return None
-    return _cpu_kernels()
+    """The compiled steps for arrays of ``x``'s kind, or None: the NumPy path runs instead (``compiled.kernels``)."""
+    return compiled.kernels("tinygrad_rnn.functions._cpu_kernels", x)
 
 
 def lstm_sequence(xw, h, c, Wh):
