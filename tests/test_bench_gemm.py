@@ -29,7 +29,7 @@ def test_bench_gemm_prints_every_product_of_every_shape_for_each_side_the_setup_
     for r in results:
         sides = ["numpy", "onednn"] + (["onednn_packed"] if r.get("product") != "dWh" else [])
         if r["kind"] == "setup":
-            assert r["onednn_ms"] > 0 and r["onednn_packed_ms"] > 0
+            assert r["onednn_ms"] > 0 and r["onednn_packed_ms"] > 0 and r["onednn_packed_load_ms"] > 0
             continue
         assert all(r[f"{side}_ms"] > 0 for side in sides) and r["numpy_to_onednn"] > 0
         assert set(r["impl"]) == set(r["max_rel_diff"]) == set(sides[1:])

@@ -77,6 +77,37 @@ def test_matmul_rejects_other_dtypes_and_shapes_that_do_not_fit(library):
         onednn.MatMul(x, w, np.empty((2, 5), np.float32))
 
 
+def test_acquire_reuses_an_idle_matmul_of_the_layout_with_the_new_weights(library):
+    rng = np.random.default_rng(0)
+    x = rng.standard_normal((5, 7)).astype(np.float32)
+    w1, w2 = (rng.standard_normal((4, 7)).astype(np.float32).T for _ in range(2))  # transposed views, as Wh.T
+    out1, out2 = np.empty((5, 4), np.float32), np.empty((5, 4), np.float32)
+    with onednn.acquire(x, w1, out1) as first:
+        first(x)
+        with onednn.acquire(x, w1, out2) as nested:  # the first one is busy: another is built
+            assert nested is not first
+    with onednn.acquire(x, w2, out2) as again:
+        assert again in (first, nested) and again.out is out2
+        again(x)
+    fresh = np.empty((5, 4), np.float32)
+    onednn.MatMul(x, w2, fresh)(x)
+    np.testing.assert_array_equal(out2, fresh)  # repacked: the second weights, bit for bit as a new MatMul
+    assert first.out is None and first._w is None  # idle, it keeps no array of the caller alive
+    seen = []
+    thread = threading.Thread(target=lambda: seen.append(onednn.acquire(x, w1, out1).__enter__()))
+    thread.start()
+    thread.join()
+    assert seen[0] not in (first, nested)  # each thread has its own pool
+
+
+def test_load_refuses_another_layout(library):
+    x, w, out = np.ones((2, 3), np.float32), np.ones((3, 4), np.float32), np.empty((2, 4), np.float32)
+    product = onednn.MatMul(x, w, out)
+    with pytest.raises(ValueError, match=r"onednn.MatMul.load: w \(4, 3\) float32 and out \(2, 4\) float32 .* "
+                                         r"are not the layouts it was built for"):
+        product.load(np.ones((4, 3), np.float32), out)
+
+
 def test_a_missing_library_says_how_to_install_it(monkeypatch):
     monkeypatch.setattr(onednn, "library_path", lambda: None)
     onednn.library.cache_clear()
@@ -91,18 +122,20 @@ def test_a_missing_library_says_how_to_install_it(monkeypatch):
 
 @contextlib.contextmanager
 def _every_product_on_onednn():
-    """Lower the sequence ops' size threshold to 0 and count the ``MatMul`` they build."""
-    built = []
+    """Lower the sequence ops' size threshold to 0 and record the ``MatMul`` they acquire."""
+    used = []
+    acquire = onednn.acquire
 
-    class Counted(onednn.MatMul):
-        def __init__(self, *args, **kwargs):
-            super().__init__(*args, **kwargs)
-            built.append(self)
+    @contextlib.contextmanager
+    def recorded(*args, **kwargs):
+        with acquire(*args, **kwargs) as matmul:
+            used.append(matmul)
+            yield matmul
 
     with pytest.MonkeyPatch.context() as patch:
         patch.setattr(rnn, "ONEDNN_MIN_MULTIPLY_ADDS", 0)
-        patch.setattr(onednn, "MatMul", Counted)
-        yield built
+        patch.setattr(onednn, "acquire", recorded)
+        yield used
 
 
 def _values_and_gradients(op, arrays, seed, compiled):
@@ -137,11 +170,11 @@ def test_sequence_ops_on_onednn_match_the_numpy_path_in_float32(library, layer, 
     # magnitude <= about 2) carry them on without growth over these few steps: the suite's float32
     # tolerance holds
     op, arrays = layer
-    with _every_product_on_onednn() as built, pytest.MonkeyPatch.context() as patch:
+    with _every_product_on_onednn() as used, pytest.MonkeyPatch.context() as patch:
         if not numba:  # oneDNN's products with NumPy's element-wise steps, as where Numba is not installed
             patch.setattr(rnn, "_compiled_kernels", lambda x: None)
         got = _values_and_gradients(op, arrays, seed, True)
-    assert len(built) == 2  # one MatMul for the forward's steps, one for the backward's
+    assert len(used) == 2  # one MatMul for the forward's steps, one for the backward's
     want = _values_and_gradients(op, arrays, seed, False)
     for g, w in zip(got, want, strict=True):
         assert g.dtype == w.dtype == np.float32
@@ -151,9 +184,9 @@ def test_sequence_ops_on_onednn_match_the_numpy_path_in_float32(library, layer, 
 @given(layer=_layer(np.float64), seed=seeds())
 def test_float64_sequence_ops_stay_on_numpy(library, layer, seed):
     op, arrays = layer
-    with _every_product_on_onednn() as built:
+    with _every_product_on_onednn() as used:
         got = _values_and_gradients(op, arrays, seed, True)
-    assert built == []
+    assert used == []
     want = _values_and_gradients(op, arrays, seed, False)  # Numba's steps, if any: libm's tanh, NumPy's to 1 ulp
     for g, w in zip(got, want, strict=True):
         np.testing.assert_allclose(g, w, rtol=1e-12, atol=1e-15)
@@ -161,12 +194,12 @@ def test_float64_sequence_ops_stay_on_numpy(library, layer, seed):
 
 def test_the_switch_and_a_missing_extra_leave_the_products_to_numpy(library, monkeypatch):
     op, arrays = F.lstm_sequence, [np.ones(s, np.float32) for s in [(2, 3, 8), (3, 2), (3, 2), (2, 8)]]
-    with _every_product_on_onednn() as built:
+    with _every_product_on_onednn() as used:
         _values_and_gradients(op, arrays, 0, False)
-        assert built == []
+        assert used == []
         monkeypatch.setattr(rnn, "_onednn_module", lambda: None)
         _values_and_gradients(op, arrays, 0, True)
-        assert built == []
+        assert used == []
 
 
 def test_threads_running_sequence_ops_on_onednn_get_their_own_results(library):

@@ -19,6 +19,7 @@ Processes: GNU OpenMP's threads do not survive ``fork``, and a forked child that
 region its parent had run with several threads hangs. So a child forked after the library loaded
 does not use it: ``usable()`` is False there (the sequence ops run on BLAS) and ``MatMul`` raises.
 """
+import contextlib
 import ctypes
 import functools
 import importlib.metadata
@@ -197,16 +198,17 @@ def _release(lib, handles):
 
 
 class MatMul:
-    """``out = x @ w`` in float32 by oneDNN's matmul primitive, for one weight matrix, one result array
-    and one layout of ``x``.
+    """``out = x @ w`` in float32 by oneDNN's matmul primitive, for one layout of ``x``, ``w`` and ``out``.
+
+    Building one costs tens of microseconds (descriptors, the primitive, a stream: a dozen C calls);
+    ``load`` then swaps in other weights and another result array of the same layouts at the cost
+    of a repacking, and ``acquire`` keeps built ones for reuse.
 
     Args:
         x (ndarray): an example of the left operand, (M, K) float32: every call's ``x`` has its shape and
             strides (only its data may differ).
-        w (ndarray): (K, N) float32, any strides. With ``packed`` it is copied once into the layout the
-            primitive prefers and may change afterwards; without, the primitive reads it in place at
-            every call, so it must stay alive and is kept.
-        out (ndarray): (M, N) float32, any strides: every call writes its result there (it is kept).
+        w (ndarray): (K, N) float32, any strides, loaded as by ``load``.
+        out (ndarray): (M, N) float32, any strides, loaded as by ``load``.
         packed (bool): reorder ``w`` into the primitive's own layout.
     Attributes:
         impl (str): the implementation oneDNN chose, such as ``"brg:avx512_core"``.
@@ -241,6 +243,7 @@ class MatMul:
         def memory(md, data):
             return make("memory", lib.dnnl_memory_create, md, cpu, data)
 
+        self.layout = layout(x, w, out, packed)
         x_md, out_md, w_md = (keep("memory_desc", descriptor(a)) for a in (x, out, w))
         wanted_md = keep("memory_desc", descriptor(w, any_layout=True)) if packed else w_md
         attr = make("primitive_attr", lib.dnnl_primitive_attr_create)
@@ -253,24 +256,93 @@ class MatMul:
         self._primitive = make("primitive", lib.dnnl_primitive_create, pd)
         self._stream = make("stream", lib.dnnl_stream_create, cpu, _IN_ORDER)
         scratchpad = memory(lib.dnnl_primitive_desc_query_md(pd, _QUERY_SCRATCHPAD, 0), ALLOCATE)
-        self._w = w if not packed else None
+        self._w_user = memory(w_md, None)  # the caller's weights: read in place, or the reorder's source
+        self._reorder = None
+        weights = self._w_user
         if packed:
             packed_md = lib.dnnl_primitive_desc_query_md(pd, _QUERY_WEIGHTS, 0)  # lives as long as pd
             weights = memory(packed_md, ALLOCATE)
             reorder_pd = make("primitive_desc", lib.dnnl_reorder_primitive_desc_create, w_md, cpu, packed_md,
                               cpu, None)
-            reorder = make("primitive", lib.dnnl_primitive_create, reorder_pd)
-            args = (ExecArg * 2)(ExecArg(_SRC, memory(w_md, w.ctypes.data)), ExecArg(_DST, weights))
-            check(lib.dnnl_primitive_execute(reorder, self._stream, 2, args), "reorder")
-            check(lib.dnnl_stream_wait(self._stream), "stream wait")
-        else:
-            weights = memory(w_md, w.ctypes.data)
-        self._x, self.out = memory(x_md, None), out
-        self._args = (ExecArg * 4)(ExecArg(_SRC, self._x), ExecArg(_WEIGHTS, weights),
-                                ExecArg(_DST, memory(out_md, out.ctypes.data)), ExecArg(_SCRATCHPAD, scratchpad))
+            self._reorder = make("primitive", lib.dnnl_primitive_create, reorder_pd)
+            self._reorder_args = (ExecArg * 2)(ExecArg(_SRC, self._w_user), ExecArg(_DST, weights))
+        self._x, self._out = memory(x_md, None), memory(out_md, None)
+        self._args = (ExecArg * 4)(ExecArg(_SRC, self._x), ExecArg(_WEIGHTS, weights), ExecArg(_DST, self._out),
+                                ExecArg(_SCRATCHPAD, scratchpad))
         self._set, self._execute = lib.dnnl_memory_set_data_handle, lib.dnnl_primitive_execute
+        self.load(w, out)
+
+    def load(self, w, out):
+        """Take other weights and another result array, of the layouts given at construction.
+
+        Packed, ``w`` is copied into the primitive's layout now and may change afterwards; read in
+        place, it must stay alive and is kept, as ``out`` is.
+
+        Args:
+            w (ndarray): (K, N) float32.
+            out (ndarray): (M, N) float32: every call writes its result there.
+        Raises:
+            ValueError: a layout differs from the construction's.
+        """
+        if (w.dtype, w.shape, w.strides, out.dtype, out.shape, out.strides) != self.layout[1:7]:
+            raise ValueError(f"onednn.MatMul.load: w {w.shape} {w.dtype} and out {out.shape} {out.dtype} (strides "
+                             f"{w.strides}, {out.strides}) are not the layouts it was built for")
+        self._set(self._w_user, w.ctypes.data)
+        if self._reorder is not None:
+            check(self._execute(self._reorder, self._stream, 2, self._reorder_args), "reorder")
+            check(library().dnnl_stream_wait(self._stream), "stream wait")
+        self._w = None if self._reorder is not None else w
+        self._set(self._out, out.ctypes.data)
+        self.out = out
 
     def __call__(self, x):
         """Write ``x @ w`` into ``out``; ``x`` has the shape and strides of the example given at construction."""
         self._set(self._x, x.ctypes.data)
         check(self._execute(self._primitive, self._stream, 4, self._args), "matmul")
+
+
+def layout(x, w, out, packed):
+    """What a ``MatMul`` is built for: ``x``'s shape and strides, then ``w``'s and ``out``'s dtype, shape and
+    strides, and ``packed`` last (the key of ``acquire``'s pool)."""
+    return ((x.shape, x.strides), w.dtype, w.shape, w.strides, out.dtype, out.shape, out.strides, packed)
+
+
+_POOL_LAYOUTS = 32  # layouts a thread's pool keeps: each holds a packed copy of its weights
+_pools = threading.local()  # per thread: layout -> idle MatMul objects (each used by one thread at a time)
+
+
+@contextlib.contextmanager
+def acquire(x, w, out, packed=True):
+    """A ``MatMul`` for these layouts, loaded with ``w`` and ``out``, for the ``with`` block.
+
+    It comes from this thread's pool when one of the same layouts is idle there, else it is built;
+    it goes back to the pool after the block. A recurrent layer builds one for each call, for a
+    few steps: reusing them leaves only the repacking of the weights.
+
+    Args:
+        x (ndarray): an example of the left operand, (M, K) float32.
+        w (ndarray): (K, N) float32.
+        out (ndarray): (M, N) float32.
+        packed (bool): as for ``MatMul``.
+    Yields:
+        MatMul: loaded with ``w`` and ``out``.
+    Raises:
+        as ``MatMul``.
+    """
+    key = layout(x, w, out, packed)
+    pool = getattr(_pools, "by_layout", None)
+    if pool is None:
+        pool = _pools.by_layout = {}
+    if key not in pool and len(pool) == _POOL_LAYOUTS:
+        del pool[next(iter(pool))]  # the layout seen first: batch shapes of a run repeat, others pass
+    idle = pool.setdefault(key, [])
+    if idle:
+        matmul = idle.pop()
+        matmul.load(w, out)
+    else:
+        matmul = MatMul(x, w, out, packed)
+    try:
+        yield matmul
+    finally:
+        matmul._w = matmul.out = None  # the pool keeps no caller's array alive
+        idle.append(matmul)

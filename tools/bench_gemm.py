@@ -10,10 +10,10 @@ the minimum over ``--rounds``:
 - ``dWh``: (H, T*N) @ (T*N, 4H), ``hs.T @ da``, once a backward.
 
 Sides: ``numpy`` (``np.matmul`` into a preallocated result), ``onednn`` (``tinygrad_rnn.onednn.MatMul``
-reading the weights in place, what ``lstm_sequence`` runs) and, for the two per-step products,
-``onednn_packed`` (the weights reordered once into the layout the primitive prefers). A ``setup`` line
-gives the time to build each ``MatMul`` (once a layer call: its cost is paid every forward and
-backward). Each oneDNN result is checked against NumPy's first (``max_rel_diff``: the largest
+reading the weights in place) and, for the two per-step products, ``onednn_packed`` (the weights
+reordered once into the layout the primitive prefers: what ``lstm_sequence`` runs). A ``setup`` line
+gives the time to build each ``MatMul`` and to load new weights into a built one (``MatMul.load``:
+what a layer call pays, forward and backward, once ``onednn.acquire``'s pool holds one). Each oneDNN result is checked against NumPy's first (``max_rel_diff``: the largest
 difference over the largest magnitude).
 
 Then, for each of ``--layers``, one whole LSTM layer forward + backward with input size 1 (as
@@ -85,9 +85,12 @@ def _difference(sides, out):
 
 
 def _setup_times(x, w, out, rounds):
-    """Milliseconds to build a ``MatMul`` reading the weights in place and one packing them (min over rounds)."""
+    """Milliseconds to build a ``MatMul`` reading the weights in place and one packing them, and to load
+    new weights into the packed one (min over rounds)."""
+    built = onednn.MatMul(x, w, out)
     best = benchmark.fastest({"onednn": lambda: onednn.MatMul(x, w, out, packed=False),
-                              "onednn_packed": lambda: onednn.MatMul(x, w, out, packed=True)}, rounds)
+                              "onednn_packed": lambda: onednn.MatMul(x, w, out, packed=True),
+                              "onednn_packed_load": lambda: built.load(w, out)}, rounds)
     return {f"{side}_ms": round(seconds * 1e3, 4) for side, seconds in best.items()}
 
 

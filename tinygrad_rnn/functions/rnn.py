@@ -15,6 +15,7 @@ few ulp).
 
 Gate blocks are ordered i, f, g, o for the LSTM and r, z, n for the GRU, as everywhere in tinygrad_rnn.
 """
+import contextlib
 import functools
 import importlib
 
@@ -267,34 +268,32 @@ def _lstm_steps_forward(xw, h, c, Wh, gates, tanh_c, hs, cs):
     xp = get_array_module(xw)
     a = xp.empty(xw.shape[1:], dtype=xw.dtype)  # one workspace for every step's pre-activations
     kernels = _compiled_kernels(xw)
-    product = _step_product(Wh, a)
-    for t in range(len(xw)):
-        product(hs[t - 1] if t else h)
-        if kernels is None:
-            a += xw[t]
-            _cell_forward(a, cs[t - 1] if t else c, gates[t], tanh_c[t], hs[t], cs[t])
-        else:
-            kernels.lstm_forward_step(t, a, xw, c, gates, tanh_c, hs, cs)
+    with _step_product(Wh, a) as product:
+        for t in range(len(xw)):
+            product(hs[t - 1] if t else h)
+            if kernels is None:
+                a += xw[t]
+                _cell_forward(a, cs[t - 1] if t else c, gates[t], tanh_c[t], hs[t], cs[t])
+            else:
+                kernels.lstm_forward_step(t, a, xw, c, gates, tanh_c, hs, cs)
 
 
 def _lstm_steps_backward(gates, tanh_c, cs, c0, Wh, ghs, gh, gc, da):
     """The T steps of an LSTM layer's backward: fill ``da`` (T, N, 4H); return the gradients of h0 and c0."""
     xp = get_array_module(gates)
     gh_prev = xp.empty(c0.shape, gates.dtype)
-    product = _step_product(Wh.T, gh_prev)
     kernels = _compiled_kernels(gates)
-    if kernels is None:
+    if kernels is not None:
+        gc = gc.copy()  # the kernel updates c's gradient in place
+    with _step_product(Wh.T, gh_prev) as product:
         for t in reversed(range(len(da))):
-            gh = gh + ghs[t]
-            gc = _cell_backward(gates[t], tanh_c[t], cs[t - 1] if t else c0, gh, gc, da[t])
+            if kernels is None:
+                gh = gh + ghs[t]
+                gc = _cell_backward(gates[t], tanh_c[t], cs[t - 1] if t else c0, gh, gc, da[t])
+            else:
+                kernels.lstm_backward_step(t, gates, tanh_c, cs, c0, gh, ghs, gc, da)
             product(da[t])
             gh = gh_prev
-        return gh, gc
-    gc = gc.copy()  # the kernel updates c's gradient in place
-    for t in reversed(range(len(da))):
-        kernels.lstm_backward_step(t, gates, tanh_c, cs, c0, gh, ghs, gc, da)
-        product(da[t])
-        gh = gh_prev
     return gh, gc
 
 
@@ -305,20 +304,22 @@ def _onednn_module():
     return onednn if onednn.available() else None
 
 
+@contextlib.contextmanager
 def _step_product(w, out):
-    """``product(x)``, writing ``x @ w`` into ``out`` at every step of a sequence op.
+    """Context manager: ``product(x)``, writing ``x @ w`` into ``out`` at every step of a sequence op.
 
     oneDNN's matmul, with ``w`` packed once into its own layout, where the ``onednn`` extra is installed
     and ``w`` is a float32 NumPy array with ``len(out) * w.size`` at least ``ONEDNN_MIN_MULTIPLY_ADDS``,
     unless the current context says ``using_config("compiled_kernels", False)`` or this process was
-    forked after oneDNN loaded (``onednn.usable``); else ``matmul``, on a C-ordered copy of ``w``
+    forked after oneDNN loaded (``onednn.usable``): a ``MatMul`` from ``onednn.acquire``'s pool, so
+    that a layer called again only repacks its weights; else ``matmul``, on a C-ordered copy of ``w``
     (BLAS reads it faster than a transposed view, every step). oneDNN sums in another order than
     BLAS: the results differ in float32 rounding.
 
     Args:
         w (ndarray): (K, M) the recurrent weights or their transpose (a view).
         out (ndarray): (N, M) the workspace every step's product goes to.
-    Returns:
+    Yields:
         callable: ``product(x)`` for every step's ``x`` (N, K).
     """
     xp = get_array_module(w)
@@ -328,9 +329,10 @@ def _step_product(w, out):
         onednn = _onednn_module()
     if onednn is None or not onednn.usable():
         w = xp.ascontiguousarray(w)
-        return lambda x: xp.matmul(x, w, out=out)
-    matmul = onednn.MatMul(np.empty((len(out), w.shape[0]), np.float32), w, out)
-    return lambda x: matmul(np.ascontiguousarray(x))  # the layout it was built for
+        yield lambda x: xp.matmul(x, w, out=out)
+        return
+    with onednn.acquire(np.empty((len(out), w.shape[0]), np.float32), w, out) as matmul:
+        yield lambda x: matmul(np.ascontiguousarray(x))  # the layout it was built for
 
 
 def _compiled_kernels(x):
@@ -500,35 +502,35 @@ def _gru_steps_forward(xw, h, Wh, bh, gates, hn, hs):
     xp = get_array_module(xw)
     hw = xp.empty(xw.shape[1:], dtype=xw.dtype)  # one workspace for every step's recurrent projection
     kernels = _compiled_kernels(xw)
-    product = _step_product(Wh, hw)
-    for t in range(len(xw)):
-        h_prev = hs[t - 1] if t else h
-        product(h_prev)
-        if kernels is None:
-            _gru_forward(xw[t], hw, h_prev, bh, gates[t], hn[t], hs[t])
-        else:
-            kernels.gru_forward_step(t, hw, xw, h, bh, gates, hn, hs)
+    with _step_product(Wh, hw) as product:
+        for t in range(len(xw)):
+            h_prev = hs[t - 1] if t else h
+            product(h_prev)
+            if kernels is None:
+                _gru_forward(xw[t], hw, h_prev, bh, gates[t], hn[t], hs[t])
+            else:
+                kernels.gru_forward_step(t, hw, xw, h, bh, gates, hn, hs)
 
 
 def _gru_steps_backward(gates, hn, hs, h0, Wh, ghs, gh, dxw, dhw):
     """The T steps of a GRU layer's backward: fill ``dxw`` and ``dhw`` (T, N, 3H); return h0's gradient."""
     xp = get_array_module(gates)
     through_wh = xp.zeros(h0.shape, gates.dtype)  # zeros: what the kernels' first step adds (below)
-    product = _step_product(Wh.T, through_wh)
     kernels = _compiled_kernels(gates)
-    if kernels is None:
+    with _step_product(Wh.T, through_wh) as product:
+        if kernels is None:
+            for t in reversed(range(len(dxw))):
+                gh = gh + ghs[t]
+                direct = _gru_backward(gates[t], hn[t], hs[t - 1] if t else h0, gh, dxw[t], dhw[t])
+                product(dhw[t])
+                gh = direct + through_wh
+            return gh
+        # h's gradient stays in its two parts, gh * z and dhw @ Wh.T, which the next step adds (the last
+        # step's comes whole, with zeros as its second part); the kernel updates the first in place
+        direct = gh.copy()
         for t in reversed(range(len(dxw))):
-            gh = gh + ghs[t]
-            direct = _gru_backward(gates[t], hn[t], hs[t - 1] if t else h0, gh, dxw[t], dhw[t])
+            kernels.gru_backward_step(t, gates, hn, hs, h0, direct, through_wh, ghs, dxw, dhw)
             product(dhw[t])
-            gh = direct + through_wh
-        return gh
-    # h's gradient stays in its two parts, gh * z and dhw @ Wh.T, which the next step adds (the last
-    # step's comes whole, with zeros as its second part); the kernel updates the first in place
-    direct = gh.copy()
-    for t in reversed(range(len(dxw))):
-        kernels.gru_backward_step(t, gates, hn, hs, h0, direct, through_wh, ghs, dxw, dhw)
-        product(dhw[t])
     return direct + through_wh
 
 
