@@ -13,8 +13,9 @@ Sides: ``numpy`` (``np.matmul`` into a preallocated result), ``onednn`` (``tinyg
 reading the weights in place) and, for the two per-step products, ``onednn_packed`` (the weights
 reordered once into the layout the primitive prefers: what ``lstm_sequence`` runs). A ``setup`` line
 gives the time to build each ``MatMul`` and to load new weights into a built one (``MatMul.load``:
-what a layer call pays, forward and backward, once ``onednn.acquire``'s pool holds one). Each oneDNN result is checked against NumPy's first (``max_rel_diff``: the largest
-difference over the largest magnitude).
+what a layer call pays, forward and backward, once ``onednn.acquire``'s pool holds one). Each oneDNN
+result is checked against NumPy's first (``max_rel_diff``: the largest difference over the largest
+magnitude).
 
 Then, for each of ``--layers``, one whole LSTM layer forward + backward with input size 1 (as
 bench_rnn.py's PyTorch side): ``ours`` (``F.lstm_sequence`` with whatever extras are installed, its
