@@ -17,10 +17,12 @@ def _run(*args):
 
 @pytest.mark.skipif(not onednn.available(), reason="oneDNN is not installed (pip install 'tinygrad_rnn[onednn]')")
 def test_bench_gemm_prints_every_product_of_every_shape_for_each_side_the_setup_and_the_layers():
-    done = _run("--shapes", "3x2x4,2x3x5", "--layers", "3x2x4", "--rounds", "2")
+    done = _run("--shapes", "3x2x4,2x3x5", "--layers", "3x2x4", "--linear", "4x3x2,2048x16x64", "--rounds", "2")
     assert done.returncode == 0, done.stderr
-    header, *results, layer = [json.loads(line) for line in done.stdout.splitlines()]
-    assert header["command"] == "python tools/bench_gemm.py --shapes 3x2x4,2x3x5 --layers 3x2x4 --rounds 2"
+    header, *results = [json.loads(line) for line in done.stdout.splitlines()]
+    results, layer, linear = results[:8], results[8], results[9:]
+    assert header["command"] == ("python tools/bench_gemm.py --shapes 3x2x4,2x3x5 --layers 3x2x4 "
+                                 "--linear 4x3x2,2048x16x64 --rounds 2")
     assert header["threads"] == 1 and header["versions"]["onednn"] == onednn.version()
     assert [(r["kind"], r["shape"], r.get("product")) for r in results] == [
         (kind, shape, product) for shape in ([3, 2, 4], [2, 3, 5])
@@ -37,6 +39,11 @@ def test_bench_gemm_prints_every_product_of_every_shape_for_each_side_the_setup_
     assert layer["kind"] == "layer" and layer["shape"] == [3, 2, 4] and layer["impl"]
     assert layer["ours_ms"] > 0 and layer["onednn_lstm_ms"] > 0 and layer["ours_to_onednn_lstm"] > 0
     assert all(d < 1e-5 for d in layer["max_rel_diff"].values())  # the LSTM primitive's binding is right
+    assert [(r["kind"], r["shape"], r["product"]) for r in linear] == [
+        ("linear", shape, product) for shape in ([4, 3, 2], [2048, 16, 64]) for product in ("x @ W", "gy @ W.T",
+                                                                                             "x.T @ gy")]
+    assert all(r["numpy_ms"] > 0 and r["onednn_ms"] > 0 and r["numpy_to_onednn"] > 0 for r in linear)
+    assert [r["linear"] for r in linear] == ["numpy"] * 3 + ["onednn"] * 3  # 24 and 2**21 multiply-adds
 
 
 def test_bench_gemm_without_onednn_says_how_to_install_it():

@@ -13,10 +13,11 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from conftest import in_ci
+from tinygrad_rnn import compiled
 from tinygrad_rnn import functions as F
 from tinygrad_rnn import onednn
 from tinygrad_rnn.core import Variable, using_config
-from tinygrad_rnn.functions import rnn
+from tinygrad_rnn.functions import linalg, rnn
 from tinygrad_rnn.testing import float_arrays, seeds
 
 
@@ -122,7 +123,8 @@ def test_a_missing_library_says_how_to_install_it(monkeypatch):
 
 @contextlib.contextmanager
 def _every_product_on_onednn():
-    """Lower the sequence ops' size threshold to 0 and record the ``MatMul`` they acquire."""
+    """Lower the size thresholds of the sequence ops' products (per step, and Wh's gradient) to 0 and
+    record the ``MatMul`` they acquire."""
     used = []
     acquire = onednn.acquire
 
@@ -134,6 +136,7 @@ def _every_product_on_onednn():
 
     with pytest.MonkeyPatch.context() as patch:
         patch.setattr(rnn, "ONEDNN_MIN_MULTIPLY_ADDS", 0)
+        patch.setattr(linalg, "ONEDNN_MIN_MULTIPLY_ADDS", 0)
         patch.setattr(onednn, "acquire", recorded)
         yield used
 
@@ -174,7 +177,7 @@ def test_sequence_ops_on_onednn_match_the_numpy_path_in_float32(library, layer, 
         if not numba:  # oneDNN's products with NumPy's element-wise steps, as where Numba is not installed
             patch.setattr(rnn, "_compiled_kernels", lambda x: None)
         got = _values_and_gradients(op, arrays, seed, True)
-    assert len(used) == 2  # one MatMul for the forward's steps, one for the backward's
+    assert len(used) == 3  # one MatMul for the forward's steps, one for the backward's, one for Wh's gradient
     want = _values_and_gradients(op, arrays, seed, False)
     for g, w in zip(got, want, strict=True):
         assert g.dtype == w.dtype == np.float32
@@ -197,7 +200,7 @@ def test_the_switch_and_a_missing_extra_leave_the_products_to_numpy(library, mon
     with _every_product_on_onednn() as used:
         _values_and_gradients(op, arrays, 0, False)
         assert used == []
-        monkeypatch.setattr(rnn, "_onednn_module", lambda: None)
+        monkeypatch.setattr(compiled, "_onednn_module", lambda: None)
         _values_and_gradients(op, arrays, 0, True)
         assert used == []
 
@@ -228,7 +231,7 @@ _FORKED = """
 import os, sys
 import numpy as np
 from tinygrad_rnn import functions as F, onednn
-from tinygrad_rnn.functions import rnn
+from tinygrad_rnn.functions import linalg, rnn
 rnn.ONEDNN_MIN_MULTIPLY_ADDS = 0
 arrays = [np.full(s, 0.1, np.float32) for s in [(3, 64, 1024), (64, 256), (64, 256), (256, 1024)]]
 want = F.lstm_sequence(*arrays)[0].data  # on oneDNN, with two OpenMP threads
@@ -259,3 +262,64 @@ def test_loading_makes_openmps_threads_wait_passively_unless_the_user_said_other
         env["OMP_WAIT_POLICY"] = given
     done = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=60)
     assert done.returncode == 0 and done.stdout.split() == [wanted], done.stderr
+
+
+@contextlib.contextmanager
+def _products_recorded():
+    """Record the operands of every product ``functions.linalg.product`` sends to oneDNN."""
+    calls, real = [], onednn.product
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(onednn, "product", lambda a, b: calls.append((a, b)) or real(a, b))
+        yield calls
+
+
+@given(m=st.integers(1, 60), k=st.integers(1, 60), n=st.integers(1, 60), transposed=st.booleans(), seed=seeds())
+def test_linear_products_on_onednn_are_within_float32_rounding(library, m, k, n, transposed, seed):
+    rng = np.random.default_rng(seed)
+    a = rng.standard_normal((k, m)).astype(np.float32).T if transposed else rng.standard_normal((m, k)).astype(
+        np.float32)  # x.T, as Linear's backward passes it
+    b = rng.standard_normal((k, n)).astype(np.float32)
+    with _products_recorded() as calls, pytest.MonkeyPatch.context() as patch:
+        patch.setattr(linalg, "ONEDNN_MIN_MULTIPLY_ADDS", 0)
+        got = linalg.product(a, b)
+    assert len(calls) == 1 and got.shape == (m, n) and got.dtype == np.float32
+    assert np.all(np.abs(got - a.astype(np.float64) @ b.astype(np.float64)) <= _bound(a, b))
+
+
+def test_linear_products_stay_on_numpy_outside_the_shapes_and_dtypes_onednn_wins(library):
+    rng = np.random.default_rng(0)
+    big = rng.standard_normal((512, 16)).astype(np.float32), rng.standard_normal((16, 512)).astype(np.float32)
+    with _products_recorded() as calls:
+        linalg.product(*big)
+        assert len(calls) == 1  # 2**22 multiply-adds, 512 columns, 2**18 results: oneDNN's
+        for a, b in [(big[0][:8], big[1]),  # 2**16 multiply-adds: its call overhead would lose
+                     (big[0], np.ones((16, 513), np.float32)),  # too many columns
+                     (np.ones((1025, 16), np.float32), big[1]),  # too many results
+                     (big[0][::-1], big[1]),  # a negative stride
+                     (big[0].astype(np.float64), big[1].astype(np.float64))]:
+            np.testing.assert_array_equal(linalg.product(a, b), a @ b)
+        with using_config("compiled_kernels", False):
+            np.testing.assert_array_equal(linalg.product(*big), big[0] @ big[1])
+        assert len(calls) == 1
+
+
+@given(seed=seeds(), tied=st.booleans())
+def test_linear_on_onednn_gives_the_numpy_paths_values_and_gradients_within_float32_rounding(library, seed, tied):
+    rng = np.random.default_rng(seed)
+    x = rng.standard_normal((3, 40, 16)).astype(np.float32)
+    w = rng.standard_normal((48, 16)).astype(np.float32).T if tied else rng.standard_normal((16, 48)).astype(
+        np.float32)  # tied: the embedding's transpose, whose gradient comes in its layout
+    b, gy = rng.standard_normal(48).astype(np.float32), rng.standard_normal((3, 40, 48)).astype(np.float32)
+    results = []
+    for compiled_kernels in (True, False):
+        with using_config("compiled_kernels", compiled_kernels), _products_recorded() as calls, \
+                pytest.MonkeyPatch.context() as patch:
+            patch.setattr(linalg, "ONEDNN_MIN_MULTIPLY_ADDS", 0)
+            inputs = [Variable(v) for v in (x, w, b)]
+            y = F.linear(*inputs)
+            F.sum(y * gy).backward()
+        assert len(calls) == (3 if compiled_kernels else 0)
+        results.append([y.data] + [v.grad.data for v in inputs])
+    assert results[0][2].strides == results[1][2].strides == w.strides
+    for got, want in zip(*results, strict=True):
+        np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-4)

@@ -3,7 +3,9 @@
 NumPy's OpenBLAS is slow on the skinny products of a recurrent layer, ``(N, H) @ (H, 4H)`` with N
 about 20, which stream the same weights at every step; oneDNN's brgemm kernels are faster there
 (tools/bench_gemm.py measures both). ``functions/rnn.py`` runs the per-step products of the fused
-sequence ops through ``MatMul`` on float32 CPU arrays with large weights, where the extra is installed.
+sequence ops through ``MatMul`` on float32 CPU arrays with large weights, where the extra is installed;
+``functions/linalg.py`` runs there the products of Linear and MatMul of the shapes where oneDNN wins
+(``product``), such as those with a narrow inner size, where OpenBLAS is slow too.
 
 The extra is the ``onednn-cpu-gomp`` wheel: ``libdnnl.so.3`` built on GNU OpenMP, which it finds on the
 system. Its threads are OpenMP's: ``OMP_NUM_THREADS`` (read when the library loads) sets them, as it
@@ -13,7 +15,8 @@ Nothing here runs when ``tinygrad_rnn`` is imported: the library loads at the fi
 
 Thread safety: the CPU engine is shared (oneDNN's engines are); each ``MatMul`` has its own stream,
 memory objects and scratchpad (user-managed, so that two ``MatMul`` of one shape, which share one
-cached primitive, never share a buffer): use one ``MatMul`` from one thread at a time.
+cached primitive, never share a buffer): use one ``MatMul`` from one thread at a time, as ``acquire``'s
+pools, one per thread, do.
 
 Processes: GNU OpenMP's threads do not survive ``fork``, and a forked child that runs an OpenMP
 region its parent had run with several threads hangs. So a child forked after the library loaded
@@ -307,7 +310,7 @@ def layout(x, w, out, packed):
     return ((x.shape, x.strides), w.dtype, w.shape, w.strides, out.dtype, out.shape, out.strides, packed)
 
 
-_POOL_LAYOUTS = 32  # layouts a thread's pool keeps: each holds a packed copy of its weights
+_POOL_LAYOUTS = 64  # layouts a thread's pool keeps (a packed one holds a copy of its weights)
 _pools = threading.local()  # per thread: layout -> idle MatMul objects (each used by one thread at a time)
 
 
@@ -327,7 +330,7 @@ def acquire(x, w, out, packed=True):
     Yields:
         MatMul: loaded with ``w`` and ``out``.
     Raises:
-        as ``MatMul``.
+        ImportError, TypeError, ValueError, RuntimeError: as ``MatMul``.
     """
     key = layout(x, w, out, packed)
     pool = getattr(_pools, "by_layout", None)
@@ -346,3 +349,20 @@ def acquire(x, w, out, packed=True):
     finally:
         matmul._w = matmul.out = None  # the pool keeps no caller's array alive
         idle.append(matmul)
+
+
+def product(a, b):
+    """``a @ b`` by a ``MatMul`` from this thread's pool that reads ``b`` in place (``acquire``).
+
+    Args:
+        a (ndarray): (M, K) float32, any positive strides.
+        b (ndarray): (K, N) float32, any positive strides.
+    Returns:
+        ndarray: (M, N) float32, a new C-ordered array.
+    Raises:
+        ImportError, TypeError, ValueError, RuntimeError: as ``MatMul``.
+    """
+    out = np.empty((a.shape[0], b.shape[1]), np.float32)
+    with acquire(a, b, out, packed=False) as matmul:
+        matmul(a)
+    return out

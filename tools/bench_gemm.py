@@ -24,15 +24,22 @@ input projection included) against ``onednn_lstm``, oneDNN's LSTM primitive, wha
 direction's layout at every call and their gradients zeroed, as PyTorch does), with ``--rounds`` / 20
 repetitions; both checked against each other (``max_rel_diff`` of the hidden states and of Wh's gradient).
 
+Last, for each of ``--linear`` (M, K, N), the three products of a Linear layer ``x @ W`` (M, K) @ (K, N):
+``x @ W``, ``gy @ W.T`` and ``x.T @ gy`` (W.T and x.T transposed views, as Linear's backward passes
+them), ``numpy`` against ``onednn`` (``onednn.product``: a pooled ``MatMul`` reading the weights in
+place), with ``linear``: the side ``functions.linalg.product`` picks for that shape (what Linear and
+MatMul run).
+
 Everything runs in one worker process with one BLAS and OpenMP thread (oneDNN's wheel uses GNU
 OpenMP). Prints one JSON object a line: the benchmarks' header (with oneDNN's version), then
 ``kind: "product"`` lines (``shape``, ``product``, ``operands``, ``<side>_ms``, ``numpy_to_onednn``:
 NumPy's time over oneDNN's, ``impl``: the implementation oneDNN chose), ``kind: "setup"`` lines and
-``kind: "layer"`` lines (``ours_ms``, ``onednn_lstm_ms``, ``ours_to_onednn_lstm``). Needs the
+``kind: "layer"`` lines (``ours_ms``, ``onednn_lstm_ms``, ``ours_to_onednn_lstm``), ``kind: "linear"`` lines
+(``shape``, ``product``, ``numpy_ms``, ``onednn_ms``, ``numpy_to_onednn``, ``linear``). Needs the
 ``onednn`` extra (``pip install 'tinygrad_rnn[onednn]'``).
 
     python tools/bench_gemm.py [--shapes 35x20x650,35x20x100,35x20x128,7x128x100,7x128x128]
-        [--layers 7x128x128,35x20x100,35x20x650] [--rounds 200]
+        [--layers 7x128x128,35x20x100,35x20x650] [--linear 896x16x512,512x128x13,...] [--rounds 200]
 """
 import argparse
 import ctypes
@@ -41,12 +48,17 @@ import json
 import numpy as np
 
 from tinygrad_rnn import onednn
+from tinygrad_rnn.functions import linalg
 from tinygrad_rnn.tools import benchmark
 from tinygrad_rnn.tools.common import usage_error
 
 # BetterLSTMLM's layer, LSTMLM's and seq2seq's encoder, each also at the other batch and size
 SHAPES = "35x20x650,35x20x100,35x20x128,7x128x100,7x128x128"
 LAYERS = "7x128x128,35x20x100,35x20x650"  # the whole layers of bench_rnn.py
+# Seq2seq's input projections and output layer, LSTMLM's input projection and vocabulary layer,
+# BetterLSTMLM's input projection, and a grid around them
+LINEAR = ("896x16x512,512x16x512,512x128x13,700x100x400,700x100x10000,700x650x2600,"
+          "128x128x512,512x512x128,896x128x128,2560x128x512,512x16x2600,2560x512x13")
 
 
 def _operands(steps, batch, size, rng):
@@ -214,6 +226,28 @@ def _layer(steps, batch, size, rounds):
             "max_rel_diff": diffs}
 
 
+def _picks_onednn(a, b):
+    """Whether ``functions.linalg.product`` runs ``a @ b`` on oneDNN."""
+    calls, real = [], onednn.product
+    onednn.product = lambda *operands: calls.append(operands) or real(*operands)
+    try:
+        linalg.product(a, b)
+    finally:
+        onednn.product = real
+    return bool(calls)
+
+
+def _linear(m, k, n, rng, rounds):
+    """The ``kind: "linear"`` lines of one Linear layer's three products (M, K) @ (K, N)."""
+    x, w, gy = (rng.standard_normal(shape).astype(np.float32) for shape in [(m, k), (k, n), (m, n)])
+    for name, a, b in [("x @ W", x, w), ("gy @ W.T", gy, w.T), ("x.T @ gy", x.T, gy)]:
+        best = benchmark.fastest({"numpy": lambda: a @ b, "onednn": lambda: onednn.product(a, b)}, rounds)
+        yield {"kind": "linear", "shape": [m, k, n], "product": name,
+               **{f"{side}_ms": round(s * 1e3, 4) for side, s in best.items()},
+               "numpy_to_onednn": round(best["numpy"] / best["onednn"], 3),
+               "linear": "onednn" if _picks_onednn(a, b) else "numpy"}
+
+
 def worker(args):
     rng = np.random.default_rng(0)
     for steps, batch, size in args.shapes:
@@ -231,14 +265,19 @@ def worker(args):
                           **_setup_times(x, w, out, max(1, args.rounds // 10))}), flush=True)
     for steps, batch, size in args.layers:
         print(json.dumps(_layer(steps, batch, size, max(1, args.rounds // 20))), flush=True)
+    for m, k, n in args.linear:
+        for line in _linear(m, k, n, rng, max(1, args.rounds // 10)):
+            print(json.dumps(line), flush=True)
 
 
 def main():
     parser = benchmark.parser(__doc__, rounds=200, devices=("cpu",), workers=False, seed=False)
-    parser.add_argument("--shapes", type=benchmark.layer_shapes, default=SHAPES,
+    parser.add_argument("--shapes", type=benchmark.shapes("TxNxH"), default=SHAPES,
                         help="comma-separated TxNxH (default %(default)s)")
-    parser.add_argument("--layers", type=benchmark.layer_shapes, default=LAYERS,
+    parser.add_argument("--layers", type=benchmark.shapes("TxNxH"), default=LAYERS,
                         help="comma-separated TxNxH of the whole-layer comparison (default %(default)s)")
+    parser.add_argument("--linear", type=benchmark.shapes("MxKxN"), default=LINEAR,
+                        help="comma-separated MxKxN of Linear layers' products (default %(default)s)")
     parser.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.worker:

@@ -148,7 +148,7 @@ def worker(args):
 
 def main():
     parser = benchmark.parser(__doc__, rounds=60, devices=("cpu",), workers=False, seed=False)
-    parser.add_argument("--shapes", type=benchmark.layer_shapes, default=SHAPES,
+    parser.add_argument("--shapes", type=benchmark.shapes("TxNxH"), default=SHAPES,
                         help="comma-separated TxNxH (default %(default)s)")
     parser.add_argument("--cells", type=lambda text: text.split(","), default="lstm,gru",
                         help="comma-separated cells among lstm, gru (default %(default)s)")

@@ -234,18 +234,28 @@ def run_worker(script, args, impl, model, *more, **extra):
     return result
 
 
-def layer_shapes(text):
-    """An argparse ``type`` for recurrent layers' shapes: ``"TxNxH,..."`` -> [(T, N, H), ...], each at least 1."""
-    shapes = []
-    for shape in text.split(","):
-        try:
-            steps, batch, size = (int(part) for part in shape.split("x"))
-        except ValueError:
-            raise argparse.ArgumentTypeError(f"a shape is TxNxH, such as 35x20x100, got {shape!r}") from None
-        if min(steps, batch, size) < 1:
-            raise argparse.ArgumentTypeError(f"a shape's sizes must be at least 1, got {shape!r}")
-        shapes.append((steps, batch, size))
-    return shapes
+def shapes(form):
+    """An argparse ``type`` for comma-separated shapes of three sizes, each at least 1.
+
+    Args:
+        form (str): what the sizes are, for the messages: ``"TxNxH"`` (a recurrent layer's steps,
+            batch and size) or ``"MxKxN"`` (a product's).
+    Returns:
+        callable: ``"AxBxC,..."`` -> [(A, B, C), ...].
+    """
+    def parse(text):
+        found = []
+        for shape in text.split(","):
+            try:
+                a, b, c = (int(part) for part in shape.split("x"))
+            except ValueError:
+                raise argparse.ArgumentTypeError(f"a shape is {form}, such as 35x20x100, got {shape!r}") from None
+            if min(a, b, c) < 1:
+                raise argparse.ArgumentTypeError(f"a shape's sizes must be at least 1, got {shape!r}")
+            found.append((a, b, c))
+        return found
+
+    return parse
 
 
 def fastest(runs, reps):

@@ -1,6 +1,13 @@
 """Matrix products: matmul and linear (x @ W + b)."""
+from tinygrad_rnn import compiled
 from tinygrad_rnn.core import Function, as_variable
 from tinygrad_rnn.functions.array import unbroadcast
+
+# The 2-D products oneDNN's matmul (weights read in place) runs faster than OpenBLAS on one thread
+# (tools/bench_gemm.py --linear): at least this many multiply-adds (below, its call overhead of a few
+# microseconds loses), at most this many result columns and results (beyond, BLAS's packing of the
+# operands into its cache-sized blocks wins)
+ONEDNN_MIN_MULTIPLY_ADDS, ONEDNN_MAX_COLUMNS, ONEDNN_MAX_RESULTS = 2**20, 512, 2**19
 
 
 def _swap_last(a):
@@ -13,16 +20,16 @@ class MatMul(Function):
     fresh_grads = True
 
     def forward(self, x, W):
-        if W.ndim == 2 and x.ndim > 2:  # one 2-D product: NumPy's batched matmul is several times slower
-            return (x.reshape(-1, x.shape[-1]) @ W).reshape(x.shape[:-1] + (W.shape[1],))
+        if W.ndim == 2:  # one 2-D product: NumPy's batched matmul is several times slower
+            return product(x.reshape(-1, x.shape[-1]), W).reshape(x.shape[:-1] + (W.shape[1],))
         return x @ W
 
     def backward(self, gy):
         x, W = self.arg(0), self.arg(1)
         if W.ndim == 2:  # the common (..., K) @ (K, N) case: 2-D products only
             gy2 = gy.reshape(-1, gy.shape[-1])
-            gx = (gy2 @ W.T).reshape(x.shape)
-            return gx, x.reshape(-1, x.shape[-1]).T @ gy2
+            gx = product(gy2, W.T).reshape(x.shape)
+            return gx, product(x.reshape(-1, x.shape[-1]).T, gy2)
         return unbroadcast(gy @ _swap_last(W), x.shape), unbroadcast(_swap_last(x) @ gy, W.shape)
 
 
@@ -44,11 +51,28 @@ def matmul(x, W):
     return MatMul()(x, W)
 
 
+def product(a, b):
+    """``a @ b`` of two 2-D arrays (or Variables, under ``create_graph``): (M, K) @ (K, N) -> (M, N).
+
+    oneDNN's matmul (``onednn.product``) where the ``onednn`` extra runs float32 products
+    (``compiled.onednn``) and the shape is one where it beats OpenBLAS (``ONEDNN_MIN_MULTIPLY_ADDS``
+    and its two neighbours); elsewhere NumPy's ``matmul``. The two sum in other orders: their
+    float32 results differ in rounding.
+    """
+    (m, k), n = a.shape, b.shape[1]
+    onednn = None
+    if m * k * n >= ONEDNN_MIN_MULTIPLY_ADDS and n <= ONEDNN_MAX_COLUMNS and m * n <= ONEDNN_MAX_RESULTS:
+        onednn = compiled.onednn(a) if compiled.onednn(b) else None
+    if onednn is None or min(a.strides + b.strides) <= 0:
+        return a @ b
+    return onednn.product(a, b)
+
+
 class Linear(Function):
     fresh_grads = True
 
     def forward(self, x, W, b=None):
-        y = x.reshape(-1, x.shape[-1]) @ W  # one 2-D product whatever the leading axes
+        y = product(x.reshape(-1, x.shape[-1]), W)  # one 2-D product whatever the leading axes
         if b is not None:
             y += b
         return y.reshape(x.shape[:-1] + (W.shape[1],))
@@ -69,15 +93,15 @@ def linear_grads(func, gy2, bias):
         ``create_graph``.
     """
     x, W = func.arg(0), func.arg(1)
-    gx = (gy2 @ W.T).reshape(x.shape)
+    gx = product(gy2, W.T).reshape(x.shape)
     x2 = x.reshape(-1, x.shape[-1])
     W_data = func.inputs[1].data
     if W_data.flags.f_contiguous and not W_data.flags.c_contiguous:
         # W is a transposed view (TiedLinear's E.W.T): its gradient in the same layout, so that the
         # embedding's gradient adds to it and the optimizer updates E.W row by row, not across rows
-        gW = (gy2.T @ x2).T
+        gW = product(gy2.T, x2).T
     else:
-        gW = x2.T @ gy2
+        gW = product(x2.T, gy2)
     if not bias:
         return gx, gW
     return gx, gW, gy2.sum(axis=0)

@@ -16,14 +16,13 @@ few ulp).
 Gate blocks are ordered i, f, g, o for the LSTM and r, z, n for the GRU, as everywhere in tinygrad_rnn.
 """
 import contextlib
-import functools
-import importlib
 
 import numpy as np
 
 from tinygrad_rnn import compiled
 from tinygrad_rnn.backend import elementwise_kernel, get_array_module, kernel_source
-from tinygrad_rnn.core import Config, Function, as_variable
+from tinygrad_rnn.core import Function, as_variable
+from tinygrad_rnn.functions import linalg
 
 # Per-step products of at least this many multiply-adds (N x H x 4H) run on oneDNN's matmul where its
 # extra is installed (_step_product): at N 20 it wins from H 128 up; below, its few microseconds a call
@@ -250,7 +249,7 @@ class LSTMSequence(Function):
         gh, gc = _lstm_steps_backward(self.gates, self.tanh_c, self.cs, c0, Wh, ghs, gh, gc, da)
         # Wh's gradient over all steps at once: sum_t h_{t-1}^T @ da_t as one product
         h_prev = xp.concatenate([h0[None], self.hs[:-1]])
-        dWh = h_prev.reshape(-1, h_prev.shape[2]).T @ da.reshape(-1, da.shape[2])
+        dWh = linalg.product(h_prev.reshape(-1, h_prev.shape[2]).T, da.reshape(-1, da.shape[2]))
         return da, gh, gc, dWh
 
     def activations(self):
@@ -297,13 +296,6 @@ def _lstm_steps_backward(gates, tanh_c, cs, c0, Wh, ghs, gh, gc, da):
     return gh, gc
 
 
-@functools.cache
-def _onednn_module():
-    """The ``onednn`` module where its extra is installed, else None."""
-    onednn = importlib.import_module("tinygrad_rnn.onednn")
-    return onednn if onednn.available() else None
-
-
 @contextlib.contextmanager
 def _step_product(w, out):
     """Context manager: ``product(x)``, writing ``x @ w`` into ``out`` at every step of a sequence op.
@@ -323,11 +315,8 @@ def _step_product(w, out):
         callable: ``product(x)`` for every step's ``x`` (N, K).
     """
     xp = get_array_module(w)
-    onednn = None
-    if (Config.compiled_kernels and isinstance(w, np.ndarray) and w.dtype == np.float32
-            and len(out) * w.size >= ONEDNN_MIN_MULTIPLY_ADDS):
-        onednn = _onednn_module()
-    if onednn is None or not onednn.usable():
+    onednn = compiled.onednn(w) if len(out) * w.size >= ONEDNN_MIN_MULTIPLY_ADDS else None
+    if onednn is None:
         w = xp.ascontiguousarray(w)
         yield lambda x: xp.matmul(x, w, out=out)
         return
@@ -484,7 +473,7 @@ class GRUSequence(Function):
         dxw, dhw = xp.empty_like(self.gates), xp.empty_like(self.gates)
         gh = _gru_steps_backward(self.gates, self.hn, self.hs, h0, Wh, ghs, gh, dxw, dhw)
         h_prev = xp.concatenate([h0[None], self.hs[:-1]])  # Wh's gradient over all steps as one product
-        dWh = h_prev.reshape(-1, h_prev.shape[2]).T @ dhw.reshape(-1, dhw.shape[2])
+        dWh = linalg.product(h_prev.reshape(-1, h_prev.shape[2]).T, dhw.reshape(-1, dhw.shape[2]))
         return dxw, gh, dWh, dhw[:, :, 2 * gh.shape[1]:].sum(axis=(0, 1))
 
     def activations(self):
