@@ -31,32 +31,37 @@ def library():
     return onednn.library()
 
 
-def _bound(x, w):
-    """The rounding error bound of a float32 product summed in any order: gamma_{K+1} * (|x| @ |w|), u = 2**-24.
+def _bound(x, w, bias=None):
+    """The rounding error bound of a float32 product summed in any order: gamma_{K+1} * (|x| @ |w|), u = 2**-24
+    (gamma_{K+2} * (|x| @ |w| + |bias|) with a bias, one more term of the sum).
 
     Each output is a sum of K products; every rounding (products, partial sums, the store) is at most
     one unit u, and whatever the order or blocking oneDNN and BLAS choose, the error stays within
     gamma_n = n u / (1 - n u) of the sum of magnitudes (Higham, Accuracy and Stability, 3.1).
     """
-    n, u = x.shape[1] + 1, 2.0 ** -24
-    return n * u / (1 - n * u) * (np.abs(x.astype(np.float64)) @ np.abs(w.astype(np.float64)))
+    n, u = x.shape[1] + (1 if bias is None else 2), 2.0 ** -24
+    magnitudes = np.abs(x.astype(np.float64)) @ np.abs(w.astype(np.float64))
+    return n * u / (1 - n * u) * (magnitudes if bias is None else magnitudes + np.abs(bias))
 
 
 @given(m=st.integers(1, 9), k=st.integers(1, 40), n=st.integers(1, 40), packed=st.booleans(),
-       transposed=st.booleans(), seed=seeds())
-def test_matmul_is_within_float32_rounding_of_the_float64_product(library, m, k, n, packed, transposed, seed):
+       transposed=st.booleans(), with_bias=st.booleans(), seed=seeds())
+def test_matmul_is_within_float32_rounding_of_the_float64_product(library, m, k, n, packed, transposed, with_bias,
+                                                                   seed):
     rng = np.random.default_rng(seed)
     x = rng.standard_normal((m, k)).astype(np.float32)
     w = rng.standard_normal((n, k)).astype(np.float32).T if transposed else rng.standard_normal((k, n)).astype(
         np.float32)  # a transposed view, as the backward passes Wh.T
+    bias = rng.standard_normal(n).astype(np.float32) if with_bias else None
     out = np.empty((m, n), np.float32)
-    product = onednn.MatMul(x, w, out, packed=packed)
+    product = onednn.MatMul(x, w, out, packed=packed, bias=bias)
     product(x)
-    exact = x.astype(np.float64) @ w.astype(np.float64)
-    assert np.all(np.abs(out - exact) <= _bound(x, w))
+    exact = x.astype(np.float64) @ w.astype(np.float64) + (0 if bias is None else bias)
+    assert np.all(np.abs(out - exact) <= _bound(x, w, bias))
     x2 = rng.standard_normal((m, k)).astype(np.float32)  # another x, the same layout: the handles follow it
     product(x2)
-    assert np.all(np.abs(out - x2.astype(np.float64) @ w.astype(np.float64)) <= _bound(x2, w))
+    exact = x2.astype(np.float64) @ w.astype(np.float64) + (0 if bias is None else bias)
+    assert np.all(np.abs(out - exact) <= _bound(x2, w, bias))
 
 
 def test_matmul_packs_a_copy_of_the_weights_and_reads_unpacked_ones_in_place(library):
@@ -74,8 +79,12 @@ def test_matmul_rejects_other_dtypes_and_shapes_that_do_not_fit(library):
     x, w, out = np.ones((2, 3), np.float32), np.ones((3, 4), np.float32), np.empty((2, 4), np.float32)
     with pytest.raises(TypeError, match=r"onednn.MatMul: w must be a 2-D float32 array, got \(3, 4\) float64"):
         onednn.MatMul(x, w.astype(np.float64), out)
-    with pytest.raises(ValueError, match=r"shapes \(2, 3\) @ \(3, 4\) -> \(2, 5\) do not fit"):
+    with pytest.raises(ValueError, match=r"shapes \(2, 3\) @ \(3, 4\) \+ bias None -> \(2, 5\) do not fit"):
         onednn.MatMul(x, w, np.empty((2, 5), np.float32))
+    with pytest.raises(ValueError, match=r"shapes \(2, 3\) @ \(3, 4\) \+ bias \(3,\) -> \(2, 4\) do not fit"):
+        onednn.MatMul(x, w, out, bias=np.ones(3, np.float32))
+    with pytest.raises(TypeError, match=r"onednn.MatMul: bias must be a 1-D float32 array, got \(1, 4\) float32"):
+        onednn.MatMul(x, w, out, bias=np.ones((1, 4), np.float32))
 
 
 def test_acquire_reuses_an_idle_matmul_of_the_layout_with_the_new_weights(library):
@@ -104,8 +113,8 @@ def test_acquire_reuses_an_idle_matmul_of_the_layout_with_the_new_weights(librar
 def test_load_refuses_another_layout(library):
     x, w, out = np.ones((2, 3), np.float32), np.ones((3, 4), np.float32), np.empty((2, 4), np.float32)
     product = onednn.MatMul(x, w, out)
-    with pytest.raises(ValueError, match=r"onednn.MatMul.load: w \(4, 3\) float32 and out \(2, 4\) float32 .* "
-                                         r"are not the layouts it was built for"):
+    with pytest.raises(ValueError, match=r"onednn.MatMul.load: w \(4, 3\) float32, out \(2, 4\) float32 and bias "
+                                         r"None .* are not the layouts it was built for"):
         product.load(np.ones((4, 3), np.float32), out)
 
 
@@ -269,7 +278,7 @@ def _products_recorded():
     """Record the operands of every product ``functions.linalg.product`` sends to oneDNN."""
     calls, real = [], onednn.product
     with pytest.MonkeyPatch.context() as patch:
-        patch.setattr(onednn, "product", lambda a, b: calls.append((a, b)) or real(a, b))
+        patch.setattr(onednn, "product", lambda a, b, bias=None: calls.append((a, b, bias)) or real(a, b, bias))
         yield calls
 
 

@@ -42,7 +42,7 @@ _Dims = ctypes.c_int64 * 12  # dnnl_dims_t: DNNL_MAX_NDIMS
 # the C API's enumerations and argument indices (oneapi/dnnl/dnnl_types.h, stable across 3.x)
 _CPU, _IN_ORDER, _F32, _TAG_ANY, _SCRATCHPAD_USER = 1, 1, 3, 1, 1
 _QUERY_IMPL, _QUERY_WEIGHTS, _QUERY_SCRATCHPAD = 8, 131, 136
-_SRC, _DST, _WEIGHTS, _SCRATCHPAD = 1, 17, 33, 80
+_SRC, _DST, _WEIGHTS, _BIAS, _SCRATCHPAD = 1, 17, 33, 41, 80
 ALLOCATE = ctypes.c_void_p(-1).value  # DNNL_MEMORY_ALLOCATE: the library owns the buffer
 _RUNTIMES = {0: "none", 1: "sequential", 2: "OpenMP", 4: "TBB", 8: "threadpool"}
 _STATUS = {1: "out of memory", 2: "invalid arguments", 3: "unimplemented", 5: "runtime error"}
@@ -201,7 +201,7 @@ def _release(lib, handles):
 
 
 class MatMul:
-    """``out = x @ w`` in float32 by oneDNN's matmul primitive, for one layout of ``x``, ``w`` and ``out``.
+    """``out = x @ w (+ bias)`` in float32 by oneDNN's matmul primitive, for one layout of its operands.
 
     Building one costs tens of microseconds (descriptors, the primitive, a stream: a dozen C calls);
     ``load`` then swaps in other weights and another result array of the same layouts at the cost
@@ -213,6 +213,8 @@ class MatMul:
         w (ndarray): (K, N) float32, any strides, loaded as by ``load``.
         out (ndarray): (M, N) float32, any strides, loaded as by ``load``.
         packed (bool): reorder ``w`` into the primitive's own layout.
+        bias (ndarray, optional): (N,) float32, added to every row of the product as it is written
+            (in the same float32 addition as a separate pass); loaded as by ``load``.
     Attributes:
         impl (str): the implementation oneDNN chose, such as ``"brg:avx512_core"``.
     Raises:
@@ -222,12 +224,16 @@ class MatMul:
         RuntimeError: oneDNN refused the product.
     """
 
-    def __init__(self, x, w, out, packed=True):
-        for name, array in (("x", x), ("w", w), ("out", out)):
-            if array.dtype != np.float32 or array.ndim != 2:
-                raise TypeError(f"onednn.MatMul: {name} must be a 2-D float32 array, got {array.shape} {array.dtype}")
-        if x.shape[1] != w.shape[0] or out.shape != (x.shape[0], w.shape[1]):
-            raise ValueError(f"onednn.MatMul: shapes {x.shape} @ {w.shape} -> {out.shape} do not fit")
+    def __init__(self, x, w, out, packed=True, bias=None):
+        operands = (("x", x, 2), ("w", w, 2), ("out", out, 2)) + ((("bias", bias, 1),) if bias is not None else ())
+        for name, array, ndim in operands:
+            if array.dtype != np.float32 or array.ndim != ndim:
+                raise TypeError(f"onednn.MatMul: {name} must be a {ndim}-D float32 array, got {array.shape} "
+                                f"{array.dtype}")
+        if (x.shape[1] != w.shape[0] or out.shape != (x.shape[0], w.shape[1])
+                or (bias is not None and bias.shape != (w.shape[1],))):
+            raise ValueError(f"onednn.MatMul: shapes {x.shape} @ {w.shape} + bias "
+                             f"{None if bias is None else bias.shape} -> {out.shape} do not fit")
         if not usable():
             raise RuntimeError("onednn.MatMul: this process was forked after oneDNN loaded, and its GNU OpenMP "
                                "threads do not survive fork; start processes with the 'spawn' or 'forkserver' "
@@ -246,12 +252,13 @@ class MatMul:
         def memory(md, data):
             return make("memory", lib.dnnl_memory_create, md, cpu, data)
 
-        self.layout = layout(x, w, out, packed)
+        self.layout = layout(x, w, out, packed, bias)
         x_md, out_md, w_md = (keep("memory_desc", descriptor(a)) for a in (x, out, w))
         wanted_md = keep("memory_desc", descriptor(w, any_layout=True)) if packed else w_md
+        bias_md = None if bias is None else keep("memory_desc", descriptor(bias.reshape(1, -1)))  # a (1, N) row
         attr = make("primitive_attr", lib.dnnl_primitive_attr_create)
         check(lib.dnnl_primitive_attr_set_scratchpad_mode(attr, _SCRATCHPAD_USER), "scratchpad mode")
-        pd = make("primitive_desc", lib.dnnl_matmul_primitive_desc_create, cpu, x_md, wanted_md, None, out_md,
+        pd = make("primitive_desc", lib.dnnl_matmul_primitive_desc_create, cpu, x_md, wanted_md, bias_md, out_md,
                   attr)
         impl = ctypes.c_char_p()
         check(lib.dnnl_primitive_desc_query(pd, _QUERY_IMPL, 0, ctypes.byref(impl)), "query")
@@ -270,44 +277,54 @@ class MatMul:
             self._reorder = make("primitive", lib.dnnl_primitive_create, reorder_pd)
             self._reorder_args = (ExecArg * 2)(ExecArg(_SRC, self._w_user), ExecArg(_DST, weights))
         self._x, self._out = memory(x_md, None), memory(out_md, None)
-        self._args = (ExecArg * 4)(ExecArg(_SRC, self._x), ExecArg(_WEIGHTS, weights), ExecArg(_DST, self._out),
-                                ExecArg(_SCRATCHPAD, scratchpad))
+        args = [ExecArg(_SRC, self._x), ExecArg(_WEIGHTS, weights), ExecArg(_DST, self._out),
+                ExecArg(_SCRATCHPAD, scratchpad)]
+        self._bias = None if bias is None else memory(bias_md, None)
+        if bias is not None:
+            args.append(ExecArg(_BIAS, self._bias))
+        self._args = (ExecArg * len(args))(*args)
         self._set, self._execute = lib.dnnl_memory_set_data_handle, lib.dnnl_primitive_execute
-        self.load(w, out)
+        self.load(w, out, bias)
 
-    def load(self, w, out):
-        """Take other weights and another result array, of the layouts given at construction.
+    def load(self, w, out, bias=None):
+        """Take other weights, result array and bias, of the layouts given at construction.
 
         Packed, ``w`` is copied into the primitive's layout now and may change afterwards; read in
-        place, it must stay alive and is kept, as ``out`` is.
+        place, it must stay alive and is kept, as ``out`` and ``bias`` are.
 
         Args:
             w (ndarray): (K, N) float32.
             out (ndarray): (M, N) float32: every call writes its result there.
+            bias (ndarray, optional): (N,) float32, where it was built with one.
         Raises:
             ValueError: a layout differs from the construction's.
         """
-        if (w.dtype, w.shape, w.strides, out.dtype, out.shape, out.strides) != self.layout[1:7]:
-            raise ValueError(f"onednn.MatMul.load: w {w.shape} {w.dtype} and out {out.shape} {out.dtype} (strides "
-                             f"{w.strides}, {out.strides}) are not the layouts it was built for")
+        if layout(self.layout[0], w, out, self.layout[-2], bias)[1:] != self.layout[1:]:
+            raise ValueError(f"onednn.MatMul.load: w {w.shape} {w.dtype}, out {out.shape} {out.dtype} and bias "
+                             f"{None if bias is None else (bias.shape, bias.dtype)} (strides {w.strides}, "
+                             f"{out.strides}) are not the layouts it was built for")
         self._set(self._w_user, w.ctypes.data)
         if self._reorder is not None:
             check(self._execute(self._reorder, self._stream, 2, self._reorder_args), "reorder")
             check(library().dnnl_stream_wait(self._stream), "stream wait")
         self._w = None if self._reorder is not None else w
+        if bias is not None:
+            self._set(self._bias, bias.ctypes.data)
         self._set(self._out, out.ctypes.data)
-        self.out = out
+        self.out, self.bias = out, bias
 
     def __call__(self, x):
-        """Write ``x @ w`` into ``out``; ``x`` has the shape and strides of the example given at construction."""
+        """Write ``x @ w (+ bias)`` into ``out``; ``x`` has the shape and strides of the construction's example."""
         self._set(self._x, x.ctypes.data)
-        check(self._execute(self._primitive, self._stream, 4, self._args), "matmul")
+        check(self._execute(self._primitive, self._stream, len(self._args), self._args), "matmul")
 
 
-def layout(x, w, out, packed):
-    """What a ``MatMul`` is built for: ``x``'s shape and strides, then ``w``'s and ``out``'s dtype, shape and
-    strides, and ``packed`` last (the key of ``acquire``'s pool)."""
-    return ((x.shape, x.strides), w.dtype, w.shape, w.strides, out.dtype, out.shape, out.strides, packed)
+def layout(x, w, out, packed, bias=None):
+    """What a ``MatMul`` is built for (the key of ``acquire``'s pool): ``x``'s shape and strides (or that
+    pair itself), ``w``'s and ``out``'s dtype, shape and strides, ``packed``, and the bias's, if any."""
+    bias = None if bias is None else (bias.dtype, bias.shape, bias.strides)
+    x = x if isinstance(x, tuple) else (x.shape, x.strides)
+    return (x, w.dtype, w.shape, w.strides, out.dtype, out.shape, out.strides, packed, bias)
 
 
 _POOL_LAYOUTS = 64  # layouts a thread's pool keeps (a packed one holds a copy of its weights)
@@ -315,8 +332,8 @@ _pools = threading.local()  # per thread: layout -> idle MatMul objects (each us
 
 
 @contextlib.contextmanager
-def acquire(x, w, out, packed=True):
-    """A ``MatMul`` for these layouts, loaded with ``w`` and ``out``, for the ``with`` block.
+def acquire(x, w, out, packed=True, bias=None):
+    """A ``MatMul`` for these layouts, loaded with ``w``, ``out`` and ``bias``, for the ``with`` block.
 
     It comes from this thread's pool when one of the same layouts is idle there, else it is built;
     it goes back to the pool after the block. A recurrent layer builds one for each call, for a
@@ -327,12 +344,13 @@ def acquire(x, w, out, packed=True):
         w (ndarray): (K, N) float32.
         out (ndarray): (M, N) float32.
         packed (bool): as for ``MatMul``.
+        bias (ndarray, optional): (N,) float32.
     Yields:
-        MatMul: loaded with ``w`` and ``out``.
+        MatMul: loaded with ``w``, ``out`` and ``bias``.
     Raises:
         ImportError, TypeError, ValueError, RuntimeError: as ``MatMul``.
     """
-    key = layout(x, w, out, packed)
+    key = layout(x, w, out, packed, bias)
     pool = getattr(_pools, "by_layout", None)
     if pool is None:
         pool = _pools.by_layout = {}
@@ -341,28 +359,29 @@ def acquire(x, w, out, packed=True):
     idle = pool.setdefault(key, [])
     if idle:
         matmul = idle.pop()
-        matmul.load(w, out)
+        matmul.load(w, out, bias)
     else:
-        matmul = MatMul(x, w, out, packed)
+        matmul = MatMul(x, w, out, packed, bias)
     try:
         yield matmul
     finally:
-        matmul._w = matmul.out = None  # the pool keeps no caller's array alive
+        matmul._w = matmul.out = matmul.bias = None  # the pool keeps no caller's array alive
         idle.append(matmul)
 
 
-def product(a, b):
-    """``a @ b`` by a ``MatMul`` from this thread's pool that reads ``b`` in place (``acquire``).
+def product(a, b, bias=None):
+    """``a @ b (+ bias)`` by a ``MatMul`` from this thread's pool that reads ``b`` in place (``acquire``).
 
     Args:
         a (ndarray): (M, K) float32, any positive strides.
         b (ndarray): (K, N) float32, any positive strides.
+        bias (ndarray, optional): (N,) float32.
     Returns:
         ndarray: (M, N) float32, a new C-ordered array.
     Raises:
         ImportError, TypeError, ValueError, RuntimeError: as ``MatMul``.
     """
     out = np.empty((a.shape[0], b.shape[1]), np.float32)
-    with acquire(a, b, out, packed=False) as matmul:
+    with acquire(a, b, out, packed=False, bias=bias) as matmul:
         matmul(a)
     return out

@@ -51,30 +51,34 @@ def matmul(x, W):
     return MatMul()(x, W)
 
 
-def product(a, b):
-    """``a @ b`` of two 2-D arrays (or Variables, under ``create_graph``): (M, K) @ (K, N) -> (M, N).
+def product(a, b, bias=None):
+    """``a @ b (+ bias)`` of two 2-D arrays (or Variables, without a bias, under ``create_graph``):
+    (M, K) @ (K, N) (+ (N,)) -> (M, N).
 
-    oneDNN's matmul (``onednn.product``) where the ``onednn`` extra runs float32 products
-    (``compiled.onednn``) and the shape is one where it beats OpenBLAS (``ONEDNN_MIN_MULTIPLY_ADDS``
-    and its two neighbours); elsewhere NumPy's ``matmul``. The two sum in other orders: their
+    oneDNN's matmul (``onednn.product``, the bias added as the product is written) where the
+    ``onednn`` extra runs float32 products (``compiled.onednn``) and the shape is one where it
+    beats OpenBLAS (``ONEDNN_MIN_MULTIPLY_ADDS`` and its two neighbours); elsewhere NumPy's
+    ``matmul``, then the bias in a pass of its own. The two sum the product in other orders: their
     float32 results differ in rounding.
     """
     (m, k), n = a.shape, b.shape[1]
     onednn = None
     if m * k * n >= ONEDNN_MIN_MULTIPLY_ADDS and n <= ONEDNN_MAX_COLUMNS and m * n <= ONEDNN_MAX_RESULTS:
-        onednn = compiled.onednn(a) if compiled.onednn(b) else None
-    if onednn is None or min(a.strides + b.strides) <= 0:
-        return a @ b
-    return onednn.product(a, b)
+        onednn = compiled.onednn(a) if compiled.onednn(b) and (bias is None or compiled.onednn(bias)) else None
+    operands = (a, b) if bias is None else (a, b, bias)
+    if onednn is not None and min(s for array in operands for s in array.strides) > 0:
+        return onednn.product(a, b, bias)
+    y = a @ b
+    if bias is not None:
+        y += bias
+    return y
 
 
 class Linear(Function):
     fresh_grads = True
 
     def forward(self, x, W, b=None):
-        y = product(x.reshape(-1, x.shape[-1]), W)  # one 2-D product whatever the leading axes
-        if b is not None:
-            y += b
+        y = product(x.reshape(-1, x.shape[-1]), W, b)  # one 2-D product whatever the leading axes
         return y.reshape(x.shape[:-1] + (W.shape[1],))
 
     def backward(self, gy):
