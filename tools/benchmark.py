@@ -154,8 +154,8 @@ def header(args, threads=None):
 
 
 def add_cpu_extras(header):
-    """Name, in a ``header``, the optional CPU extras that tinygrad_rnn's fused recurrent ops run with here:
-    Numba's compiled element-wise steps and oneDNN's matmul for the large per-step products.
+    """Name, in a ``header``, the optional CPU extras that tinygrad_rnn runs with here: Numba's compiled
+    kernels and oneDNN's matmul for the large per-step products and the products where it wins.
 
     Args:
         header (dict): from ``header``; its ``versions`` get ``numba`` and ``onednn`` (None where not
@@ -164,15 +164,19 @@ def add_cpu_extras(header):
         dict: ``header``.
     """
     from tinygrad_rnn import onednn
-    from tinygrad_rnn.functions import rnn
+    from tinygrad_rnn.functions import linalg, rnn
 
     numba = importlib.util.find_spec("numba") is not None
     header["versions"]["numba"] = importlib.metadata.version("numba") if numba else None
     header["versions"]["onednn"] = onednn.version() if onednn.available() else None
     header["kernels"]["tinygrad_rnn"] += " (compiled element-wise steps: Numba)" if numba else ""
     if onednn.available():
-        header["kernels"]["tinygrad_rnn"] += (f" (per-step products of at least {rnn.ONEDNN_MIN_MULTIPLY_ADDS} "
-                                              f"multiply-adds: oneDNN {onednn.version()} matmul)")
+        header["kernels"]["tinygrad_rnn"] += (f" (oneDNN {onednn.version()} matmul: per-step products of at least "
+                                              f"{rnn.ONEDNN_MIN_MULTIPLY_ADDS} multiply-adds, and Linear's and "
+                                              "MatMul's of at least "
+                                              f"{linalg.ONEDNN_MIN_MULTIPLY_ADDS}, at most "
+                                              f"{linalg.ONEDNN_MAX_COLUMNS} columns and "
+                                              f"{linalg.ONEDNN_MAX_RESULTS} results)")
     return header
 
 
