@@ -217,6 +217,15 @@ def lstm(a, c):
     return LSTM()(a, c)
 
 
+def _states_after(h, steps):
+    """Views ``(h_prev, hs)`` of one new (T + 1, N, H) array whose first row holds ``h`` (N, H): the
+    states before each step and after it, each (T, N, H), so that ``Wh``'s gradient reads the states
+    before each step without a copy of them."""
+    states = get_array_module(h).empty((steps + 1,) + h.shape, dtype=h.dtype)
+    states[0] = h
+    return states[:-1], states[1:]
+
+
 def _gate_blocks(op, names):
     """The (T, N, H) blocks of a sequence op's saved gates, or the (N, H) ones of a step op's, by
     name (views), while its graph is kept."""
@@ -236,7 +245,8 @@ class LSTMSequence(Function):
         steps, n, width = xw.shape
         self.gates = xp.empty(xw.shape, dtype=xw.dtype)  # C order whatever xw's strides: contiguous steps
         self.tanh_c = xp.empty((steps, n, width // 4), dtype=xw.dtype)
-        self.hs, self.cs = xp.empty_like(self.tanh_c), xp.empty_like(self.tanh_c)  # hs: backward needs it too
+        self.cs = xp.empty_like(self.tanh_c)
+        self.h_prev, self.hs = _states_after(h, steps)  # both for backward too
         _lstm_steps_forward(xw, h, c, Wh, self.gates, self.tanh_c, self.hs, self.cs)
         # copies: the final state may be carried to the next call and must not keep hs and cs alive
         return self.hs, self.hs[-1].copy(), self.cs[-1].copy()
@@ -244,12 +254,11 @@ class LSTMSequence(Function):
     def backward(self, ghs, gh, gc):
         ghs, gh, gc = _in_dtype(self.gates.dtype, ghs, gh, gc)
         xp = get_array_module(ghs)
-        h0, c0, Wh = self.arg(1), self.arg(2), self.arg(3)
+        c0, Wh = self.arg(2), self.arg(3)
         da = xp.empty_like(self.gates)
         gh, gc = _lstm_steps_backward(self.gates, self.tanh_c, self.cs, c0, Wh, ghs, gh, gc, da)
         # Wh's gradient over all steps at once: sum_t h_{t-1}^T @ da_t as one product
-        h_prev = xp.concatenate([h0[None], self.hs[:-1]])
-        dWh = linalg.product(h_prev.reshape(-1, h_prev.shape[2]).T, da.reshape(-1, da.shape[2]))
+        dWh = linalg.product(self.h_prev.reshape(-1, self.h_prev.shape[2]).T, da.reshape(-1, da.shape[2]))
         return da, gh, gc, dWh
 
     def activations(self):
@@ -462,7 +471,7 @@ class GRUSequence(Function):
         xp = get_array_module(xw)
         self.gates = xp.empty(xw.shape, dtype=xw.dtype)  # C order whatever xw's strides: contiguous steps
         self.hn = xp.empty(xw.shape[:2] + h.shape[1:], dtype=xw.dtype)
-        self.hs = xp.empty_like(self.hn)  # also for backward: the caller may drop this output
+        self.h_prev, self.hs = _states_after(h, len(xw))  # both for backward too: the caller may drop hs
         _gru_steps_forward(xw, h, Wh, bh, self.gates, self.hn, self.hs)
         return self.hs, self.hs[-1].copy()  # a copy: the final state may be carried and must not keep hs alive
 
@@ -472,8 +481,8 @@ class GRUSequence(Function):
         h0, Wh = self.arg(1), self.arg(2)
         dxw, dhw = xp.empty_like(self.gates), xp.empty_like(self.gates)
         gh = _gru_steps_backward(self.gates, self.hn, self.hs, h0, Wh, ghs, gh, dxw, dhw)
-        h_prev = xp.concatenate([h0[None], self.hs[:-1]])  # Wh's gradient over all steps as one product
-        dWh = linalg.product(h_prev.reshape(-1, h_prev.shape[2]).T, dhw.reshape(-1, dhw.shape[2]))
+        # Wh's gradient over all steps as one product
+        dWh = linalg.product(self.h_prev.reshape(-1, self.h_prev.shape[2]).T, dhw.reshape(-1, dhw.shape[2]))
         return dxw, gh, dWh, dhw[:, :, 2 * gh.shape[1]:].sum(axis=(0, 1))
 
     def activations(self):
