@@ -78,7 +78,12 @@ def rms_prop(param, grad, h, weight_decay, decay, one_minus_decay, lr, eps):
 def adam(param, grad, m, v, weight_decay, beta1, one_minus_beta1, beta2, one_minus_beta2, correction1,
          correction2, lr, eps):
     """``m = b1 * m + (1 - b1) * g; v = b2 * v + (1 - b2) * g * g;
-    p -= lr * (m / correction1) / (sqrt(v / correction2) + eps)``, the corrections ``1 - b**t``."""
+    p -= lr * (m / correction1) / (sqrt(v / correction2) + eps)``, the corrections ``1 - b**t``.
+
+    A correction that rounds to 1 (b1 0.9 and b2 0.999: in float32 from step 165 and 17,321, in
+    float64 from 356 and 37,412) divides nothing: ``x / 1`` is ``x``, so skipping the division
+    keeps the bits and saves one of the loop's three slow operations (two divisions, a square root).
+    """
     cast = param.dtype.type
     wd, b1, c1, b2, c2 = cast(weight_decay), cast(beta1), cast(one_minus_beta1), cast(beta2), cast(one_minus_beta2)
     k1, k2, lr, eps = cast(correction1), cast(correction2), cast(lr), cast(eps)
@@ -87,4 +92,6 @@ def adam(param, grad, m, v, weight_decay, beta1, one_minus_beta1, beta2, one_min
         mi = m[i] * b1 + g * c1
         vi = v[i] * b2 + g * c2 * g
         m[i], v[i] = mi, vi
-        param[i] -= mi / k1 * lr / (np.sqrt(vi / k2) + eps)
+        m_hat = mi / k1 if k1 != 1 else mi
+        v_hat = vi / k2 if k2 != 1 else vi
+        param[i] -= m_hat * lr / (np.sqrt(v_hat) + eps)
