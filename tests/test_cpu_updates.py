@@ -1,12 +1,10 @@
 """The optimizers' compiled steps (the ``cpu`` extra, tinygrad_rnn/_cpu_updates.py) against the NumPy path."""
-import importlib.util
-
 import numpy as np
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from conftest import in_ci
+from conftest import compiled_or_skip
 from tinygrad_rnn import Parameter, Variable
 from tinygrad_rnn import layers as L
 from tinygrad_rnn.core import using_config
@@ -16,14 +14,7 @@ from tinygrad_rnn.testing import seeds, shapes
 
 @pytest.fixture(scope="module")
 def kernels():
-    """The compiled steps' module; skips without Numba, except in CI, where the dev extra installs it."""
-    if importlib.util.find_spec("numba") is None:
-        if in_ci():
-            pytest.fail("CI must test the compiled optimizer steps, but Numba is missing (pip install -e '.[dev]')")
-        pytest.skip("Numba is not installed (pip install 'tinygrad_rnn[cpu]')")
-    from tinygrad_rnn import _cpu_updates
-
-    return _cpu_updates
+    return compiled_or_skip("tinygrad_rnn._cpu_updates")
 
 
 # every optimizer with a kernel, by the kernel's name; hyper-parameters whose float32 casts round

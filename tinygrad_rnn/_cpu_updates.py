@@ -27,6 +27,12 @@ def _decayed(g, p, weight_decay, wd):
 
 
 @numba.njit(cache=True, error_model="numpy")
+def _divided(g, h, lr, eps):
+    """``lr * g / (sqrt(h) + eps)``, rounding as optimizers._divided_step."""
+    return g * lr / (np.sqrt(h) + eps)
+
+
+@numba.njit(cache=True, error_model="numpy")
 def sgd(param, grad, weight_decay, lr):
     """``p -= g`` (the learning rate folded into the gradient's copy), or ``p -= lr * (g + wd * p)``."""
     cast = param.dtype.type
@@ -59,7 +65,7 @@ def ada_grad(param, grad, h, weight_decay, lr, eps):
         g = _decayed(grad[i], param[i], weight_decay, wd)
         hi = h[i] + g * g
         h[i] = hi
-        param[i] -= g * lr / (np.sqrt(hi) + eps)
+        param[i] -= _divided(g, hi, lr, eps)
 
 
 @numba.njit(cache=True, error_model="numpy")
@@ -71,7 +77,7 @@ def rms_prop(param, grad, h, weight_decay, decay, one_minus_decay, lr, eps):
         g = _decayed(grad[i], param[i], weight_decay, wd)
         hi = h[i] * decay + g * keep * g
         h[i] = hi
-        param[i] -= g * lr / (np.sqrt(hi) + eps)
+        param[i] -= _divided(g, hi, lr, eps)
 
 
 @numba.njit(cache=True, error_model="numpy")
@@ -94,4 +100,4 @@ def adam(param, grad, m, v, weight_decay, beta1, one_minus_beta1, beta2, one_min
         m[i], v[i] = mi, vi
         m_hat = mi / k1 if k1 != 1 else mi
         v_hat = vi / k2 if k2 != 1 else vi
-        param[i] -= m_hat * lr / (np.sqrt(v_hat) + eps)
+        param[i] -= _divided(m_hat, v_hat, lr, eps)
