@@ -10,8 +10,8 @@ correctly rounded, each gives the NumPy path's bits (tests/test_cpu_updates.py c
 
 Every kernel takes the (L,) flat buffers of a group (``param``, updated in place; ``grad``, read;
 the state, updated in place), then the weight decay and the optimizer's ``_coefficients()``, all
-Python floats: the products of Python floats (``1 - beta1 ** t``) are computed by Python, as the
-NumPy path does, and a weight decay that rounds to 0 in float32 still decides, as there, whether
+Python floats: arithmetic on the scalars alone (``1 - beta1 ** t``) is Python's, as on the NumPy
+path, and a weight decay that rounds to 0 in float32 still decides, as there, whether
 the penalty is added. optimizers.py imports this module through ``compiled.kernels`` at the first
 update, never with the package; the first call for each dtype compiles (cached on disk).
 ``error_model="numpy"`` lets a division by zero give inf instead of raising.
