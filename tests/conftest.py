@@ -45,6 +45,16 @@ def in_ci():
     return os.environ.get("CI", "").lower() not in ("", "0", "false")
 
 
+def compiled_or_skip(name):
+    """The ``cpu`` extra's module of compiled kernels ``name`` (``importlib`` style); skips without
+    Numba, and fails in CI, where the dev extra installs it."""
+    if importlib.util.find_spec("numba") is None:
+        if in_ci():
+            pytest.fail(f"CI must test {name}, but Numba is missing (pip install -e '.[dev]')")
+        pytest.skip("Numba is not installed (pip install 'tinygrad_rnn[cpu]')")
+    return importlib.import_module(name)
+
+
 def ptb_or_skip():
     """The folder holding PTB's three files on this disk (``TINYGRAD_RNN_DATA`` or the cache); the
     suite never downloads them: without them a test skips, and fails in CI (``../shared`` has them)."""

@@ -77,7 +77,8 @@ def using_config(name, value):
         name (str): one of ``enable_backprop``, ``train`` (False: dropout is the identity, as
             under ``test_mode()``), ``anomaly``, ``debug``, ``scope``, ``compiled_kernels`` (False:
             NumPy runs what the ``cpu`` and ``onednn`` extras would, where installed (the list is
-            ``tinygrad_rnn.compiled``'s): the same bits in float64, float32 rounding apart).
+            ``tinygrad_rnn.compiled``'s): the same bits in float64, float32 rounding apart for the
+            layers' steps and products, the same bits always for the optimizers).
         value (object): the value inside the block.
     Raises:
         AttributeError: an unknown setting.

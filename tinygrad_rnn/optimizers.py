@@ -11,11 +11,13 @@ Usage::
 Parameter arrays (``p.data``) are owned and updated in place. Once set up, the optimizer keeps the
 parameters of each dtype and device in one flat buffer (``tinygrad_rnn.packing``): every ``p.data``
 becomes a view of it, of the same shape and values, so that an update is a dozen whole-buffer
-operations instead of a dozen per parameter; the state arrays follow at the first update. A
-``p.data`` replaced later (``load_state_dict``, ``to_gpu``, an assignment) is noticed at the next
-update, which packs the parameters again. A group in which some parameter has no gradient in a
-step is updated parameter by parameter, and so are parameters whose data share memory (packing
-would part them): by the same formulas on arrays of their own, so both ways give the same bits.
+operations instead of a dozen per parameter (or, with the ``cpu`` extra, one compiled pass over a
+group's CPU buffers: ``tinygrad_rnn._cpu_updates``, the same operations, so the same bits); the
+state arrays follow at the first update. A ``p.data`` replaced later (``load_state_dict``,
+``to_gpu``, an assignment) is noticed at the next update, which packs the parameters again. A group
+in which some parameter has no gradient in a step is updated parameter by parameter, and so are
+parameters whose data share memory (packing would part them): by the same formulas on arrays of
+their own, so both ways give the same bits.
 
 Gradient arrays (``p.grad.data``) are read only: the engine may hand the same array to several
 parameters or give a broadcast view. The update copies them into a buffer of its own, in the
@@ -26,13 +28,14 @@ spells out. Nothing here reads a device value back to the host. Learning-rate sc
 """
 import numpy as np
 
-from tinygrad_rnn import packing
+from tinygrad_rnn import compiled, packing
 from tinygrad_rnn.backend import as_cupy, as_numpy, device_of, get_array_module
 from tinygrad_rnn.checks import number
 from tinygrad_rnn.core import Variable
 from tinygrad_rnn.phases import mark
 
 _NORM_EPS = 1e-6  # clip_grads' default: keeps the clipping scale finite for a zero norm
+_KERNELS = "tinygrad_rnn._cpu_updates"
 
 
 class _Group:
@@ -76,13 +79,16 @@ def _aliased(pairs):
 class Optimizer:
     """Base class: walks the target's parameters and keeps per-parameter state arrays.
 
-    Subclasses name their state arrays in ``slots``, their hyper-parameters in ``hyper``
-    (checkpoints compare them), and implement ``_update_one``. Hooks (``add_hook``) run in the
-    order they were added at the start of every ``update``, on the gradients it is about to apply
-    (Chainer's pre-update hooks): a wrapper that changes the gradients first, such as
-    ``distributed.DistributedOptimizer``, has them run on its result. The last hook may instead
-    hand the update a factor for every gradient (``GradientClipping.gradient_scale``), which the
-    update applies as it copies the gradients.
+    Subclasses name their state arrays in ``slots``, their hyper-parameters in ``hyper`` (checkpoints
+    compare them), and implement ``_coefficients`` (the scalars of a step) and ``_update_one`` (the
+    step on NumPy or CuPy arrays); ``_kernel`` names the same step in ``tinygrad_rnn._cpu_updates``,
+    one compiled pass over a group's CPU buffers where the ``cpu`` extra is installed (a subclass
+    that changes the step sets it to None). Hooks (``add_hook``) run in the order they were added at
+    the start of every ``update``, on the gradients it is about to apply (Chainer's pre-update
+    hooks): a wrapper that changes the gradients first, such as
+    ``distributed.DistributedOptimizer``, has them run on its result. The last hook may instead hand
+    the update a factor for every gradient (``GradientClipping.gradient_scale``), which the update
+    applies as it copies the gradients.
 
     Args:
         lr (float): learning rate > 0; schedules change ``self.lr`` between updates.
@@ -96,6 +102,7 @@ class Optimizer:
     hyper = ("weight_decay",)
     _counters = ()  # integer attributes that belong to the state (Adam's step count)
     _needs_work = True  # whether _update_one uses its work array (weight decay always does)
+    _kernel = None  # the name of the compiled step in _cpu_updates, if there is one
 
     def __init__(self, lr, weight_decay=0.0):
         self._lr = number(type(self).__name__, "lr", lr, 0.0, low_open=True)
@@ -196,10 +203,7 @@ class Optimizer:
         whole = set()
         for group in self._groups:
             if all(p.grad is not None for p in group.params):
-                grad = group.gather(self._factor(scale, group.data.dtype))
-                if group.work is None and (self._needs_work or self.weight_decay):
-                    group.work = get_array_module(grad).empty_like(grad)
-                self._apply(group.data, grad, self._group_state(group), group.work)
+                self._step_group(group, group.gather(self._factor(scale, group.data.dtype)))
                 whole.update(map(id, group.params))
         for name, p in pairs:
             if p.grad is not None and id(p) not in whole:
@@ -246,6 +250,19 @@ class Optimizer:
                 group.state[slot] = (flat, parts)
         return {slot: flat for slot, (flat, _) in group.state.items()}
 
+    def _step_group(self, group, grad):
+        """A whole group's step from its gradient buffer: one compiled pass where the ``cpu`` extra has
+        this optimizer's kernel (``_kernel``) for the buffers, else NumPy's passes (``_apply``)."""
+        state = self._group_state(group)
+        kernels = compiled.kernels(_KERNELS, group.data) if self._kernel else None
+        if kernels is not None:
+            getattr(kernels, self._kernel)(group.data, grad, *(state[slot] for slot in self.slots),
+                                           self.weight_decay, *self._coefficients())
+            return
+        if group.work is None and (self._needs_work or self.weight_decay):
+            group.work = get_array_module(grad).empty_like(grad)
+        self._apply(group.data, grad, state, group.work)
+
     def _update_alone(self, name, p, scale):
         """One parameter's step, by the formulas of the packed step on arrays of its own."""
         xp = get_array_module(p.data)
@@ -272,6 +289,11 @@ class Optimizer:
 
     def _begin_step(self):
         """Hook for state shared by all parameters (Adam's step count)."""
+
+    def _coefficients(self):
+        """The scalars of this step (learning rate, decays, ...) as Python floats, in the order that
+        ``_update_one`` reads them and its compiled kernel takes them after the weight decay."""
+        return (self.lr,)
 
     def _update_one(self, param, grad, state, work):
         """Step ``param`` in place.
@@ -367,6 +389,7 @@ class SGD(Optimizer):
     """
 
     _needs_work = False
+    _kernel = "sgd"
 
     def _factor(self, scale, dtype):
         if self.weight_decay:  # the penalty joins the gradient before the learning rate scales it
@@ -375,8 +398,9 @@ class SGD(Optimizer):
         return lr if scale is None else scale.astype(dtype) * lr
 
     def _update_one(self, param, grad, state, work):
+        (lr,) = self._coefficients()
         if self.weight_decay:
-            grad *= self.lr
+            grad *= lr
         param -= grad
 
 
@@ -392,15 +416,20 @@ class MomentumSGD(Optimizer):
     slots = ("v",)
     hyper = ("momentum", "weight_decay")
     _needs_work = False
+    _kernel = "momentum_sgd"
 
     def __init__(self, lr=0.01, momentum=0.9, weight_decay=0.0):
         super().__init__(lr, weight_decay)
         self.momentum = number("MomentumSGD", "momentum", momentum, 0.0, 1.0)
 
+    def _coefficients(self):
+        return self.momentum, self.lr
+
     def _update_one(self, param, grad, state, work):
+        momentum, lr = self._coefficients()
         v = state["v"]
-        v *= self.momentum
-        grad *= self.lr
+        v *= momentum
+        grad *= lr
         v -= grad
         param += v
 
@@ -427,16 +456,21 @@ class AdaGrad(Optimizer):
 
     slots = ("h",)
     hyper = ("eps", "weight_decay")
+    _kernel = "ada_grad"
 
     def __init__(self, lr=0.01, eps=1e-8, weight_decay=0.0):
         super().__init__(lr, weight_decay)
         self.eps = number("AdaGrad", "eps", eps, 0.0, low_open=True)
 
+    def _coefficients(self):
+        return self.lr, self.eps
+
     def _update_one(self, param, grad, state, work):
+        lr, eps = self._coefficients()
         h = state["h"]
         get_array_module(h).multiply(grad, grad, out=work)
         h += work
-        _divided_step(param, grad, h, work, self.lr, self.eps)
+        _divided_step(param, grad, h, work, lr, eps)
 
 
 class RMSprop(Optimizer):
@@ -451,19 +485,24 @@ class RMSprop(Optimizer):
 
     slots = ("h",)
     hyper = ("decay", "eps", "weight_decay")
+    _kernel = "rms_prop"
 
     def __init__(self, lr=0.01, decay=0.99, eps=1e-8, weight_decay=0.0):
         super().__init__(lr, weight_decay)
         self.decay = number("RMSprop", "decay", decay, 0.0, 1.0)
         self.eps = number("RMSprop", "eps", eps, 0.0, low_open=True)
 
+    def _coefficients(self):
+        return self.decay, 1 - self.decay, self.lr, self.eps
+
     def _update_one(self, param, grad, state, work):
+        decay, keep, lr, eps = self._coefficients()
         h = state["h"]
-        h *= self.decay
-        get_array_module(h).multiply(grad, 1 - self.decay, out=work)
+        h *= decay
+        get_array_module(h).multiply(grad, keep, out=work)
         work *= grad  # (1 - decay) * g * g
         h += work
-        _divided_step(param, grad, h, work, self.lr, self.eps)
+        _divided_step(param, grad, h, work, lr, eps)
 
 
 class Adam(Optimizer):
@@ -485,6 +524,7 @@ class Adam(Optimizer):
     slots = ("m", "v")
     _counters = ("t",)
     hyper = ("beta1", "beta2", "eps", "weight_decay")
+    _kernel = "adam"
 
     def __init__(self, lr=0.001, beta1=0.9, beta2=0.999, eps=1e-8, weight_decay=0.0):
         super().__init__(lr, weight_decay)
@@ -496,19 +536,24 @@ class Adam(Optimizer):
     def _begin_step(self):
         self.t += 1
 
+    def _coefficients(self):
+        return (self.beta1, 1 - self.beta1, self.beta2, 1 - self.beta2, 1 - self.beta1 ** self.t,
+                1 - self.beta2 ** self.t, self.lr, self.eps)
+
     def _update_one(self, param, grad, state, work):
+        b1, c1, b2, c2, correction1, correction2, lr, eps = self._coefficients()
         xp = get_array_module(param)
         m, v = state["m"], state["v"]
-        m *= self.beta1
-        xp.multiply(grad, 1 - self.beta1, out=work)
+        m *= b1
+        xp.multiply(grad, c1, out=work)
         m += work
-        v *= self.beta2
-        xp.multiply(grad, 1 - self.beta2, out=work)
+        v *= b2
+        xp.multiply(grad, c2, out=work)
         work *= grad  # (1 - b2) * g * g
         v += work
-        xp.divide(m, 1 - self.beta1 ** self.t, out=grad)  # m_hat: the gradient is spent
-        xp.divide(v, 1 - self.beta2 ** self.t, out=work)  # v_hat
-        _divided_step(param, grad, work, work, self.lr, self.eps)
+        xp.divide(m, correction1, out=grad)  # m_hat: the gradient is spent
+        xp.divide(v, correction2, out=work)  # v_hat
+        _divided_step(param, grad, work, work, lr, eps)
 
 
 def _clipping(params, max_norm, eps):
