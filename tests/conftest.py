@@ -45,6 +45,18 @@ def in_ci():
     return os.environ.get("CI", "").lower() not in ("", "0", "false")
 
 
+@pytest.fixture(scope="session")
+def kernels():
+    """The compiled kernels' module; skips without Numba, except in CI, where the dev extra installs it."""
+    if importlib.util.find_spec("numba") is None:
+        if in_ci():
+            pytest.fail("CI must test the compiled kernels, but Numba is missing (pip install -e '.[dev]')")
+        pytest.skip("Numba is not installed (pip install 'tinygrad_rnn[cpu]')")
+    from tinygrad_rnn.functions import _cpu_kernels
+
+    return _cpu_kernels
+
+
 def ptb_or_skip():
     """The folder holding PTB's three files on this disk (``TINYGRAD_RNN_DATA`` or the cache); the
     suite never downloads them: without them a test skips, and fails in CI (``../shared`` has them)."""

@@ -1,27 +1,12 @@
 """The compiled steps of lstm_sequence and gru_sequence (the ``cpu`` extra) against the NumPy path."""
-import importlib.util
-
 import numpy as np
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from conftest import in_ci
 from tinygrad_rnn import functions as F
 from tinygrad_rnn.core import Variable, using_config
 from tinygrad_rnn.testing import float_arrays, seeds
-
-
-@pytest.fixture(scope="module")
-def kernels():
-    """The compiled kernels' module; skips without Numba, except in CI, where the dev extra installs it."""
-    if importlib.util.find_spec("numba") is None:
-        if in_ci():
-            pytest.fail("CI must test the compiled kernels, but Numba is missing (pip install -e '.[dev]')")
-        pytest.skip("Numba is not installed (pip install 'tinygrad_rnn[cpu]')")
-    from tinygrad_rnn.functions import _cpu_kernels
-
-    return _cpu_kernels
 
 
 @st.composite

@@ -76,9 +76,10 @@ def using_config(name, value):
     Args:
         name (str): one of ``enable_backprop``, ``train`` (False: dropout is the identity, as
             under ``test_mode()``), ``anomaly``, ``debug``, ``scope``, ``compiled_kernels`` (False:
-            the fused LSTM and GRU layers run the NumPy path of their steps and products even where
-            the ``cpu`` or ``onednn`` extra is installed: the same bits in float64, a few ulp apart
-            in float32).
+            the NumPy path runs even where the ``cpu`` or ``onednn`` extra is installed: in the
+            fused LSTM and GRU layers' steps and products, the same bits in float64, a few ulp
+            apart in float32; in the scatter-add of embed_id's and getitem's gradients, the same
+            bits).
         value (object): the value inside the block.
     Raises:
         AttributeError: an unknown setting.
