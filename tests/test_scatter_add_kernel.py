@@ -71,6 +71,21 @@ def test_ids_changed_out_of_range_before_backward_raise_on_both_paths(kernels, c
             index[1] = bad
             with pytest.raises(IndexError, match=message):
                 y.backward(grad=np.ones((3, 2)))
+        ids = np.array([0, 2, 1], np.uint8)
+        y = F.embed_id(ids, Variable(np.ones((3, 2), np.float32)))
+        ids[1] = 7
+        with pytest.raises(IndexError, match=r"embed_id: ids must lie in \[0, 3\), got range \[0, 7\]"):
+            y.backward(grad=np.ones((3, 2), np.float32))
+
+
+@pytest.mark.parametrize("compiled", [True, False], ids=["compiled", "numpy"])
+def test_embed_id_keeps_its_checked_signed_ids_for_backward(kernels, compiled):
+    with using_config("compiled_kernels", compiled):
+        ids, W = np.array([0, 2, 2]), Variable(np.zeros((3, 2)))
+        y = F.embed_id(ids, W)
+        ids[:] = 1
+        y.backward(grad=np.ones((3, 2)))
+    np.testing.assert_array_equal(W.grad.data, [[1, 1], [0, 0], [2, 2]])
 
 
 def test_the_compiled_loop_runs_only_where_it_serves(kernels, monkeypatch):

@@ -201,11 +201,15 @@ class EmbedID(Function):
     fresh_grads = True  # GetItemGrad's zeros
 
     def forward(self, ids, W):
-        self.ids, self.W_shape = ids, W.shape
-        return W[_bounded(ids, W.shape[0])]
+        # the checked ids are kept: a signed id array changed before backward cannot move the gradient
+        self.ids, self.W_shape = _bounded(ids, W.shape[0]), W.shape
+        return W[self.ids]
 
     def backward(self, gy):
-        return None, dual(GetItemGrad(self.ids, self.W_shape), gy)
+        try:
+            return None, dual(GetItemGrad(self.ids, self.W_shape), gy)
+        except IndexError:  # unsigned ids changed out of range since forward
+            raise index_range_error("embed_id", "ids", self.ids, self.W_shape[0]) from None
 
 
 def embed_id(ids, W):
