@@ -1,9 +1,9 @@
 """Where the ``cpu`` extra's compiled kernels (Numba) run instead of NumPy's passes.
 
 Each module of kernels (``functions/_cpu_kernels.py``: the fused recurrent layers' steps and the
-scatter-add of rows behind the gradients of embed_id and getitem) is imported
-at its first use, never with the package: Numba takes a second to load, and the default install
-has none. Its kernels serve float32 and float64 NumPy arrays, unless the current context says
+scatter-add of rows behind the gradients of embed_id and getitem) is imported at its first use,
+never with the package: Numba takes a second to load, and the default install has none. Its
+kernels serve float32 and float64 NumPy arrays, unless the current context says
 ``using_config("compiled_kernels", False)``; otherwise the NumPy path runs, the exact fallback the
 tests compare them with.
 """
