@@ -55,6 +55,12 @@ def compiled_or_skip(name):
     return importlib.import_module(name)
 
 
+@pytest.fixture(scope="session")
+def kernels():
+    """The compiled kernels of the functions (``functions/_cpu_kernels.py``), as ``compiled_or_skip`` gives them."""
+    return compiled_or_skip("tinygrad_rnn.functions._cpu_kernels")
+
+
 def ptb_or_skip():
     """The folder holding PTB's three files on this disk (``TINYGRAD_RNN_DATA`` or the cache); the
     suite never downloads them: without them a test skips, and fails in CI (``../shared`` has them)."""

@@ -1,19 +1,12 @@
 """The compiled steps of lstm_sequence and gru_sequence (the ``cpu`` extra) against the NumPy path."""
-
 import numpy as np
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from conftest import compiled_or_skip
 from tinygrad_rnn import functions as F
 from tinygrad_rnn.core import Variable, using_config
 from tinygrad_rnn.testing import float_arrays, seeds
-
-
-@pytest.fixture(scope="module")
-def kernels():
-    return compiled_or_skip("tinygrad_rnn.functions._cpu_kernels")
 
 
 @st.composite

@@ -1,12 +1,13 @@
 """Where the optional CPU extras run instead of NumPy: the ``cpu`` extra's compiled kernels (Numba)
 and the ``onednn`` extra's products.
 
-Each module of kernels (``functions/_cpu_kernels.py``: the fused recurrent layers' steps;
-``_cpu_updates.py``: the optimizers' steps on their flat buffers) is imported at its first use,
-never with the package: Numba takes a second to load, and the default install has none. Its
-kernels serve float32 and float64 NumPy arrays. oneDNN's products serve float32 ones: the fused
-recurrent layers' per-step products (``functions/rnn.py``) and those of Linear and MatMul of the
-shapes where oneDNN wins (``functions/linalg.py``). Neither runs where the current context says
+Each module of kernels (``functions/_cpu_kernels.py``: the fused recurrent layers' steps and the
+scatter-add of rows behind the gradients of embed_id and getitem; ``_cpu_updates.py``: the
+optimizers' steps on their flat buffers) is imported at its first use, never with the package:
+Numba takes a second to load, and the default install has none. Its kernels serve float32 and
+float64 NumPy arrays. oneDNN's products serve float32 ones: the fused recurrent layers' per-step
+products (``functions/rnn.py``) and those of Linear and MatMul of the shapes where oneDNN wins
+(``functions/linalg.py``). Neither runs where the current context says
 ``using_config("compiled_kernels", False)``: the NumPy path runs then, the fallback the tests
 compare them with.
 """

@@ -78,7 +78,8 @@ def using_config(name, value):
             under ``test_mode()``), ``anomaly``, ``debug``, ``scope``, ``compiled_kernels`` (False:
             NumPy runs what the ``cpu`` and ``onednn`` extras would, where installed (the list is
             ``tinygrad_rnn.compiled``'s): the same bits in float64, float32 rounding apart for the
-            layers' steps and products, the same bits always for the optimizers).
+            layers' steps and products, the same bits always for the optimizers and the scatter-add
+            of embed_id's and getitem's gradients).
         value (object): the value inside the block.
     Raises:
         AttributeError: an unknown setting.

@@ -1,6 +1,9 @@
-"""Compiled steps of the fused LSTM and GRU layers on the CPU: the optional ``cpu`` extra (Numba).
+"""Compiled kernels of the functions on the CPU: the optional ``cpu`` extra (Numba). The steps of
+the fused LSTM and GRU layers, and the scatter-add of rows behind the gradients of embed_id and
+getitem with an integer array (``scatter_add_rows``: NumPy's ``add.at`` in the same order, many
+times faster).
 
-Each kernel does the element-wise work of one step, forward or backward, in one pass over the
+Each recurrent kernel does the element-wise work of one step, forward or backward, in one pass over the
 arrays, where NumPy's version in rnn.py makes about ten (forward) or fifteen (backward) passes
 through temporaries; the recurrent product stays NumPy's (its BLAS), one call a step. The
 formulas and the order of every operation are those of rnn.py. A kernel takes the layer's whole
@@ -13,10 +16,10 @@ slower. In float64 it does (exact math: equal to the NumPy path up to the last b
 In float32 it uses ``_rational_tanh``, which LLVM vectorizes, within a few ulp of the true tanh,
 so close to the NumPy path but not equal.
 
-rnn.py imports this module at the first call of a sequence op, never with the package; the first
-call for each dtype and memory layout compiles (cached on disk afterwards). ``error_model="numpy"``
-lets a division by zero give inf instead of raising, which keeps the loops free of branches LLVM
-cannot vectorize.
+``compiled.kernels`` imports this module at its first use (a sequence op, or such a gradient),
+never with the package; the first call for each dtype and memory layout compiles (cached on disk
+afterwards). ``error_model="numpy"`` lets a division by zero give inf instead of raising, which
+keeps the loops free of branches LLVM cannot vectorize.
 """
 import math
 
@@ -161,3 +164,28 @@ def gru_backward_step(t, gates, hn, hs, h0, direct, through_wh, ghs, dxw, dhw):
             dxn[j] = da_n
             dhr[j], dhz[j], dhn[j] = dxr[j], dxz[j], da_n * r[j]
             dr[j] = gh * z[j]
+
+
+@numba.njit(cache=True, error_model="numpy")
+def scatter_add_rows(gx, ids, gy):
+    """Add row ``i`` of ``gy`` (n, D) into row ``ids[i]`` of ``gx`` (V, D) for i = 0, 1, ..., as
+    ``np.add.at(gx, ids, gy)`` does, so each element's sum comes in the same order: the same bits.
+
+    ``ids`` (n,) of any integer dtype is read as NumPy reads an index: cast to int64 (a uint64 id
+    of 2**63 or more wraps, as there), a negative id counting from the end.
+
+    Returns:
+        int: -1, or the position of the first id outside [-V, V), where the loop stopped: the
+        caller raises (Numba does not check bounds, so the loop must not write there).
+    """
+    v = gx.shape[0]
+    for i in range(ids.shape[0]):
+        k = np.int64(ids[i])
+        if k < 0:
+            k += v
+        if k < 0 or k >= v:
+            return i
+        row, grad = gx[k], gy[i]
+        for j in range(grad.shape[0]):
+            row[j] += grad[j]
+    return -1

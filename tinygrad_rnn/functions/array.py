@@ -1,8 +1,10 @@
 """Shape ops: reshape, transpose, getitem, embed_id, concat, split, stack, broadcast_to, sum_to."""
 import itertools
+import math
 
 import numpy as np
 
+from tinygrad_rnn import compiled
 from tinygrad_rnn.backend import get_array_module
 from tinygrad_rnn.core import Config, Function, Variable, as_variable, dual
 
@@ -118,11 +120,31 @@ class GetItemGrad(Function):
         if _is_basic(self.index):  # basic indexing never repeats an element: plain assignment
             gx[self.index] = gy
         else:
-            xp.add.at(gx, self.index, gy)  # unbuffered: repeated indices accumulate
+            _add_at(gx, self.index, gy)
         return gx
 
     def backward(self, ggx):
         return dual(GetItem(self.index), ggx)
+
+
+def _add_at(gx, index, gy):
+    """``add.at(gx, index, gy)``, unbuffered: repeated indices accumulate.
+
+    Where ``index`` is one NumPy integer array (rows of axis 0, as embed_id's ids) and the ``cpu``
+    extra serves ``gy`` (``compiled.kernels``), its compiled loop runs instead of NumPy's ufunc.at,
+    which is many times slower: the same additions in the same order, so the same bits, and an id
+    out of range raises NumPy's IndexError.
+    """
+    kernels = None
+    if isinstance(index, np.ndarray) and index.dtype.kind in "iu" and gy.shape == index.shape + gx.shape[1:]:
+        kernels = compiled.kernels("tinygrad_rnn.functions._cpu_kernels", gy)
+    if kernels is None:
+        get_array_module(gx).add.at(gx, index, gy)
+        return
+    ids, width = index.reshape(-1), math.prod(gx.shape[1:])
+    bad = kernels.scatter_add_rows(gx.reshape(len(gx), width), ids, gy.reshape(ids.size, width))
+    if bad >= 0:
+        raise IndexError(f"index {ids[bad:bad + 1].astype(np.intp)[0]} is out of bounds for axis 0 with size {len(gx)}")
 
 
 def getitem(x, index):
@@ -179,11 +201,15 @@ class EmbedID(Function):
     fresh_grads = True  # GetItemGrad's zeros
 
     def forward(self, ids, W):
-        self.ids, self.W_shape = ids, W.shape
-        return W[_bounded(ids, W.shape[0])]
+        # the checked ids are kept: a signed id array changed before backward cannot move the gradient
+        self.ids, self.W_shape = _bounded(ids, W.shape[0]), W.shape
+        return W[self.ids]
 
     def backward(self, gy):
-        return None, dual(GetItemGrad(self.ids, self.W_shape), gy)
+        try:
+            return None, dual(GetItemGrad(self.ids, self.W_shape), gy)
+        except IndexError:  # unsigned ids changed out of range since forward
+            raise index_range_error("embed_id", "ids", self.ids, self.W_shape[0]) from None
 
 
 def embed_id(ids, W):
