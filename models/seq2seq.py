@@ -113,10 +113,14 @@ class PeekyDecoder(Decoder):
         return wordvec_size + hidden_size, 2 * hidden_size
 
     def forward(self, ts, h):
-        """Teacher-forced scores (see ``Decoder.forward``)."""
+        """Teacher-forced scores (see ``Decoder.forward``).
+
+        The LSTM reads ``h`` as its ``static`` input: the same values as ``[embedding, h]`` at every
+        step, with ``h``'s part of the input projection computed once for all steps, not once a step.
+        """
         n, steps = ts.shape
+        out, _ = self.lstm.sequence(self.embed(ts), self.lstm.initial_state(h=h), static=h)
         hs = F.broadcast_to(F.reshape(h, (n, 1, h.shape[1])), (n, steps, h.shape[1]))
-        out, _ = self.lstm.sequence(F.concat([self.embed(ts), hs], axis=2), self.lstm.initial_state(h=h))
         return self.fc(F.concat([out, hs], axis=2))
 
     def init_state(self, h):

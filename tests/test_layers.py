@@ -430,6 +430,55 @@ def test_sequence_layer_backward_matches_numerical(n, t, d, h, num_layers, cls, 
     check_layer_grads(layer, run, xs, *state, seed=seed)
 
 
+def _fused(cls, fused):
+    """The ``fused`` argument where ``cls`` (a sequence layer) takes it."""
+    return {} if cls is L.RNN else {"fused": fused}
+
+
+@settings(max_examples=10)
+@given(n=sizes, t=sizes, d=sizes, s=sizes, h=sizes, num_layers=st.integers(1, 2),
+       cls=st.sampled_from(SEQUENCE_LAYERS), fused=st.booleans(), seed=seeds)
+def test_a_static_input_equals_concatenating_it_to_every_step(n, t, d, s, h, num_layers, cls, fused, seed):
+    rng = np.random.default_rng(seed)
+    layer = cls(d + s, h, num_layers=num_layers, seed=rng, dtype=F64, **_fused(cls, fused))
+    _randomize(layer, rng)
+    xs, static = _randn(rng, n, t, d), _randn(rng, n, s)
+    state = layer.initial_state(h=_randn(rng, num_layers, n, h))
+    gy = _randn(rng, n, t, h)
+    results = []
+    for run in (lambda xs, static: layer.sequence(xs, state, static=static),
+                lambda xs, static: layer.sequence(F.concat([xs, F.broadcast_to(F.reshape(static, (n, 1, s)),
+                                                                                 (n, t, s))], axis=2), state)):
+        layer.cleargrads()
+        inputs = tg.Variable(xs), tg.Variable(static)
+        hs, final = run(*inputs)
+        F.sum(hs * gy + sum(F.sum(part) for part in final)).backward()
+        results.append([hs.data] + [part.data for part in final] + [v.grad.data for v in inputs]
+                       + [p.grad.data for p in layer.params()])
+    for got, want in zip(*results, strict=True):
+        np.testing.assert_allclose(got, want, rtol=1e-12, atol=1e-12)
+
+
+@settings(max_examples=10)
+@given(n=sizes, t=sizes, d=sizes, s=sizes, h=sizes, cls=st.sampled_from(SEQUENCE_LAYERS), fused=st.booleans(),
+       seed=seeds)
+def test_sequence_with_a_static_input_backward_matches_numerical(n, t, d, s, h, cls, fused, seed):
+    rng = np.random.default_rng(seed)
+    layer = cls(d + s, h, seed=rng, dtype=F64, **_fused(cls, fused))
+    _randomize(layer, rng)
+    check_layer_grads(layer, lambda xs, static: layer.sequence(xs, static=static)[0], _randn(rng, n, t, d),
+                      _randn(rng, n, s), seed=seed)
+
+
+def test_a_static_input_that_does_not_fit_is_refused_naming_the_shapes():
+    layer = L.LSTM(5, 2, seed=0)
+    with pytest.raises(ValueError, match=r"LSTM.sequence: input of shape \(2, 3, 3\) and static input of shape "
+                                         r"\(2, 3\) do not fit \(N, T, D - S\) and \(N, S\) with D=5"):
+        layer.sequence(np.ones((2, 3, 3), np.float32), static=np.ones((2, 3), np.float32))
+    with pytest.raises(ValueError, match=r"static input of shape \(3, 2\)"):
+        layer.sequence(np.ones((2, 3, 3), np.float32), static=np.ones((3, 2), np.float32))
+
+
 @settings(max_examples=10)
 @given(n=sizes, t=sizes, d=sizes, h=sizes, cls=st.sampled_from(SEQUENCE_LAYERS), seed=seeds)
 def test_sequence_layer_equals_a_loop_of_its_cells(n, t, d, h, cls, seed):

@@ -41,6 +41,19 @@ def _checked_input(owner, x, ndim, size):
     return x
 
 
+def _checked_sequence_input(owner, xs, static, size):
+    """``(xs, static)`` as Variables, ``static`` None where not given; a ValueError naming ``owner``
+    unless ``xs`` is (N, T, D - S) with T >= 1 and ``static`` (N, S), or ``xs`` (N, T, D) alone."""
+    if static is None:
+        return _checked_input(owner, xs, 3, size), None
+    xs, static = as_variable(xs), as_variable(static)
+    if (xs.ndim != 3 or static.ndim != 2 or static.shape[0] != xs.shape[0]
+            or xs.shape[-1] + static.shape[-1] != size):
+        raise ValueError(f"{owner}: input of shape {xs.shape} and static input of shape {static.shape} do not "
+                         f"fit (N, T, D - S) and (N, S) with D={size}")
+    return _checked_input(owner, xs, 3, xs.shape[-1]), static
+
+
 def _state_variable(s, like):
     """A Variable as it is (it may carry a graph); an array cast to ``like``'s dtype."""
     if isinstance(s, Variable):
@@ -131,28 +144,39 @@ class _Cell(Layer):
 
     forward = step  # calling a cell runs its step in the cell's name scope
 
-    def sequence(self, xs, state=None):
+    def sequence(self, xs, state=None, static=None):
         """All T steps of a sequence; pure.
 
         Args:
-            xs (Variable | ndarray): (N, T, D), float, T >= 1.
+            xs (Variable | ndarray): (N, T, D), float, T >= 1; (N, T, D - S) with ``static``.
             state (tuple, optional): the initial state, as ``step`` takes it.
+            static (Variable | ndarray, optional): (N, S), an input the same at every step: each step
+                reads ``[xs_t, static]`` (D wide), as if it were concatenated to every step's input (a
+                peeky decoder's code), but its part of the input projection, ``static @ Wx[D - S:]``,
+                is computed once for all steps.
         Returns:
             tuple: ``(hs, state)``: the hidden states (N, T, H) and the final state.
         Raises:
-            ValueError: ``xs`` is not (N, T, D) with T >= 1, or the state does not fit.
+            ValueError: ``xs`` is not (N, T, D) with T >= 1 (with ``static``: (N, T, D - S) and (N, S)),
+                or the state does not fit.
             TypeError: ``state`` is not a tuple.
         """
         owner = f"{type(self).__name__}.sequence"
-        xs = _checked_input(owner, xs, 3, self.input_size)
+        xs, static = _checked_sequence_input(owner, xs, static, self.input_size)
         n, steps = xs.shape[:2]
         state = _checked_cell_state(owner, state, self.state_names, n, self.hidden_size, self.Wx)
         b, bn = self._biases()
+        Wx, Ws = (self.Wx, None) if static is None else F.split(self.Wx, [xs.shape[2]], axis=0)
         if self.fused:
             # time-major for the fused op: transposing the (N, T, D) input costs less than transposing xw
-            hs, state = self._fused_sequence(F.linear(F.transpose(xs, (1, 0, 2)), self.Wx, b), state, bn)
+            xw = F.linear(F.transpose(xs, (1, 0, 2)), Wx, b)
+            if static is not None:
+                xw = xw + F.reshape(F.matmul(static, Ws), (1, n, -1))  # (T, N, G*H) + (1, N, G*H)
+            hs, state = self._fused_sequence(xw, state, bn)
             return F.transpose(hs, (1, 0, 2)), state
-        xw = F.linear(xs, self.Wx, b)  # the input projection of all steps in one product
+        xw = F.linear(xs, Wx, b)  # the input projection of all steps in one product
+        if static is not None:
+            xw = xw + F.reshape(F.matmul(static, Ws), (n, 1, -1))  # (N, T, G*H) + (N, 1, G*H)
         # On (N, T*G*H), splitting along axis 1 yields (N, G*H) pieces directly (no reshape
         # per step), and Split's backward is one concatenate instead of T scatters.
         pieces = F.split(F.reshape(xw, (n, -1)), steps, axis=1)
@@ -441,23 +465,27 @@ class _Recurrent(Layer):
         self._carried = final if self.stateful else None
         return hs
 
-    def sequence(self, xs, state=None):
+    def sequence(self, xs, state=None, static=None):
         """Run a sequence through all layers; pure (the carried ``state`` is left alone).
 
         Args:
-            xs (Variable | ndarray): (N, T, D), float, T >= 1.
+            xs (Variable | ndarray): (N, T, D), float, T >= 1; (N, T, D - S) with ``static``.
             state (tuple, optional): the initial state in ``step``'s format; None is zeros.
+            static (Variable | ndarray, optional): (N, S), an input of the first layer the same at
+                every step, as if concatenated to every step's input; its projection is computed once
+                (see the cell's ``sequence``).
         Returns:
             tuple: ``(hs, state)``: the top layer's hidden states (N, T, H) and the final state.
         Raises:
-            ValueError: ``xs`` is not (N, T, D) with T >= 1, or the state does not fit.
+            ValueError: ``xs`` is not (N, T, D) with T >= 1 (with ``static``: (N, T, D - S) and (N, S)),
+                or the state does not fit.
             TypeError: ``state`` is not a tuple.
         """
         with name_scope(self._name or self.root_scope):
-            return self._run(f"{type(self).__name__}.sequence", xs, state)
+            return self._run(f"{type(self).__name__}.sequence", xs, state, static)
 
-    def _run(self, owner, xs, state):
-        xs = _checked_input(owner, xs, 3, self.input_size)
+    def _run(self, owner, xs, state, static=None):
+        xs, static = _checked_sequence_input(owner, xs, static, self.input_size)
         state = self._checked_state(owner, state, xs.shape[0])
         per_cell = len(self.cell_class.state_names)
         final = ()
@@ -465,7 +493,7 @@ class _Recurrent(Layer):
             if k:
                 xs = self._drop(xs)
             with self._cell_scope(k):
-                xs, cell_state = cell.sequence(xs, state[k * per_cell:(k + 1) * per_cell])
+                xs, cell_state = cell.sequence(xs, state[k * per_cell:(k + 1) * per_cell], static if k == 0 else None)
             final += cell_state
         return xs, final
 
