@@ -89,15 +89,16 @@ ax.legend()
 
 # %% [markdown]
 # The curves tell the chapter's story, in the book's order. After 4 epochs the plain model gets
-# 5.9 % of the held-out sums right to the last digit (7.9 % the epoch before), the same model
-# reading reversed questions 23.7 %, and the peeky model on reversed questions 92.7 %: reversing
-# helps, and peeking helps far more. The book, after 25 epochs at the learning rate 0.001, ends
-# near 10 %, 54 % and 98 %. The peeky model is nearly done here, while the other two are far from
-# it, the reversed model still climbing by about 5 points an epoch. (These figures are the run
-# this page shows: the `cpu` extra's float32 tanh, another BLAS or another machine round
-# differently, and a few points move.) The project's own 25-epoch runs (learning rate 0.001 on a
-# cosine schedule, `tinygrad-rnn-train-seq2seq --task addition ...`, on the
-# [results](../results.md) page) end at 16.3 %, 59.9 % and 98.9 %.
+# 9.6 % of the held-out sums right to the last digit, the same model reading reversed questions
+# 18.0 %, and the peeky model on reversed questions 92.9 %: reversing helps, and peeking helps
+# far more. The book, after 25 epochs at the learning rate 0.001, ends near 10 %, 54 % and 98 %.
+# The peeky model is nearly done here, while the other two are far from it. (These figures are
+# the run this page shows. The optional extras round float32 differently from the plain NumPy
+# install (the `cpu` extra's tanh, the `onednn` extra's products), as do another BLAS and another
+# machine, and the curves of the two slower models move by a few points: in an earlier run the
+# reversed model reached 23.7 % and the plain one 5.9 %.) The project's own 25-epoch runs
+# (learning rate 0.001 on a cosine schedule, `tinygrad-rnn-train-seq2seq --task addition ...`, on
+# the [results](../results.md) page) end at 16.3 %, 59.9 % and 98.9 %.
 #
 # ## What the models answer
 #
