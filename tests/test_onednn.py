@@ -31,6 +31,13 @@ def library():
     return onednn.library()
 
 
+@pytest.fixture(autouse=True)
+def one_blas_thread(monkeypatch):
+    """oneDNN runs beside a BLAS on one thread only (``compiled.onednn``); these tests run it whatever
+    the thread settings of the suite."""
+    monkeypatch.setattr(compiled, "blas_threads", lambda: 1)
+
+
 def _bound(x, w, bias=None):
     """The rounding error bound of a float32 product summed in any order: gamma_{K+1} * (|x| @ |w|), u = 2**-24
     (gamma_{K+2} * (|x| @ |w| + |bias|) with a bias, one more term of the sum).
@@ -258,8 +265,9 @@ sys.exit(os.waitstatus_to_exitcode(status))
 
 
 def test_a_child_forked_after_onednn_ran_on_threads_uses_blas_instead_of_hanging(library):
-    done = subprocess.run([sys.executable, "-c", _FORKED], env={**os.environ, "OMP_NUM_THREADS": "2"},
-                          capture_output=True, text=True, timeout=120)
+    # oneDNN on two OpenMP threads, beside a BLAS on one (where compiled.onednn lets it run)
+    env = {**os.environ, "OMP_NUM_THREADS": "2", "OPENBLAS_NUM_THREADS": "1"}
+    done = subprocess.run([sys.executable, "-c", _FORKED], env=env, capture_output=True, text=True, timeout=120)
     assert done.returncode == 0, done.stderr
 
 
@@ -332,3 +340,27 @@ def test_linear_on_onednn_gives_the_numpy_paths_values_and_gradients_within_floa
     assert results[0][2].strides == results[1][2].strides == w.strides
     for got, want in zip(*results, strict=True):
         np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-4)
+
+
+def test_onednn_runs_only_beside_a_blas_on_one_thread(library, monkeypatch):
+    x = np.ones((2, 3), np.float32)
+    assert compiled.onednn(x) is onednn
+    monkeypatch.setattr(compiled, "blas_threads", lambda: 2)
+    assert compiled.onednn(x) is None
+    with _products_recorded() as calls, pytest.MonkeyPatch.context() as patch:
+        patch.setattr(linalg, "ONEDNN_MIN_MULTIPLY_ADDS", 0)
+        linalg.product(x, np.ones((3, 4), np.float32))
+    assert calls == []
+
+
+@pytest.mark.parametrize("variables, wanted", [({"OPENBLAS_NUM_THREADS": "1", "OMP_NUM_THREADS": "4"}, "1"),
+                                               ({"GOTO_NUM_THREADS": "3", "OMP_NUM_THREADS": "1"}, "3"),
+                                               ({"OMP_NUM_THREADS": "2"}, "2"),
+                                               ({}, str(len(os.sched_getaffinity(0))))])
+def test_blas_threads_reads_the_variables_openblas_reads_in_its_order(variables, wanted):
+    env = {k: v for k, v in os.environ.items() if k not in ("OPENBLAS_NUM_THREADS", "GOTO_NUM_THREADS",
+                                                               "OMP_NUM_THREADS")}
+    code = "from tinygrad_rnn import compiled; print(compiled.blas_threads())"
+    done = subprocess.run([sys.executable, "-c", code], env={**env, **variables}, capture_output=True, text=True,
+                          timeout=60)
+    assert done.returncode == 0 and done.stdout.split() == [wanted], done.stderr

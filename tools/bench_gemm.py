@@ -286,7 +286,7 @@ def main():
     if not onednn.available():
         usage_error(f"needs oneDNN, which is not installed: pip install 'tinygrad_rnn[onednn]' "
                     f"(the {onednn.DISTRIBUTION} wheel)")
-    header = benchmark.add_cpu_extras(benchmark.header(args, threads=1))
+    header = benchmark.header(args, threads=1)
     header["kernels"]["onednn"] = f"oneDNN {onednn.version()}: its matmul and LSTM primitives"
     print(json.dumps(header), flush=True)
     benchmark.rerun_on_one_thread(__file__)

@@ -160,7 +160,7 @@ def main():
     if args.worker:
         worker(args)
         return
-    print(json.dumps(benchmark.add_cpu_extras(benchmark.header(args, threads=1))), flush=True)
+    benchmark.print_header(args, threads=1)
     benchmark.rerun_on_one_thread(__file__)
 
 

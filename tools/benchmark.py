@@ -21,7 +21,7 @@ from pathlib import Path
 
 import numpy as np
 
-from tinygrad_rnn import backend
+from tinygrad_rnn import backend, compiled, onednn
 from tinygrad_rnn.tools.common import command_line, device_mover, nonnegative_int, positive_int
 
 IMPLS = ("tinygrad_rnn", "torch")
@@ -143,41 +143,37 @@ def header(args, threads=None):
     if args.device == "gpu":
         ours = f"CuPy {backend.cupy().__version__}: cuBLAS and its own kernels"
     else:
-        ours = f"NumPy with {_blas()}"
-    return {"command": command_line(),
+        ours = f"NumPy with {_blas()}" + _cpu_extras(getattr(args, "threads", None) or threads)
+    result = {"command": command_line(),
             "machine": {"cpu": _cpu_name(), "cores": os.cpu_count(), "platform": platform.platform(),
                         "loadavg": os.getloadavg()},
             "blas": _blas(), "threads": getattr(args, "threads", threads),
             "versions": {"python": platform.python_version(), "numpy": np.__version__,
                          "tinygrad_rnn": _version("tinygrad_rnn"), "torch": _version("torch") if torch else None},
             "kernels": {"tinygrad_rnn": ours, **({"torch": _torch_kernels(args.device)} if torch else {})}}
+    if args.device == "cpu":
+        numba = importlib.util.find_spec("numba") is not None
+        result["versions"]["numba"] = importlib.metadata.version("numba") if numba else None
+        result["versions"]["onednn"] = onednn.version() if onednn.available() else None
+    return result
 
 
-def add_cpu_extras(header):
-    """Name, in a ``header``, the optional CPU extras that tinygrad_rnn runs with here: Numba's compiled
-    kernels and oneDNN's matmul for the large per-step products and the products where it wins.
-
-    Args:
-        header (dict): from ``header``; its ``versions`` get ``numba`` and ``onednn`` (None where not
-            installed) and its ``kernels["tinygrad_rnn"]`` what runs.
-    Returns:
-        dict: ``header``.
-    """
-    from tinygrad_rnn import onednn
+def _cpu_extras(threads):
+    """What the optional CPU extras installed here run for tinygrad_rnn with NumPy's BLAS on ``threads``
+    threads (None: as the environment says, ``compiled.blas_threads``), for the header's ``kernels``."""
     from tinygrad_rnn.functions import linalg, rnn
 
-    numba = importlib.util.find_spec("numba") is not None
-    header["versions"]["numba"] = importlib.metadata.version("numba") if numba else None
-    header["versions"]["onednn"] = onednn.version() if onednn.available() else None
-    header["kernels"]["tinygrad_rnn"] += " (compiled element-wise steps: Numba)" if numba else ""
+    text = " (compiled kernels: Numba)" if importlib.util.find_spec("numba") is not None else ""
     if onednn.available():
-        header["kernels"]["tinygrad_rnn"] += (f" (oneDNN {onednn.version()} matmul: per-step products of at least "
-                                              f"{rnn.ONEDNN_MIN_MULTIPLY_ADDS} multiply-adds, and Linear's and "
-                                              "MatMul's of at least "
-                                              f"{linalg.ONEDNN_MIN_MULTIPLY_ADDS}, at most "
-                                              f"{linalg.ONEDNN_MAX_COLUMNS} columns and "
-                                              f"{linalg.ONEDNN_MAX_RESULTS} results)")
-    return header
+        threads = threads or compiled.blas_threads()
+        if threads == 1:
+            text += (f" (oneDNN {onednn.version()} matmul: per-step products of at least "
+                     f"{rnn.ONEDNN_MIN_MULTIPLY_ADDS} multiply-adds, and Linear's and MatMul's of at least "
+                     f"{linalg.ONEDNN_MIN_MULTIPLY_ADDS}, at most {linalg.ONEDNN_MAX_COLUMNS} columns and "
+                     f"{linalg.ONEDNN_MAX_RESULTS} results)")
+        else:
+            text += f" (oneDNN {onednn.version()} installed, not run: NumPy's BLAS runs on {threads} threads)"
+    return text
 
 
 def rerun_on_one_thread(script):
