@@ -309,13 +309,12 @@ def _lstm_steps_backward(gates, tanh_c, cs, c0, Wh, ghs, gh, gc, da):
 def _step_product(w, out):
     """Context manager: ``product(x)``, writing ``x @ w`` into ``out`` at every step of a sequence op.
 
-    oneDNN's matmul, with ``w`` packed once into its own layout, where the ``onednn`` extra is installed
-    and ``w`` is a float32 NumPy array with ``len(out) * w.size`` at least ``ONEDNN_MIN_MULTIPLY_ADDS``,
-    unless the current context says ``using_config("compiled_kernels", False)`` or this process was
-    forked after oneDNN loaded (``onednn.usable``): a ``MatMul`` from ``onednn.acquire``'s pool, so
-    that a layer called again only repacks its weights; else ``matmul``, on a C-ordered copy of ``w``
-    (BLAS reads it faster than a transposed view, every step). oneDNN sums in another order than
-    BLAS: the results differ in float32 rounding.
+    oneDNN's matmul, with ``w`` packed once into its own layout, where ``compiled.onednn`` lets it run
+    products of ``w`` (the extra installed, float32 NumPy arrays, BLAS on one thread, ...) and
+    ``len(out) * w.size`` is at least ``ONEDNN_MIN_MULTIPLY_ADDS``: a ``MatMul`` from
+    ``onednn.acquire``'s pool, so that a layer called again only repacks its weights; else ``matmul``,
+    on a C-ordered copy of ``w`` (BLAS reads it faster than a transposed view, every step). oneDNN
+    sums in another order than BLAS: the results differ in float32 rounding.
 
     Args:
         w (ndarray): (K, M) the recurrent weights or their transpose (a view).
