@@ -65,21 +65,21 @@ def blas_threads():
     return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
 
 
-def onednn(x):
-    """The ``onednn`` module for products of arrays like ``x``, or None: NumPy's BLAS runs.
+def onednn(*arrays):
+    """The ``onednn`` module for a product of these operands, or None: NumPy's BLAS runs.
 
     oneDNN runs only beside a BLAS on one thread: with several, oneDNN's OpenMP threads and
     OpenBLAS's take turns on the cores, and what oneDNN's kernels gain is lost waking and waiting.
 
     Args:
-        x (ndarray): an operand.
+        *arrays (ndarray): the operands.
     Returns:
-        module | None: None where the extra is not installed, ``x`` is not a float32 NumPy array, the
+        module | None: None where the extra is not installed, an operand is not a float32 NumPy array, the
         current context says ``using_config("compiled_kernels", False)``, NumPy's BLAS runs on several
         threads (``blas_threads``), or this process was forked after oneDNN loaded (``onednn.usable``).
     """
-    if (not Config.compiled_kernels or not isinstance(x, np.ndarray) or x.dtype != np.float32
-            or blas_threads() != 1):
+    if (not Config.compiled_kernels or blas_threads() != 1
+            or not all(isinstance(x, np.ndarray) and x.dtype == np.float32 for x in arrays)):
         return None
     module = _onednn_module()
     return module if module is not None and module.usable() else None

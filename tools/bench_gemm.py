@@ -27,7 +27,7 @@ repetitions; both checked against each other (``max_rel_diff`` of the hidden sta
 Last, for each of ``--linear`` (M, K, N), the three products of a Linear layer ``x @ W`` (M, K) @ (K, N):
 ``x @ W``, ``gy @ W.T`` and ``x.T @ gy`` (W.T and x.T transposed views, as Linear's backward passes
 them), ``numpy`` against ``onednn`` (``onednn.product``: a pooled ``MatMul`` reading the weights in
-place), with ``linear``: the side ``functions.linalg.product`` picks for that shape (what Linear and
+place), with ``linear``: the side ``functions.linalg.onednn_for`` picks for that shape (what Linear and
 MatMul run).
 
 Everything runs in one worker process with one BLAS and OpenMP thread (oneDNN's wheel uses GNU
@@ -226,17 +226,6 @@ def _layer(steps, batch, size, rounds):
             "max_rel_diff": diffs}
 
 
-def _picks_onednn(a, b):
-    """Whether ``functions.linalg.product`` runs ``a @ b`` on oneDNN."""
-    calls, real = [], onednn.product
-    onednn.product = lambda *operands: calls.append(operands) or real(*operands)
-    try:
-        linalg.product(a, b)
-    finally:
-        onednn.product = real
-    return bool(calls)
-
-
 def _linear(m, k, n, rng, rounds):
     """The ``kind: "linear"`` lines of one Linear layer's three products (M, K) @ (K, N)."""
     x, w, gy = (rng.standard_normal(shape).astype(np.float32) for shape in [(m, k), (k, n), (m, n)])
@@ -245,7 +234,7 @@ def _linear(m, k, n, rng, rounds):
         yield {"kind": "linear", "shape": [m, k, n], "product": name,
                **{f"{side}_ms": round(s * 1e3, 4) for side, s in best.items()},
                "numpy_to_onednn": round(best["numpy"] / best["onednn"], 3),
-               "linear": "onednn" if _picks_onednn(a, b) else "numpy"}
+               "linear": "numpy" if linalg.onednn_for(a, b) is None else "onednn"}
 
 
 def worker(args):

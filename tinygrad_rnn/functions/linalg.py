@@ -51,22 +51,40 @@ def matmul(x, W):
     return MatMul()(x, W)
 
 
+def onednn_for(a, b, bias=None):
+    """The ``onednn`` module where it runs ``a @ b (+ bias)``, else None: NumPy's ``matmul`` does.
+
+    oneDNN runs it where ``compiled.onednn`` serves the operands (the extra installed, float32 NumPy
+    arrays, BLAS on one thread, ...), their strides are positive and the shape is one where oneDNN
+    beats OpenBLAS (``ONEDNN_MIN_MULTIPLY_ADDS`` and its two neighbours).
+
+    Args:
+        a (ndarray | Variable): (M, K).
+        b (ndarray | Variable): (K, N).
+        bias (ndarray, optional): (N,).
+    Returns:
+        module | None: ``tinygrad_rnn.onednn``, or None.
+    """
+    (m, k), n = a.shape, b.shape[1]
+    if m * k * n < ONEDNN_MIN_MULTIPLY_ADDS or n > ONEDNN_MAX_COLUMNS or m * n > ONEDNN_MAX_RESULTS:
+        return None
+    operands = (a, b) if bias is None else (a, b, bias)
+    onednn = compiled.onednn(*operands)
+    if onednn is None or min(s for array in operands for s in array.strides) <= 0:
+        return None
+    return onednn
+
+
 def product(a, b, bias=None):
     """``a @ b (+ bias)`` of two 2-D arrays (or Variables, without a bias, under ``create_graph``):
     (M, K) @ (K, N) (+ (N,)) -> (M, N).
 
-    oneDNN's matmul (``onednn.product``, the bias added as the product is written) where the
-    ``onednn`` extra runs float32 products (``compiled.onednn``) and the shape is one where it
-    beats OpenBLAS (``ONEDNN_MIN_MULTIPLY_ADDS`` and its two neighbours); elsewhere NumPy's
-    ``matmul``, then the bias in a pass of its own. The two sum the product in other orders: their
-    float32 results differ in rounding.
+    oneDNN's matmul where ``onednn_for`` says it runs (``onednn.product``, the bias added as the
+    product is written); elsewhere NumPy's ``matmul``, then the bias in a pass of its own. The two
+    sum the product in other orders: their float32 results differ in rounding.
     """
-    (m, k), n = a.shape, b.shape[1]
-    onednn = None
-    if m * k * n >= ONEDNN_MIN_MULTIPLY_ADDS and n <= ONEDNN_MAX_COLUMNS and m * n <= ONEDNN_MAX_RESULTS:
-        onednn = compiled.onednn(a) if compiled.onednn(b) and (bias is None or compiled.onednn(bias)) else None
-    operands = (a, b) if bias is None else (a, b, bias)
-    if onednn is not None and min(s for array in operands for s in array.strides) > 0:
+    onednn = onednn_for(a, b, bias)
+    if onednn is not None:
         return onednn.product(a, b, bias)
     y = a @ b
     if bias is not None:
